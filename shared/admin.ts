@@ -1,0 +1,123 @@
+/**
+ * The admin HTTP server every service runs: `/metrics` (prom-client, default
+ * process metrics on), `/healthz` (the process loop answers), `/readyz` (the
+ * service's own readiness), plus service routes such as `/routes`.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import type { HostPort } from "./config.js";
+import type { Logger } from "./logger.js";
+import { redactValue } from "./redact.js";
+
+export interface Readiness {
+  readonly ready: boolean;
+  /** Why not ready (or details when ready); shown as JSON. */
+  readonly details?: Record<string, unknown>;
+}
+
+export type JsonRoute = (req: IncomingMessage) => unknown | Promise<unknown>;
+
+export interface AdminOptions {
+  readonly listen: HostPort;
+  readonly registry: Registry;
+  readonly readiness: () => Readiness;
+  readonly routes?: Readonly<Record<string, JsonRoute>>;
+  readonly log: Logger;
+}
+
+/** A registry with the default process metrics, prefixed per service. */
+export function createRegistry(prefix: string): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: `${prefix}_` });
+  return registry;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(redactValue(body), null, 2);
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" });
+  res.end(text + "\n");
+}
+
+export class AdminServer {
+  private readonly server: Server;
+  private boundAddress: AddressInfo | null = null;
+
+  constructor(private readonly opts: AdminOptions) {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        opts.log.error({ err }, "admin request failed");
+        if (!res.headersSent) sendJson(res, 500, { error: "internal error" });
+        else res.destroy();
+      });
+    });
+    this.server.keepAliveTimeout = 5000;
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 10_000;
+  }
+
+  async start(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+    this.boundAddress = this.server.address() as AddressInfo;
+    this.opts.log.info(
+      { address: this.boundAddress.address, port: this.boundAddress.port },
+      "admin listening",
+    );
+    return this.boundAddress;
+  }
+
+  get address(): AddressInfo | null {
+    return this.boundAddress;
+  }
+
+  async close(): Promise<void> {
+    if (!this.server.listening) return;
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://admin");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" });
+      res.end();
+      return;
+    }
+    switch (url.pathname) {
+      case "/metrics": {
+        const body = await this.opts.registry.metrics();
+        res.writeHead(200, { "content-type": this.opts.registry.contentType });
+        res.end(body);
+        return;
+      }
+      case "/healthz":
+        sendJson(res, 200, { status: "ok" });
+        return;
+      case "/readyz": {
+        const r = this.opts.readiness();
+        sendJson(res, r.ready ? 200 : 503, { ready: r.ready, ...(r.details ?? {}) });
+        return;
+      }
+      default: {
+        const route = this.opts.routes?.[url.pathname];
+        if (route) {
+          sendJson(res, 200, await route(req));
+          return;
+        }
+        sendJson(res, 404, { error: `no such path ${url.pathname}`, paths: this.paths() });
+      }
+    }
+  }
+
+  private paths(): string[] {
+    return ["/metrics", "/healthz", "/readyz", ...Object.keys(this.opts.routes ?? {})];
+  }
+}

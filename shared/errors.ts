@@ -1,0 +1,53 @@
+/**
+ * Typed errors: one base class with a stable `code` and context fields.
+ * Library errors are converted where the library is called, so callers can
+ * switch on `code` instead of parsing messages.
+ */
+export type ErrorCode =
+  | "E_CONFIG"
+  | "E_ETCD"
+  | "E_ETCD_COMPACTED"
+  | "E_LEASE_LOST"
+  | "E_DOCKER"
+  | "E_DECODE"
+  | "E_TIMEOUT"
+  | "E_UPSTREAM";
+
+export class PgHaError extends Error {
+  readonly code: ErrorCode;
+  readonly context: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, context: Record<string, unknown> = {}, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.context = Object.freeze({ ...context });
+  }
+}
+
+/** A bad or missing configuration value. The message is the one line printed to the operator. */
+export class ConfigError extends PgHaError {
+  readonly option: string;
+  constructor(option: string, message: string) {
+    super("E_CONFIG", message, { option });
+    this.option = option;
+  }
+}
+
+export class EtcdError extends PgHaError {
+  constructor(message: string, context: Record<string, unknown> = {}, cause?: unknown) {
+    super("E_ETCD", message, context, cause);
+  }
+}
+
+export class TimeoutError extends PgHaError {
+  constructor(message: string, context: Record<string, unknown> = {}) {
+    super("E_TIMEOUT", message, context);
+  }
+}
+
+/** Converts anything thrown into an Error, keeping Errors as they are. */
+export function asError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(typeof value === "string" ? value : JSON.stringify(value));
+}

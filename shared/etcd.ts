@@ -1,0 +1,90 @@
+/**
+ * etcd v3 client factory: a host list, optional username/password and TLS.
+ *
+ * Retries and circuit breaking are left to our own loops (lease, watch,
+ * reconcile): the client's default breaker would refuse calls for 5 s after
+ * three failures, which delays recovery once etcd answers again.
+ */
+import { readFileSync } from "node:fs";
+import { ExponentialBackoff, noop } from "cockatiel";
+import { Etcd3, type IOptions } from "etcd3";
+import { formatHostPort, type HostPort } from "./config.js";
+import { EtcdError } from "./errors.js";
+
+export { Etcd3 } from "etcd3";
+
+export interface EtcdOptions {
+  readonly hosts: readonly HostPort[];
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+  /** Paths to PEM files; TLS is on when `caFile` is set. */
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+  /** Deadline of each unary call, in ms. */
+  readonly callTimeoutMs?: number;
+  readonly dialTimeoutMs?: number;
+}
+
+export const DEFAULT_ETCD_CALL_TIMEOUT_MS = 3000;
+
+export function etcdClientOptions(o: EtcdOptions): IOptions {
+  if (o.hosts.length === 0) throw new EtcdError("no etcd hosts given");
+  const tls = o.caFile !== undefined;
+  if ((o.certFile === undefined) !== (o.keyFile === undefined)) {
+    throw new EtcdError("etcd client certificate and key must be given together");
+  }
+  const callTimeout = o.callTimeoutMs ?? DEFAULT_ETCD_CALL_TIMEOUT_MS;
+  const options: IOptions = {
+    hosts: o.hosts.map((h) => `${tls ? "https" : "http"}://${formatHostPort(h)}`),
+    dialTimeout: o.dialTimeoutMs ?? 2000,
+    // Unary calls get a deadline; streams (watch, keepalive) must not.
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeout }),
+    faultHandling: {
+      host: () => noop,
+      global: noop,
+      // etcd3 calls next() on this to get each delay, as it does with its own default factory.
+      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as unknown as NonNullable<
+        NonNullable<IOptions["faultHandling"]>["watchBackoff"]
+      >,
+    },
+    grpcOptions: {
+      // Notice a dead peer within seconds even when no RST arrives.
+      "grpc.keepalive_time_ms": 5000,
+      "grpc.keepalive_timeout_ms": 3000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.initial_reconnect_backoff_ms": 100,
+      "grpc.max_reconnect_backoff_ms": 1000,
+    },
+  };
+  if (tls) {
+    options.credentials = {
+      rootCertificate: readFileSync(o.caFile!),
+      ...(o.certFile ? { certChain: readFileSync(o.certFile), privateKey: readFileSync(o.keyFile!) } : {}),
+    };
+  }
+  if (o.username !== undefined && o.username !== "") {
+    options.auth = {
+      username: o.username,
+      password: o.password ?? "",
+      callOptions: () => ({ deadline: Date.now() + callTimeout }),
+    };
+  }
+  return options;
+}
+
+export function createEtcdClient(o: EtcdOptions): Etcd3 {
+  return new Etcd3(etcdClientOptions(o));
+}
+
+/** Converts an etcd3 library error into ours, keeping it as the cause. */
+export function toEtcdError(err: unknown, op: string, context: Record<string, unknown> = {}): EtcdError {
+  if (err instanceof EtcdError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new EtcdError(`etcd ${op} failed: ${message}`, { op, ...context }, err);
+}
+
+export function isCompactedError(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : String(err);
+  return /compacted/i.test(m);
+}
