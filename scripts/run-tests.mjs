@@ -53,6 +53,8 @@ for (const tier of tiers) {
     const args = [
       "--enable-source-maps",
       "--test",
+      // A test file whose handles stay open must not hang the run.
+      "--test-force-exit",
       "--test-reporter=spec",
       "--test-reporter-destination=stdout",
       "--test-reporter=tap",

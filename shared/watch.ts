@@ -194,16 +194,32 @@ export class PrefixWatch extends EventEmitter<PrefixWatchEvents> {
       });
       w.on("disconnected", (err: Error) => finish(false, toEtcdError(err, "watch", { prefix: this.prefix })));
       w.on("error", (err: Error) => {
-        const compacted = isCompactedError(err);
-        if (compacted) this.compactedSeen = true;
-        this.log.warn(
-          { err: toEtcdError(err, "watch", { prefix: this.prefix }), compacted },
-          "watch cancelled; re-reading",
-        );
-        finish(true, err);
+        // etcd cancels a watch whose start revision was compacted; the client drops the
+        // reason, so ask with a range read at that revision.
+        void this.wasCompacted(err).then((compacted) => {
+          if (compacted) this.compactedSeen = true;
+          this.log.warn(
+            { err: toEtcdError(err, "watch", { prefix: this.prefix }), compacted },
+            "watch cancelled; re-reading",
+          );
+          finish(true, err);
+        });
       });
       w.on("end", () => finish(false));
     });
+  }
+
+  private async wasCompacted(err: Error): Promise<boolean> {
+    if (isCompactedError(err)) return true;
+    try {
+      await this.client
+        .get(this.prefix)
+        .revision(String(this.snap.revision + 1))
+        .exec();
+      return false;
+    } catch (probe) {
+      return isCompactedError(probe);
+    }
   }
 
   private apply(events: readonly { type: string; kv: IKeyValue }[], headerRevision: number): void {
