@@ -104,10 +104,14 @@ export class EtcdServer {
 
   /** Runs etcdctl (v3 API) against this server. */
   async ctl(...args: string[]): Promise<string> {
-    const r = await run(ETCDCTL_BIN, ["--endpoints", this.url, "--dial-timeout", "1s", "--command-timeout", "3s", ...args], {
-      env: { ...process.env, ETCDCTL_API: "3" },
-      timeoutMs: 10_000,
-    });
+    const r = await run(
+      ETCDCTL_BIN,
+      ["--endpoints", this.url, "--dial-timeout", "1s", "--command-timeout", "3s", ...args],
+      {
+        env: { ...process.env, ETCDCTL_API: "3" },
+        timeoutMs: 10_000,
+      },
+    );
     return r.stdout;
   }
 

@@ -79,7 +79,11 @@ export function startProcess(
 }
 
 /** Sends a signal to the process group; resolves when the leader has exited (or after timeoutMs, then SIGKILL). */
-export async function stopProcess(p: Spawned, signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000): Promise<void> {
+export async function stopProcess(
+  p: Spawned,
+  signal: NodeJS.Signals = "SIGTERM",
+  timeoutMs = 15_000,
+): Promise<void> {
   if (p.child.exitCode !== null || p.child.signalCode !== null) return;
   const pid = p.child.pid;
   if (pid === undefined) return;

