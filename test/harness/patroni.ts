@@ -1,0 +1,375 @@
+/**
+ * A real Patroni 3.0.2 + PostgreSQL 15 cluster on loopback, on free ports, in a
+ * temp dir, against a real etcd: the backbone of the router's tests.
+ *
+ *   const c = await PatroniCluster.start({ nodes: 3 });   // leader + 2 streaming replicas
+ *   await c.switchover("pg2"); await c.kill9("pg2"); await c.etcd.stop(); ...
+ *   await c.destroy();                                     // always, in after()
+ *
+ * PostgreSQL refuses to run as root, so when the tests run as root Patroni is
+ * started as the postgres user with setpriv.
+ */
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { EtcdServer } from "./etcd.js";
+import { freePort } from "./ports.js";
+import { run, type Spawned, startProcess, stopProcess, waitFor } from "./proc.js";
+
+export const PG_BIN_DIR = process.env.PG_BIN_DIR ?? "/usr/lib/postgresql/15/bin";
+export const PATRONI_BIN = process.env.PATRONI_BIN ?? "patroni";
+export const PATRONICTL_BIN = process.env.PATRONICTL_BIN ?? "patronictl";
+
+const SUPERUSER = { username: "postgres", password: "harness-superuser-pw" };
+const REPLICATION = { username: "replicator", password: "harness-replication-pw" };
+
+export interface ClusterOptions {
+  readonly nodes?: number;
+  readonly scope?: string;
+  readonly namespace?: string;
+  /** An etcd to use (not destroyed with the cluster); one is started otherwise. */
+  readonly etcd?: EtcdServer;
+  readonly ttl?: number;
+  readonly loopWait?: number;
+  readonly retryTimeout?: number;
+  readonly synchronousMode?: boolean;
+  /** Patroni tags per member name, e.g. { pg3: { noloadbalance: true } }. */
+  readonly tags?: Readonly<Record<string, Record<string, unknown>>>;
+  /** Extra PostgreSQL parameters. */
+  readonly parameters?: Readonly<Record<string, string | number | boolean>>;
+  /** Wait for a leader and all replicas streaming (default true). */
+  readonly waitReady?: boolean;
+}
+
+/** One member as Patroni's REST /cluster reports it. */
+export interface RestMember {
+  readonly name: string;
+  readonly role: string;
+  readonly state: string;
+  readonly host: string;
+  readonly port: number;
+  readonly timeline?: number;
+  readonly lag?: number | string;
+}
+
+const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
+
+export class PatroniNode {
+  private proc: Spawned | null = null;
+
+  constructor(
+    readonly cluster: PatroniCluster,
+    readonly name: string,
+    readonly pgPort: number,
+    readonly restPort: number,
+    readonly dir: string,
+  ) {}
+
+  get configFile(): string {
+    return join(this.dir, "patroni.yml");
+  }
+  get dataDir(): string {
+    return join(this.dir, "data");
+  }
+  get restUrl(): string {
+    return `http://127.0.0.1:${this.restPort}`;
+  }
+  get running(): boolean {
+    return this.proc !== null && this.proc.child.exitCode === null && this.proc.child.signalCode === null;
+  }
+  get pid(): number | undefined {
+    return this.proc?.child.pid;
+  }
+
+  /** node-postgres connection settings for this member. */
+  pg(database = "postgres"): {
+    host: string;
+    port: number;
+    user: string;
+    password: string;
+    database: string;
+  } {
+    return {
+      host: "127.0.0.1",
+      port: this.pgPort,
+      user: SUPERUSER.username,
+      password: SUPERUSER.password,
+      database,
+    };
+  }
+
+  start(): void {
+    if (this.running) return;
+    const env = { ...process.env, HOME: this.dir, PATH: `${PG_BIN_DIR}:${process.env.PATH ?? ""}` };
+    const [cmd, args] = asRoot
+      ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", PATRONI_BIN, this.configFile]]
+      : [PATRONI_BIN, [this.configFile]];
+    this.proc = startProcess(cmd, args, { logFile: join(this.dir, "patroni.log"), env, cwd: this.dir });
+  }
+
+  /** SIGTERM: Patroni stops PostgreSQL and releases the leader key if it holds it. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    this.proc = null;
+    if (p) await stopProcess(p, "SIGTERM", 60_000);
+  }
+
+  /** kill -9 of Patroni, the postmaster and every backend (the whole process group). */
+  async kill9(): Promise<void> {
+    const postmaster = this.postmasterPid();
+    const p = this.proc;
+    this.proc = null;
+    if (p) await stopProcess(p, "SIGKILL");
+    if (postmaster !== null) {
+      try {
+        process.kill(postmaster, "SIGKILL");
+      } catch {}
+    }
+  }
+
+  postmasterPid(): number | null {
+    try {
+      const pid = Number(readFileSync(join(this.dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
+      return Number.isInteger(pid) && pid > 0 ? pid : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** GET a Patroni REST path; returns status and parsed JSON (or null). */
+  async rest(path: string, timeoutMs = 2000): Promise<{ status: number; body: unknown }> {
+    const res = await fetch(this.restUrl + path, { signal: AbortSignal.timeout(timeoutMs) });
+    const text = await res.text();
+    let body: unknown = null;
+    try {
+      body = JSON.parse(text);
+    } catch {}
+    return { status: res.status, body };
+  }
+
+  async restPost(path: string, body: unknown, timeoutMs = 30_000): Promise<{ status: number; text: string }> {
+    const res = await fetch(this.restUrl + path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return { status: res.status, text: await res.text() };
+  }
+
+  tail(lines = 40): string {
+    try {
+      return readFileSync(join(this.dir, "patroni.log"), "utf8").split("\n").slice(-lines).join("\n");
+    } catch {
+      return "";
+    }
+  }
+}
+
+export class PatroniCluster {
+  readonly nodes: PatroniNode[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly etcd: EtcdServer,
+    private readonly ownsEtcd: boolean,
+    readonly scope: string,
+    readonly namespace: string,
+    readonly opts: ClusterOptions,
+  ) {}
+
+  static async start(opts: ClusterOptions = {}): Promise<PatroniCluster> {
+    const dir = mkdtempSync(join(tmpdir(), "patroni-"));
+    const etcd = opts.etcd ?? (await EtcdServer.start());
+    const scope = opts.scope ?? `demo${Math.floor(Math.random() * 1e6)}`;
+    const c = new PatroniCluster(
+      dir,
+      etcd,
+      opts.etcd === undefined,
+      scope,
+      opts.namespace ?? "/service/",
+      opts,
+    );
+    if (asRoot) chownSync(dir, uid("postgres"), gid("postgres"));
+    try {
+      for (let i = 1; i <= (opts.nodes ?? 3); i++) await c.addNode(`pg${i}`);
+      for (const n of c.nodes) n.start();
+      if (opts.waitReady !== false) await c.waitReady();
+    } catch (err) {
+      const logs = c.nodes.map((n) => `--- ${n.name} ---\n${n.tail(15)}`).join("\n");
+      await c.destroy();
+      throw new Error(`Patroni cluster did not come up: ${(err as Error).message}\n${logs}`);
+    }
+    return c;
+  }
+
+  /** Adds a member (not started) with its own ports, dir and config. */
+  async addNode(name: string): Promise<PatroniNode> {
+    const nodeDir = join(this.dir, name);
+    mkdirSync(nodeDir, { mode: 0o700 });
+    const node = new PatroniNode(this, name, await freePort(), await freePort(), nodeDir);
+    writeFileSync(node.configFile, stringify(this.config(node)), { mode: 0o600 });
+    if (asRoot) {
+      chownSync(nodeDir, uid("postgres"), gid("postgres"));
+      chownSync(node.configFile, uid("postgres"), gid("postgres"));
+    }
+    this.nodes.push(node);
+    return node;
+  }
+
+  node(name: string): PatroniNode {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`no member ${name} in ${this.nodes.map((x) => x.name).join(", ")}`);
+    return n;
+  }
+
+  private config(node: PatroniNode): Record<string, unknown> {
+    const o = this.opts;
+    return {
+      scope: this.scope,
+      namespace: this.namespace,
+      name: node.name,
+      log: { level: "INFO" },
+      restapi: { listen: `127.0.0.1:${node.restPort}`, connect_address: `127.0.0.1:${node.restPort}` },
+      etcd3: { hosts: [this.etcd.endpoint] },
+      bootstrap: {
+        dcs: {
+          ttl: o.ttl ?? 10,
+          loop_wait: o.loopWait ?? 2,
+          retry_timeout: o.retryTimeout ?? 5,
+          maximum_lag_on_failover: 1048576,
+          synchronous_mode: o.synchronousMode ?? false,
+          postgresql: {
+            use_pg_rewind: true,
+            use_slots: true,
+            parameters: {
+              wal_level: "replica",
+              hot_standby: "on",
+              max_wal_senders: 10,
+              max_replication_slots: 10,
+              wal_keep_size: "128MB",
+              max_connections: 300,
+              wal_log_hints: "on",
+            },
+          },
+        },
+        initdb: [{ encoding: "UTF8" }, { locale: "C" }, "data-checksums"],
+      },
+      postgresql: {
+        listen: `127.0.0.1:${node.pgPort}`,
+        connect_address: `127.0.0.1:${node.pgPort}`,
+        data_dir: node.dataDir,
+        bin_dir: PG_BIN_DIR,
+        pgpass: join(node.dir, "pgpass"),
+        authentication: { superuser: SUPERUSER, replication: REPLICATION, rewind: SUPERUSER },
+        pg_hba: [
+          "local all all trust",
+          "host all all 127.0.0.1/32 scram-sha-256",
+          "host replication replicator 127.0.0.1/32 scram-sha-256",
+        ],
+        parameters: {
+          unix_socket_directories: node.dir,
+          shared_buffers: "32MB",
+          fsync: "off",
+          synchronous_commit: o.synchronousMode ? "on" : "local",
+          ...(o.parameters ?? {}),
+        },
+      },
+      tags: {
+        nofailover: false,
+        noloadbalance: false,
+        clonefrom: false,
+        nosync: false,
+        ...(o.tags?.[node.name] ?? {}),
+      },
+    };
+  }
+
+  /** Patroni's own view (REST /cluster), from the first member that answers. */
+  async restCluster(): Promise<RestMember[]> {
+    let lastErr: unknown;
+    for (const n of this.nodes) {
+      if (!n.running) continue;
+      try {
+        const r = await n.rest("/cluster");
+        if (r.status === 200) return ((r.body as { members?: RestMember[] }).members ?? []) as RestMember[];
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw new Error(`no member answered /cluster${lastErr instanceof Error ? `: ${lastErr.message}` : ""}`);
+  }
+
+  /** Waits for one leader and `replicas` streaming replicas on the leader's timeline; returns the leader's name. */
+  async waitReady(opts: { replicas?: number; timeoutMs?: number; leaderNot?: string } = {}): Promise<string> {
+    const want = opts.replicas ?? this.nodes.filter((n) => n.running).length - 1;
+    return waitFor(
+      `a leader and ${want} streaming replica(s)`,
+      async () => {
+        const members = await this.restCluster();
+        const leader = members.find((m) => m.role === "leader" && m.state === "running");
+        if (!leader || leader.name === opts.leaderNot) return null;
+        const leaderNode = this.node(leader.name);
+        if ((await leaderNode.rest("/primary")).status !== 200) return null;
+        const replicas = members.filter(
+          (m) =>
+            (m.role === "replica" || m.role === "sync_standby") &&
+            (m.state === "streaming" || m.state === "running") &&
+            typeof m.lag === "number" &&
+            m.timeline === leader.timeline,
+        );
+        if (replicas.length < want) return null;
+        for (const r of replicas) {
+          if ((await this.node(r.name).rest("/replica")).status !== 200) return null;
+        }
+        return leader.name;
+      },
+      { timeoutMs: opts.timeoutMs ?? 60_000, intervalMs: 250 },
+    );
+  }
+
+  /** The current leader by Patroni's REST API. */
+  async leader(): Promise<string | null> {
+    const members = await this.restCluster();
+    return members.find((m) => m.role === "leader")?.name ?? null;
+  }
+
+  /** Planned switchover through the leader's REST API; resolves when Patroni reports it done. */
+  async switchover(candidate?: string): Promise<{ from: string; to: string }> {
+    const from = await waitFor("a leader", () => this.leader());
+    const to = candidate ?? this.nodes.find((n) => n.name !== from && n.running)?.name;
+    if (!to) throw new Error("no switchover candidate");
+    const r = await this.node(from).restPost("/switchover", { leader: from, candidate: to });
+    if (r.status !== 200) throw new Error(`switchover ${from} -> ${to} failed: ${r.status} ${r.text}`);
+    return { from, to };
+  }
+
+  async kill9(name: string): Promise<void> {
+    await this.node(name).kill9();
+  }
+
+  /** Runs patronictl with this cluster's config. */
+  async patronictl(...args: string[]): Promise<string> {
+    const n = this.nodes[0]!;
+    const r = await run(PATRONICTL_BIN, ["-c", n.configFile, ...args], { timeoutMs: 30_000 });
+    return r.stdout;
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.kill9()));
+    if (this.ownsEtcd) await this.etcd.destroy();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function idOf(db: "passwd" | "group", name: string): number {
+  const line = readFileSync(`/etc/${db}`, "utf8")
+    .split("\n")
+    .find((l) => l.startsWith(`${name}:`));
+  const id = line ? Number(line.split(":")[2]) : Number.NaN;
+  if (!Number.isInteger(id)) throw new Error(`no ${db} entry for ${name}`);
+  return id;
+}
+const uid = (name: string) => idOf("passwd", name);
+const gid = (name: string) => idOf("group", name);
