@@ -455,8 +455,9 @@ export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): str
     if (o.env) facts.push(`env ${o.env}`);
     if (o.required) facts.push("required");
     else if (o.kind === "repeat") facts.push("repeatable");
-    else if (o.defaultLabel !== undefined && !o.secret) facts.push(`default ${o.defaultLabel}`);
-    else if (!o.secret) facts.push("default unset");
+    else if (o.defaultLabel === undefined) facts.push("default unset");
+    // A secret's default is not shown, but that it has one is.
+    else facts.push(o.secret ? "default hidden" : `default ${o.defaultLabel}`);
     lines.push(head, `      ${o.description} [${facts.join("; ")}]`);
   }
   lines.push("  -help", "      Show this help and exit.");
