@@ -1,0 +1,106 @@
+/**
+ * What one container should have registered, given what Docker says about it
+ * now and what it had before. Pure: the tracker feeds it inspect documents and
+ * the facts it collected from events, and publishes the services it returns.
+ *
+ * - running (not paused, not restarting): its services, unless -require-healthy
+ *   and its HEALTHCHECK does not report healthy;
+ * - paused, stopped, restarting: nothing, except with `-deregister on-success`
+ *   a container that failed (non-zero exit, not stopped or killed by a signal)
+ *   keeps what it had;
+ * - gone: forgotten.
+ */
+import type { DeregisterMode } from "./options.js";
+import { type ModelOptions, type Related, type Service, type Skip, servicesFor } from "./service-model.js";
+
+export type Observation =
+  | { readonly kind: "found"; readonly inspect: unknown; readonly related?: Related }
+  | { readonly kind: "gone" };
+
+export interface ContainerFacts {
+  /** Someone stopped or killed the container (stop event, or kill with a terminating signal) since it last started. */
+  readonly stopRequested: boolean;
+}
+
+export const NO_FACTS: ContainerFacts = Object.freeze({ stopRequested: false });
+
+export type RegistrationState = "registered" | "retained" | "none";
+
+export interface ContainerView {
+  readonly id: string;
+  readonly name: string;
+  readonly state: RegistrationState;
+  readonly reason: string;
+  readonly services: readonly Service[];
+  readonly skipped: readonly Skip[];
+}
+
+export interface LifecycleOptions extends ModelOptions {
+  readonly deregister: DeregisterMode;
+  readonly requireHealthy: boolean;
+}
+
+/** Exit codes above 128 mean death by signal 1..64 (137 = SIGKILL, 143 = SIGTERM). */
+export function diedBySignal(exitCode: number): boolean {
+  return exitCode > 128 && exitCode <= 128 + 64;
+}
+
+function rec(v: unknown): Readonly<Record<string, unknown>> {
+  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+function view(
+  id: string,
+  name: string,
+  state: RegistrationState,
+  reason: string,
+  services: readonly Service[] = [],
+  skipped: readonly Skip[] = [],
+): ContainerView {
+  return Object.freeze({ id, name, state, reason, services, skipped });
+}
+
+/** The container's next view, or null when it is gone. Never throws. */
+export function decideContainer(
+  id: string,
+  prev: ContainerView | undefined,
+  obs: Observation,
+  facts: ContainerFacts,
+  opts: LifecycleOptions,
+): ContainerView | null {
+  if (obs.kind === "gone") return null;
+  const inspect = rec(obs.inspect);
+  const rawName = typeof inspect["Name"] === "string" ? inspect["Name"] : "";
+  const name = rawName.replace(/^\//, "") || prev?.name || id.slice(0, 12);
+  const state = rec(inspect["State"]);
+  const running = state["Running"] === true;
+  const paused = state["Paused"] === true;
+  const restarting = state["Restarting"] === true;
+
+  if (running && !paused && !restarting) {
+    const health = state["Health"];
+    if (opts.requireHealthy && health !== undefined && health !== null) {
+      const status = String(rec(health)["Status"] ?? "unknown");
+      if (status !== "healthy") return view(id, name, "none", `health is ${status} (-require-healthy)`);
+    }
+    const model = servicesFor(obs.inspect, opts, obs.related);
+    return model.services.length > 0
+      ? view(id, name, "registered", "running", model.services, model.skipped)
+      : view(id, name, "none", "running, nothing to register", [], model.skipped);
+  }
+  if (paused) return view(id, name, "none", "paused");
+
+  const exitCode = typeof state["ExitCode"] === "number" ? state["ExitCode"] : 0;
+  const what = restarting ? "restarting" : `stopped (${String(state["Status"] ?? "exited")})`;
+  const success = exitCode === 0 || facts.stopRequested || diedBySignal(exitCode);
+  if (opts.deregister === "on-success" && !success && prev && prev.services.length > 0) {
+    return view(
+      id,
+      name,
+      "retained",
+      `${what} with exit code ${exitCode}; kept registered (-deregister on-success)`,
+      prev.services,
+    );
+  }
+  return view(id, name, "none", `${what} with exit code ${exitCode}`);
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+/** registrator [flags] etcd://HOST:PORT[,HOST:PORT…][/PREFIX] — wiring only; see app.ts. */
+import { hostname } from "node:os";
+import { ConfigError } from "../shared/errors.js";
+import { createLogger } from "../shared/logger.js";
+import { installShutdown } from "../shared/shutdown.js";
+import { RegistratorApp } from "./app.js";
+import { type LoadedOptions, parseOptions } from "./options.js";
+
+let loaded: LoadedOptions;
+try {
+  loaded = parseOptions(process.argv.slice(2), process.env, hostname());
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`${err.message}\n`);
+  process.exit(2);
+}
+if (loaded.kind === "help") {
+  process.stdout.write(loaded.text);
+  process.exit(0);
+}
+const o = loaded.options;
+const log = createLogger({ name: "registrator", level: o.logLevel });
+log.info(
+  {
+    etcd: o.registry.hosts,
+    prefix: o.registry.prefix || "/",
+    hostname: o.hostname,
+    docker: o.dockerHost.url,
+    ttl: o.ttl,
+    resync: o.resync,
+    internal: o.internal,
+    explicit: o.explicit,
+    cleanup: o.cleanup,
+    deregister: o.deregister,
+    requireHealthy: o.requireHealthy,
+  },
+  "starting",
+);
+const app = new RegistratorApp(o, log);
+installShutdown({ stopAccepting: () => app.stopAccepting(), close: () => app.close() }, log);
+app.start().catch((err: unknown) => {
+  log.fatal({ err }, "could not start");
+  void app.close().finally(() => process.exit(1));
+});
