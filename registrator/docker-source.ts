@@ -22,7 +22,7 @@ import type { DockerEndpoint } from "./options.js";
 
 export const DOCKER_CALL_TIMEOUT_MS = 10_000;
 export const RECONNECT_MIN_MS = 100;
-export const RECONNECT_MAX_MS = 5000;
+export const RECONNECT_MAX_MS = 2000;
 /** How far before the daemon's "now" the event subscription starts. */
 export const SUBSCRIBE_OVERLAP_S = 1;
 
