@@ -11,7 +11,7 @@ import { registryKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/logger.js";
 import { Backoff, sleep } from "../shared/time.js";
 import { createDockerClient, DockerSource } from "./docker-source.js";
-import type { LifecycleOptions } from "./lifecycle.js";
+import type { ContainerView, LifecycleOptions } from "./lifecycle.js";
 import { RegistratorMetrics } from "./metrics.js";
 import type { RegistratorOptions } from "./options.js";
 import { Publisher } from "./publisher.js";
@@ -33,6 +33,17 @@ export async function resolveHostIp(hostname: string): Promise<string | undefine
   return Promise.race([found, timeout]);
 }
 
+function containerReport(v: ContainerView) {
+  return {
+    id: v.id.slice(0, 12),
+    name: v.name,
+    state: v.state,
+    reason: v.reason,
+    services: v.services.map((s) => `${s.key}=${s.value}`),
+    skipped: v.skipped,
+  };
+}
+
 export class StartupError extends PgHaError {
   constructor(message: string, cause?: unknown) {
     super("E_ETCD", message, {}, cause);
@@ -50,6 +61,7 @@ export class RegistratorApp {
   private resyncTimer: NodeJS.Timeout | null = null;
   private resyncRunning = false;
   private firstSyncDone = false;
+  private firstSyncMs: number | null = null;
   private lastResyncSummary = "";
   private running: Promise<void> | null = null;
 
@@ -85,7 +97,10 @@ export class RegistratorApp {
           registry,
           log: log.child({ component: "admin" }),
           readiness: () => this.readiness(),
-          routes: { "/services": () => this.servicesReport() },
+          routes: {
+            "/services": () => this.servicesReport(),
+            "/containers": () => this.tracker?.snapshot().map(containerReport) ?? [],
+          },
         })
       : null;
   }
@@ -141,11 +156,6 @@ export class RegistratorApp {
     }
   }
 
-  /** Resolves when the first full sync has been written to etcd. */
-  async whenReady(): Promise<void> {
-    while (!this.firstSyncDone && !this.stopping.signal.aborted) await sleep(20, this.stopping.signal);
-  }
-
   /** Stops following Docker and the timer (first shutdown step). */
   stopAccepting(): void {
     this.stopping.abort();
@@ -191,6 +201,7 @@ export class RegistratorApp {
 
   /** After each (re)subscription: look at every container, then make etcd match (retrying until it does). */
   private async fullSync(): Promise<void> {
+    const started = performance.now();
     await this.tracker!.syncAll();
     const backoff = new Backoff(100, 2000);
     while (!this.stopping.signal.aborted) {
@@ -199,7 +210,11 @@ export class RegistratorApp {
     }
     if (!this.firstSyncDone && !this.stopping.signal.aborted) {
       this.firstSyncDone = true;
-      this.log.info({ services: this.publisher.desiredServices().size }, "initial sync done; ready");
+      this.firstSyncMs = Math.round(performance.now() - started);
+      this.log.info(
+        { services: this.publisher.desiredServices().size, ms: this.firstSyncMs },
+        "initial sync done; ready",
+      );
     }
   }
 
@@ -250,6 +265,7 @@ export class RegistratorApp {
       ready: this.ready,
       details: {
         initialSync: this.firstSyncDone,
+        initialSyncMs: this.firstSyncMs,
         docker: this.source.connected ? "connected" : "disconnected",
         lease: this.o.ttl === 0 ? "none (-ttl 0)" : this.publisher.leaseHeld ? "held" : "not held",
         services: this.publisher.desiredServices().size,

@@ -115,7 +115,12 @@ export class DockerSource {
         if (signal.aborted) break;
         failures++;
         const e = toDockerError(err, "follow events");
-        if (failures === 1) this.log.warn({ err: e }, "Docker is unreachable; retrying with backoff");
+        if (failures === 1 && e.context["errno"] === "EACCES") {
+          this.log.error(
+            { err: e },
+            "permission denied on the Docker socket: give the process the socket's group (docker run --group-add <gid of the socket>) or run it as root; retrying",
+          );
+        } else if (failures === 1) this.log.warn({ err: e }, "Docker is unreachable; retrying with backoff");
         else this.log.debug({ err: e, failures }, "Docker still unreachable");
       } finally {
         stream?.destroy();

@@ -160,7 +160,8 @@ const options = {
   metricsAddr: opt.hostPort({
     flag: "metrics-addr",
     env: "REGISTRATOR_METRICS_ADDR",
-    description: "admin HTTP address for /metrics, /healthz, /readyz and /services; off to disable",
+    description:
+      "admin HTTP address for /metrics, /healthz, /readyz, /services and /containers; off to disable",
     default: DEFAULT_METRICS_ADDR,
     allowOff: true,
   }),

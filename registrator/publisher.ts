@@ -50,7 +50,6 @@ export class Publisher {
   private retryTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private conflicts = "";
-  private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly client: Etcd3,
@@ -111,12 +110,6 @@ export class Publisher {
     return out;
   }
 
-  /** Resolves when every wanted change has been written (or stop() was called). */
-  whenIdle(): Promise<void> {
-    if (this.isIdle()) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
   /** Schedules a flush of whatever differs from what was last written. */
   kick(): void {
     if (this.closed) return;
@@ -169,18 +162,6 @@ export class Publisher {
       }
     }
     this.metrics.servicesRegistered.set(0);
-    this.releaseIdle();
-  }
-
-  private isIdle(): boolean {
-    return this.closed || (this.flushing === null && this.retryTimer === null);
-  }
-
-  private releaseIdle(): void {
-    if (!this.isIdle()) return;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of waiters) w();
   }
 
   private desiredValues(): Map<string, string> {
@@ -211,7 +192,6 @@ export class Publisher {
       this.scheduleRetry();
     } finally {
       this.flushing = null;
-      this.releaseIdle();
     }
   }
 

@@ -128,6 +128,8 @@ export class ContainerTracker {
         }
       } finally {
         this.work.delete(id);
+        // Events queued behind a "gone" still need its facts (a destroy is not a vanish).
+        if (!this.views.has(id)) this.facts.delete(id);
       }
     })();
     return w.done;
@@ -156,10 +158,7 @@ export class ContainerTracker {
     }
     const next = decideContainer(id, prev, obs, facts, this.opts);
     if (next) this.views.set(id, next);
-    else {
-      this.views.delete(id);
-      this.facts.delete(id);
-    }
+    else this.views.delete(id);
     this.deps.publish(id, next?.services ?? []);
     this.report(id, prev, next);
   }

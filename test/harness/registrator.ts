@@ -18,6 +18,8 @@ export interface RegistratorStart {
   readonly hostname: string;
   readonly args?: readonly string[];
   readonly env?: Record<string, string>;
+  /** Default: $REGISTRATOR_TEST_LOG_LEVEL or debug. */
+  readonly logLevel?: string;
   /** Wait for /readyz (default true). */
   readonly waitReady?: boolean;
 }
@@ -41,7 +43,7 @@ export class RegistratorProcess {
         "-metrics-addr",
         `127.0.0.1:${adminPort}`,
         "-log-level",
-        process.env.REGISTRATOR_TEST_LOG_LEVEL ?? "debug",
+        o.logLevel ?? process.env.REGISTRATOR_TEST_LOG_LEVEL ?? "debug",
         ...(o.args ?? []),
         `etcd://${endpoint}${o.prefix}`,
       ],
