@@ -92,22 +92,7 @@ export class Publisher {
 
   /** Every service wanted now, by key (the first container by ID wins a key two containers want). */
   desiredServices(): Map<string, Service> {
-    const out = new Map<string, Service>();
-    const clashes: string[] = [];
-    for (const id of [...this.byContainer.keys()].sort()) {
-      for (const s of this.byContainer.get(id)!) {
-        const had = out.get(s.key);
-        if (had) clashes.push(`${s.key} (${had.containerName}, ${s.containerName})`);
-        else out.set(s.key, s);
-      }
-    }
-    const summary = clashes.join("; ");
-    if (summary !== this.conflicts) {
-      this.conflicts = summary;
-      if (summary)
-        this.log.warn({ keys: clashes }, "several containers want the same key; the first by ID keeps it");
-    }
-    return out;
+    return this.collect().services;
   }
 
   /** Schedules a flush of whatever differs from what was last written. */
@@ -164,9 +149,30 @@ export class Publisher {
     this.metrics.servicesRegistered.set(0);
   }
 
+  private collect(): { services: Map<string, Service>; clashes: string[] } {
+    const services = new Map<string, Service>();
+    const clashes: string[] = [];
+    for (const id of [...this.byContainer.keys()].sort()) {
+      for (const s of this.byContainer.get(id)!) {
+        const had = services.get(s.key);
+        if (had) clashes.push(`${s.key} (${had.containerName}, ${s.containerName})`);
+        else services.set(s.key, s);
+      }
+    }
+    return { services, clashes };
+  }
+
+  /** What to write; warns (once per change) when two containers want one key. */
   private desiredValues(): Map<string, string> {
+    const { services, clashes } = this.collect();
+    const summary = clashes.join("; ");
+    if (summary !== this.conflicts) {
+      this.conflicts = summary;
+      if (summary)
+        this.log.warn({ keys: clashes }, "several containers want the same key; the first by ID keeps it");
+    }
     const out = new Map<string, string>();
-    for (const [k, s] of this.desiredServices()) out.set(k, s.value);
+    for (const [k, s] of services) out.set(k, s.value);
     this.metrics.servicesDesired.set(out.size);
     return out;
   }

@@ -8,6 +8,7 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parseOptions, parseRegistryUri, type RegistratorOptions } from "../../registrator/options.js";
 import { ConfigError } from "../../shared/errors.js";
+import { freePort } from "../harness/ports.js";
 
 const MAIN = fileURLToPath(new URL("../../registrator/main.js", import.meta.url));
 
@@ -218,6 +219,23 @@ describe("the built CLI", () => {
     }
     assert.match(r.stdout, /env DOCKER_HOST; default unix:\/\/\/var\/run\/docker\.sock/);
     assert.match(r.stdout, /REGISTRY_URI/);
+  });
+
+  it("exits 1 with the reason once -retry-attempts to reach etcd are used up", async () => {
+    const port = await freePort(); // nothing listens there
+    const r = run([
+      "-retry-attempts",
+      "1",
+      "-retry-interval",
+      "50",
+      "-metrics-addr",
+      "off",
+      "-docker-host",
+      "unix:///nonexistent/docker.sock",
+      `etcd://127.0.0.1:${port}`,
+    ]);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /"level":"fatal".*etcd did not answer after 2 attempt\(s\)/);
   });
 
   const cases: [string[], Record<string, string>, RegExp][] = [
