@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** registrator [flags] etcd://HOST:PORT[,HOST:PORT…][/PREFIX] — wiring only; see app.ts. */
+import { accessSync, constants } from "node:fs";
 import { hostname } from "node:os";
 import { ConfigError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
@@ -20,6 +21,20 @@ if (loaded.kind === "help") {
   process.exit(0);
 }
 const o = loaded.options;
+for (const [flag, file] of [
+  ["etcd-ca", o.etcdCa],
+  ["etcd-cert", o.etcdCert],
+  ["etcd-key", o.etcdKey],
+] as const) {
+  if (file === undefined) continue;
+  try {
+    accessSync(file, constants.R_OK);
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    process.stderr.write(`registrator: cannot read the -${flag} file ${JSON.stringify(file)} (${why})\n`);
+    process.exit(2);
+  }
+}
 const log = createLogger({ name: "registrator", level: o.logLevel });
 log.info(
   {

@@ -240,6 +240,11 @@ describe("the built CLI", () => {
 
   const cases: [string[], Record<string, string>, RegExp][] = [
     [
+      ["-etcd-ca", "/nonexistent/ca.pem", "etcd://h"],
+      {},
+      /^registrator: cannot read the -etcd-ca file "\/nonexistent\/ca.pem" \(ENOENT\)\n$/,
+    ],
+    [
       ["-ttl", "abc", "etcd://127.0.0.1:2379"],
       {},
       /^registrator: invalid value "abc" for -ttl: expected an integer from 0 to 86400\n$/,
