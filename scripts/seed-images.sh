@@ -27,7 +27,8 @@ seed_debian() {
   if [ ! -s "$tarball" ]; then
     command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
     local root
-    root=$(mktemp -d /tmp/seed-rootfs.XXXXXX)
+    # Not under /tmp: it may be mounted nodev, and debootstrap makes device nodes.
+    root=$(mktemp -d "$cache/rootfs.XXXXXX")
     log "no registry: building $img with debootstrap from $mirror (about 30 s)"
     debootstrap --variant=minbase bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
       { log "debootstrap failed; see $cache/debootstrap.log"; rm -rf "$root"; exit 1; }
