@@ -49,9 +49,11 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
       >,
     },
     grpcOptions: {
-      // Notice a dead peer within seconds even when no RST arrives.
-      "grpc.keepalive_time_ms": 5000,
-      "grpc.keepalive_timeout_ms": 3000,
+      // Notice a dead peer within seconds even when no RST arrives. etcd answers pings
+      // more often than its --grpc-keepalive-min-time (5 s by default) with a GOAWAY
+      // ("too_many_pings"), so stay clearly above it.
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5000,
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 1000,
