@@ -1,0 +1,317 @@
+/**
+ * Routing decisions: pure functions of a frozen cluster view (from etcd), the
+ * latest REST health results and the clock. No I/O, no mutation of inputs.
+ *
+ * A primary decision is one of
+ *   route  new clients go to `target`;
+ *   pause  new clients are held, sessions already on `target` stay (a switchover is
+ *          announced, or the target's REST API missed a check or two);
+ *   none   no primary: new clients are held and sessions on the previous target are
+ *          closed (fenced) by the caller.
+ */
+import type { ClusterView, ValidMember } from "../shared/patroni.js";
+import type { CheckMode } from "./options.js";
+
+export interface Target {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly apiUrl: string | null;
+}
+
+/** One REST check: the HTTP status, or null when the API did not answer (refused, timeout). */
+export interface Probe {
+  readonly status: number | null;
+  /** Consecutive checks without an answer (0 after any answer). */
+  readonly failures: number;
+  readonly at: number;
+  /** The API the check went to; a result for another URL does not apply. */
+  readonly apiUrl: string;
+}
+
+export interface MemberHealth {
+  readonly primary?: Probe | undefined;
+  readonly replica?: Probe | undefined;
+}
+
+export type Health = ReadonlyMap<string, MemberHealth>;
+
+export interface DcsStatus {
+  /** The etcd watch is live. */
+  readonly connected: boolean;
+  /** When it last became disconnected (ms), or null while connected. */
+  readonly disconnectedSince: number | null;
+}
+
+export type PrimaryAction = "route" | "pause" | "none";
+
+export interface PrimaryDecision {
+  readonly action: PrimaryAction;
+  readonly target: Target | null;
+  readonly reason: string;
+}
+
+export interface PrimaryContext {
+  readonly mode: CheckMode;
+  readonly dcs: DcsStatus;
+  /** The target new clients went to until now, or null. */
+  readonly previous: Target | null;
+  /** When the current failover key (by its revision) was first seen, or null when there is none. */
+  readonly failoverSeenAt: number | null;
+}
+
+/** Consecutive unanswered checks of the routed primary before its sessions are fenced. */
+export const REST_FALL = 2;
+/** A REST result older than this counts as no answer. */
+export const PROBE_MAX_AGE_MS = 5_000;
+/** A switchover request pending longer than this is considered abandoned and ignored. */
+export const STALE_FAILOVER_MS = 60_000;
+/** With --check etcd: a view this long out of touch with etcd is not trusted (Patroni's ttl when known). */
+export const DEFAULT_DCS_TRUST_MS = 30_000;
+
+export function targetOf(m: ValidMember): Target {
+  return Object.freeze({ name: m.name, host: m.host, port: m.port, apiUrl: m.apiUrl });
+}
+
+export function sameTarget(a: Target | null, b: Target | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.name === b.name && a.host === b.host && a.port === b.port;
+}
+
+export function sameDecision(a: PrimaryDecision, b: PrimaryDecision): boolean {
+  return a.action === b.action && a.reason === b.reason && sameTarget(a.target, b.target);
+}
+
+const route = (target: Target, reason: string): PrimaryDecision =>
+  Object.freeze({ action: "route", target, reason });
+const pause = (target: Target, reason: string): PrimaryDecision =>
+  Object.freeze({ action: "pause", target, reason });
+const none = (reason: string): PrimaryDecision => Object.freeze({ action: "none", target: null, reason });
+
+type ProbeVerdict = "ok" | "refused" | "unreachable" | "unknown";
+
+/** What a member's REST check says, given the URL it must have gone to and the clock. */
+export function probeVerdict(probe: Probe | undefined, apiUrl: string | null, now: number): ProbeVerdict {
+  if (probe === undefined || apiUrl === null || probe.apiUrl !== apiUrl) return "unknown";
+  if (now - probe.at > PROBE_MAX_AGE_MS) return "unreachable";
+  if (probe.status === 200) return "ok";
+  if (probe.status === null) return probe.failures === 0 ? "unknown" : "unreachable";
+  return "refused";
+}
+
+function isDue(scheduledAt: string | null, now: number): boolean {
+  if (scheduledAt === null) return true;
+  const t = Date.parse(scheduledAt);
+  return Number.isNaN(t) || t <= now;
+}
+
+/** A pending switchover/failover that will take the primary away from `leader`, or null. */
+export function pendingSwitchover(
+  view: ClusterView,
+  leader: string,
+  failoverSeenAt: number | null,
+  now: number,
+): string | null {
+  const f = view.failover;
+  if (f === null) return null;
+  if (f.leader !== null && f.leader !== leader) return null;
+  if (f.leader === null && (f.candidate === null || f.candidate === leader)) return null;
+  if (f.candidate === leader) return null;
+  if (!isDue(f.scheduledAt, now)) return null;
+  if (failoverSeenAt !== null && now - failoverSeenAt > STALE_FAILOVER_MS) return null;
+  return `switchover from ${leader}${f.candidate ? ` to ${f.candidate}` : ""} pending`;
+}
+
+/** Patroni's ttl from the cluster config (ms), or the default. */
+export function dcsTrustMs(view: ClusterView): number {
+  const ttl = view.config?.["ttl"];
+  return typeof ttl === "number" && ttl > 0 ? ttl * 1000 : DEFAULT_DCS_TRUST_MS;
+}
+
+/** The member the DCS names as primary, or why there is none. */
+function dcsPrimary(view: ClusterView): ValidMember | string {
+  if (view.leader === null) return "no leader key";
+  const m = view.members.find((x) => x.name === view.leader);
+  if (m === undefined) return `leader ${view.leader} is not among the members`;
+  if (!m.valid) return `leader ${view.leader}'s member record is unusable: ${m.reason}`;
+  if (m.role !== "primary") return `leader ${m.name} has role ${m.role}`;
+  if (!m.running) return `leader ${m.name} is ${m.state}`;
+  return m;
+}
+
+function restOnly(view: ClusterView, health: Health, ctx: PrimaryContext, now: number): PrimaryDecision {
+  const answering: ValidMember[] = [];
+  for (const m of view.members) {
+    if (m.valid && probeVerdict(health.get(m.name)?.primary, m.apiUrl, now) === "ok") answering.push(m);
+  }
+  if (answering.length > 1) {
+    return none(`several members answer /primary (${answering.map((m) => m.name).join(", ")}); routing none`);
+  }
+  const only = answering[0];
+  if (only !== undefined) return route(targetOf(only), `${only.name} answers /primary`);
+  const prev = ctx.previous;
+  if (prev !== null) {
+    const m = view.members.find((x) => x.name === prev.name);
+    const verdict = m?.valid ? probeVerdict(health.get(m.name)?.primary, m.apiUrl, now) : "refused";
+    const failures = health.get(prev.name)?.primary?.failures ?? 0;
+    if ((verdict === "unreachable" || verdict === "unknown") && failures < REST_FALL) {
+      return pause(prev, `${prev.name} /primary did not answer; holding new clients`);
+    }
+  }
+  return none("no member answers /primary");
+}
+
+/** Where new clients of the primary port go now, and why. */
+export function selectPrimary(
+  view: ClusterView,
+  health: Health,
+  ctx: PrimaryContext,
+  now: number,
+): PrimaryDecision {
+  if (ctx.mode === "rest") return restOnly(view, health, ctx, now);
+
+  const m = dcsPrimary(view);
+  if (typeof m === "string") return none(m);
+  const target = targetOf(m);
+  const stale = ctx.dcs.disconnectedSince === null ? 0 : now - ctx.dcs.disconnectedSince;
+
+  if (ctx.mode === "etcd") {
+    if (!ctx.dcs.connected && stale > dcsTrustMs(view)) {
+      return none(`etcd unreachable for longer than Patroni's ttl; ${m.name}'s lock may be gone`);
+    }
+    const pending = pendingSwitchover(view, m.name, ctx.failoverSeenAt, now);
+    if (pending !== null) return pause(target, pending);
+    return route(target, `${m.name} holds the leader key`);
+  }
+
+  // both: the leader key and REST /primary must agree.
+  if (m.apiUrl === null) return none(`leader ${m.name} has no api_url to confirm it`);
+  const probe = health.get(m.name)?.primary;
+  const verdict = probeVerdict(probe, m.apiUrl, now);
+  const wasRouted = sameTarget(ctx.previous, target);
+  if (verdict === "refused") return none(`leader ${m.name} answers /primary with ${probe!.status}`);
+  if (verdict === "unknown") {
+    return wasRouted
+      ? pause(target, `${m.name} /primary not checked yet`)
+      : none(`awaiting REST confirmation of ${m.name}`);
+  }
+  if (verdict === "unreachable") {
+    if (wasRouted && (probe?.failures ?? 0) < REST_FALL) {
+      return pause(target, `${m.name} /primary did not answer; holding new clients`);
+    }
+    return none(`leader ${m.name}'s REST API does not answer`);
+  }
+  const pending = pendingSwitchover(view, m.name, ctx.failoverSeenAt, now);
+  if (pending !== null) return pause(target, pending);
+  if (!ctx.dcs.connected)
+    return route(target, `${m.name} answers /primary (etcd unreachable; last view kept)`);
+  return route(target, `${m.name} holds the leader key and answers /primary`);
+}
+
+// ---------------------------------------------------------------------------
+// Replicas
+
+export interface ReplicaOptions {
+  readonly mode: CheckMode;
+  /** Bytes of WAL a replica may be behind the leader. */
+  readonly maxLag: number;
+  /** A replica excluded for lag comes back only below maxLag × (1 − hysteresis). */
+  readonly hysteresis: number;
+}
+
+/** Fraction of --max-lag a lagging replica must catch up below before it is used again. */
+export const LAG_HYSTERESIS = 0.25;
+
+export interface ReplicaCandidate extends Target {
+  readonly lag: number | null;
+}
+
+export interface ReplicaDecision {
+  readonly eligible: readonly ReplicaCandidate[];
+  readonly excluded: readonly { readonly name: string; readonly reason: string }[];
+  readonly reason: string;
+}
+
+export function replicaLag(view: ClusterView, m: ValidMember): number | null {
+  const position = m.replayLsn ?? m.lsn;
+  if (view.leaderLsn === null || position === null) return null;
+  return Math.max(0, view.leaderLsn - position);
+}
+
+function replicaExclusion(
+  view: ClusterView,
+  health: Health,
+  m: ValidMember,
+  opts: ReplicaOptions,
+  wasEligible: boolean,
+  now: number,
+): string | null {
+  if (m.name === view.leader) return "is the leader";
+  if (opts.mode !== "rest") {
+    if (m.role !== "replica") return `has role ${m.role}`;
+    if (!m.running) return `is ${m.state}`;
+  }
+  if (m.noloadbalance) return "is tagged noloadbalance";
+  if (opts.mode !== "etcd") {
+    const verdict = probeVerdict(health.get(m.name)?.replica, m.apiUrl, now);
+    if (verdict !== "ok") return verdict === "refused" ? "refuses /replica" : "/replica not confirmed";
+  }
+  if (opts.mode === "rest") return null; // Patroni applies the lag limit itself (/replica?lag=)
+  const lag = replicaLag(view, m);
+  if (lag === null) return "lag unknown";
+  const limit = wasEligible ? opts.maxLag : opts.maxLag * (1 - opts.hysteresis);
+  if (lag > limit) return wasEligible ? "lags past --max-lag" : "lag not yet back under the limit";
+  return null;
+}
+
+/** The replicas new clients of the replica port may use. `previous`: names eligible until now. */
+export function selectReplicas(
+  view: ClusterView,
+  health: Health,
+  opts: ReplicaOptions,
+  previous: ReadonlySet<string>,
+  now: number,
+): ReplicaDecision {
+  const eligible: ReplicaCandidate[] = [];
+  const excluded: { name: string; reason: string }[] = [];
+  for (const m of view.members) {
+    if (!m.valid) {
+      excluded.push(Object.freeze({ name: m.name, reason: "unusable member record" }));
+      continue;
+    }
+    const why = replicaExclusion(view, health, m, opts, previous.has(m.name), now);
+    if (why === null) eligible.push(Object.freeze({ ...targetOf(m), lag: replicaLag(view, m) }));
+    else excluded.push(Object.freeze({ name: m.name, reason: why }));
+  }
+  const reason =
+    eligible.length === 0
+      ? "no eligible replica"
+      : `replicas ${eligible.map((r) => r.name).join(", ")} eligible`;
+  return Object.freeze({ eligible: Object.freeze(eligible), excluded: Object.freeze(excluded), reason });
+}
+
+export function sameReplicaDecision(a: ReplicaDecision, b: ReplicaDecision): boolean {
+  if (a.eligible.length !== b.eligible.length || a.excluded.length !== b.excluded.length) return false;
+  for (let i = 0; i < a.eligible.length; i++) if (!sameTarget(a.eligible[i]!, b.eligible[i]!)) return false;
+  for (let i = 0; i < a.excluded.length; i++) {
+    if (a.excluded[i]!.name !== b.excluded[i]!.name || a.excluded[i]!.reason !== b.excluded[i]!.reason)
+      return false;
+  }
+  return true;
+}
+
+/**
+ * Fewest active connections first; between equals, round-robin by `turn` (a counter the
+ * caller increments per pick). Null when `eligible` is empty.
+ */
+export function pickReplica<T extends Target>(
+  eligible: readonly T[],
+  active: (name: string) => number,
+  turn: number,
+): T | null {
+  if (eligible.length === 0) return null;
+  let min = Number.POSITIVE_INFINITY;
+  for (const r of eligible) min = Math.min(min, active(r.name));
+  const least = eligible.filter((r) => active(r.name) === min);
+  return least[turn % least.length]!;
+}

@@ -1,0 +1,367 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { CheckMode } from "../../router/options.js";
+import {
+  type DcsStatus,
+  type Health,
+  type MemberHealth,
+  type PrimaryAction,
+  type PrimaryContext,
+  type Probe,
+  selectPrimary,
+  type Target,
+} from "../../router/selection.js";
+import { type ClusterView, decodeCluster, type RawEntry } from "../../shared/patroni.js";
+import { deepFreeze } from "../harness/deep-freeze.js";
+
+const NOW = Date.parse("2026-11-28T12:00:00Z");
+
+function member(name: string, port: number, role: string, extra: Record<string, unknown> = {}): RawEntry {
+  return {
+    key: `members/${name}`,
+    value: JSON.stringify({
+      conn_url: `postgres://127.0.0.1:${port}/postgres`,
+      api_url: `http://127.0.0.1:${port + 1000}/patroni`,
+      state: "running",
+      role,
+      xlog_location: 1000,
+      timeline: 1,
+      ...extra,
+    }),
+  };
+}
+
+const PG1 = member("pg1", 5001, "master");
+const PG2 = member("pg2", 5002, "replica");
+const PG3 = member("pg3", 5003, "replica");
+
+function view(...entries: RawEntry[]): ClusterView {
+  return decodeCluster("demo", entries, 42);
+}
+
+const api = (port: number) => `http://127.0.0.1:${port + 1000}`;
+const probe = (port: number, status: number | null, failures = status === null ? 1 : 0, age = 0): Probe => ({
+  status,
+  failures,
+  at: NOW - age,
+  apiUrl: api(port),
+});
+const health = (entries: Record<string, MemberHealth>): Health => new Map(Object.entries(entries));
+const t = (name: string, port: number): Target => ({
+  name,
+  host: "127.0.0.1",
+  port,
+  apiUrl: api(port),
+});
+
+const LIVE: DcsStatus = { connected: true, disconnectedSince: null };
+const DOWN_SHORT: DcsStatus = { connected: false, disconnectedSince: NOW - 5_000 };
+const DOWN_LONG: DcsStatus = { connected: false, disconnectedSince: NOW - 60_000 };
+
+interface Case {
+  name: string;
+  view: ClusterView;
+  health?: Health;
+  mode?: CheckMode;
+  dcs?: DcsStatus;
+  previous?: Target | null;
+  failoverSeenAt?: number | null;
+  want: PrimaryAction;
+  target?: string | null;
+  reason?: RegExp;
+}
+
+const PG1_OK = { pg1: { primary: probe(5001, 200) } };
+
+const cases: Case[] = [
+  {
+    name: "leader key, role primary, running, /primary 200: route",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health(PG1_OK),
+    want: "route",
+    target: "pg1",
+  },
+  {
+    name: "Patroni 4's role primary is the same",
+    view: view({ key: "leader", value: "pg1" }, member("pg1", 5001, "primary"), PG2),
+    health: health(PG1_OK),
+    want: "route",
+    target: "pg1",
+  },
+  {
+    name: "no leader key: none",
+    view: view(PG1, PG2),
+    health: health(PG1_OK),
+    want: "none",
+    reason: /no leader key/,
+  },
+  {
+    name: "leader missing from members: none",
+    view: view({ key: "leader", value: "pg9" }, PG1, PG2),
+    health: health(PG1_OK),
+    want: "none",
+    reason: /pg9 is not among the members/,
+  },
+  {
+    name: "leader's record is not JSON: none",
+    view: view({ key: "leader", value: "pg1" }, { key: "members/pg1", value: "{not json" }, PG2),
+    health: health(PG1_OK),
+    want: "none",
+    reason: /unusable/,
+  },
+  {
+    name: "leader's conn_url has no port: none",
+    view: view(
+      { key: "leader", value: "pg1" },
+      {
+        key: "members/pg1",
+        value: '{"conn_url":"postgres://127.0.0.1/postgres","role":"master","state":"running"}',
+      },
+    ),
+    health: health(PG1_OK),
+    want: "none",
+    reason: /conn_url/,
+  },
+  {
+    name: "leader key names a member still in role replica: none",
+    view: view({ key: "leader", value: "pg2" }, PG1, PG2),
+    health: health({ pg2: { primary: probe(5002, 200) } }),
+    want: "none",
+    reason: /role replica/,
+  },
+  {
+    name: "standby leader is not a primary: none",
+    view: view({ key: "leader", value: "pg1" }, member("pg1", 5001, "standby_leader")),
+    health: health(PG1_OK),
+    want: "none",
+    reason: /standby_leader/,
+  },
+  {
+    name: "leader is starting: none",
+    view: view({ key: "leader", value: "pg1" }, member("pg1", 5001, "master", { state: "starting" })),
+    health: health(PG1_OK),
+    want: "none",
+    reason: /starting/,
+  },
+  {
+    name: "new leader not yet checked: none, awaiting confirmation",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({}),
+    want: "none",
+    reason: /awaiting REST confirmation of pg1/,
+  },
+  {
+    name: "leader answers /primary 503: none",
+    view: view({ key: "leader", value: "pg1" }, PG1),
+    health: health({ pg1: { primary: probe(5001, 503) } }),
+    previous: t("pg1", 5001),
+    want: "none",
+    reason: /503/,
+  },
+  {
+    name: "REST result for another api_url does not count",
+    view: view({ key: "leader", value: "pg1" }, PG1),
+    health: health({ pg1: { primary: { ...probe(5001, 200), apiUrl: "http://127.0.0.1:9999" } } }),
+    want: "none",
+    reason: /awaiting/,
+  },
+  {
+    name: "leader without api_url cannot be confirmed: none",
+    view: view(
+      { key: "leader", value: "pg1" },
+      { key: "members/pg1", value: '{"conn_url":"postgres://h:5/d","role":"master","state":"running"}' },
+    ),
+    want: "none",
+    reason: /no api_url/,
+  },
+  {
+    name: "routed primary misses one REST check: pause, sessions kept",
+    view: view({ key: "leader", value: "pg1" }, PG1),
+    health: health({ pg1: { primary: probe(5001, null, 1) } }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+  },
+  {
+    name: "routed primary misses two REST checks: none (fence)",
+    view: view({ key: "leader", value: "pg1" }, PG1),
+    health: health({ pg1: { primary: probe(5001, null, 2) } }),
+    previous: t("pg1", 5001),
+    want: "none",
+    reason: /does not answer/,
+  },
+  {
+    name: "a stale REST result counts as no answer",
+    view: view({ key: "leader", value: "pg1" }, PG1),
+    health: health({ pg1: { primary: probe(5001, 200, 0, 10_000) } }),
+    want: "none",
+  },
+  {
+    name: "switchover pending against the leader: pause",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "failover",
+      value: '{"leader":"pg1","member":"pg2"}',
+    }),
+    health: health(PG1_OK),
+    previous: t("pg1", 5001),
+    failoverSeenAt: NOW - 100,
+    want: "pause",
+    target: "pg1",
+    reason: /switchover from pg1 to pg2 pending/,
+  },
+  {
+    name: "switchover scheduled in the future: route",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "failover",
+      value: '{"leader":"pg1","member":"pg2","scheduled_at":"2026-11-28T13:00:00+00:00"}',
+    }),
+    health: health(PG1_OK),
+    failoverSeenAt: NOW,
+    want: "route",
+    target: "pg1",
+  },
+  {
+    name: "scheduled switchover now due: pause",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "failover",
+      value: '{"leader":"pg1","member":"pg2","scheduled_at":"2026-11-28T11:59:00+00:00"}',
+    }),
+    health: health(PG1_OK),
+    failoverSeenAt: NOW - 30_000,
+    want: "pause",
+  },
+  {
+    name: "failover key naming another leader is not about this primary: route",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "failover",
+      value: '{"leader":"pg3","member":"pg2"}',
+    }),
+    health: health(PG1_OK),
+    failoverSeenAt: NOW,
+    want: "route",
+  },
+  {
+    name: "failover to the current leader changes nothing: route",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, { key: "failover", value: '{"member":"pg1"}' }),
+    health: health(PG1_OK),
+    failoverSeenAt: NOW,
+    want: "route",
+  },
+  {
+    name: "a switchover request left pending for minutes is ignored: route",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "failover",
+      value: '{"leader":"pg1","member":"pg2"}',
+    }),
+    health: health(PG1_OK),
+    failoverSeenAt: NOW - 10 * 60_000,
+    want: "route",
+  },
+  {
+    name: "etcd unreachable: keep routing to the last leader while /primary answers 200",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health(PG1_OK),
+    dcs: DOWN_LONG,
+    previous: t("pg1", 5001),
+    want: "route",
+    target: "pg1",
+    reason: /etcd unreachable/,
+  },
+  {
+    name: "etcd unreachable and the last leader demoted itself (/primary 503): none",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({ pg1: { primary: probe(5001, 503) } }),
+    dcs: DOWN_SHORT,
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
+    name: "--check etcd: leader key alone routes",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    mode: "etcd",
+    want: "route",
+    target: "pg1",
+  },
+  {
+    name: "--check etcd: etcd unreachable briefly keeps routing",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, { key: "config", value: '{"ttl":10}' }),
+    mode: "etcd",
+    dcs: DOWN_SHORT,
+    want: "route",
+  },
+  {
+    name: "--check etcd: etcd unreachable past Patroni's ttl: none",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, { key: "config", value: '{"ttl":10}' }),
+    mode: "etcd",
+    dcs: { connected: false, disconnectedSince: NOW - 11_000 },
+    want: "none",
+    reason: /ttl/,
+  },
+  {
+    name: "--check rest: the one member answering /primary, whatever etcd says",
+    view: view(PG1, PG2, PG3),
+    health: health({ pg1: { primary: probe(5001, 503) }, pg2: { primary: probe(5002, 200) } }),
+    mode: "rest",
+    want: "route",
+    target: "pg2",
+  },
+  {
+    name: "--check rest: two members answering /primary: never two primaries",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({ pg1: { primary: probe(5001, 200) }, pg2: { primary: probe(5002, 200) } }),
+    mode: "rest",
+    previous: t("pg1", 5001),
+    want: "none",
+    reason: /several members/,
+  },
+  {
+    name: "--check rest: no answer from the routed one yet: pause",
+    view: view(PG1, PG2),
+    health: health({ pg1: { primary: probe(5001, null, 1) }, pg2: { primary: probe(5002, 503) } }),
+    mode: "rest",
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+  },
+  {
+    name: "--check rest: nobody answers: none",
+    view: view(PG1, PG2),
+    health: health({ pg1: { primary: probe(5001, 503) }, pg2: { primary: probe(5002, 503) } }),
+    mode: "rest",
+    want: "none",
+  },
+];
+
+describe("selectPrimary: the primary port's target from the cluster view and REST health", () => {
+  for (const c of cases) {
+    it(c.name, () => {
+      const ctx: PrimaryContext = deepFreeze({
+        mode: c.mode ?? "both",
+        dcs: c.dcs ?? LIVE,
+        previous: c.previous ?? null,
+        failoverSeenAt: c.failoverSeenAt ?? null,
+      });
+      const v = deepFreeze(c.view);
+      const h = deepFreeze(c.health ?? health({}));
+      const before = JSON.stringify({ v, h: [...h], ctx });
+      const d = selectPrimary(v, h, ctx, NOW);
+      assert.equal(JSON.stringify({ v, h: [...h], ctx }), before, "inputs unchanged");
+      assert.equal(d.action, c.want, `action (reason: ${d.reason})`);
+      if (c.want === "none") assert.equal(d.target, null);
+      if (c.target !== undefined) assert.equal(d.target?.name ?? null, c.target);
+      if (c.reason) assert.match(d.reason, c.reason);
+      assert.ok(Object.isFrozen(d), "decision is frozen");
+      // Pure: the same inputs give the same decision.
+      assert.deepEqual(selectPrimary(v, h, ctx, NOW), d);
+    });
+  }
+
+  it("routes to the member named by the leader key even when another also claims role primary", () => {
+    const v = view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "master"));
+    const h = health({ pg1: { primary: probe(5001, 200) }, pg2: { primary: probe(5002, 200) } });
+    const d = selectPrimary(v, h, { mode: "both", dcs: LIVE, previous: null, failoverSeenAt: null }, NOW);
+    assert.equal(d.action, "route");
+    assert.equal(d.target?.name, "pg2");
+    assert.equal(d.target?.port, 5002);
+  });
+});
