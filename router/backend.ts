@@ -1,0 +1,59 @@
+/**
+ * A backend is one routed server as the data plane sees it: where to connect,
+ * the sessions attached to it, and its metric children (looked up once, not
+ * per connection). A routed primary gets a new Backend each time it becomes the
+ * primary; aborting its AbortController is the one call that fences it.
+ */
+import type { Counter, Gauge } from "prom-client";
+import type { Target } from "./selection.js";
+
+export interface BackendMetrics {
+  readonly active: Gauge.Internal<string>;
+  readonly total: Counter.Internal;
+}
+
+/** What a backend needs from a session: to be closed or retried elsewhere when fenced. */
+export interface Fenceable {
+  fence(): void;
+}
+
+export class Backend {
+  readonly conns = new Set<Fenceable>();
+  private readonly controller = new AbortController();
+
+  constructor(
+    readonly route: string,
+    readonly role: "primary" | "replica",
+    readonly target: Target,
+    readonly metrics: BackendMetrics,
+  ) {
+    this.controller.signal.addEventListener("abort", () => this.closeAll(), { once: true });
+  }
+
+  get fenced(): boolean {
+    return this.controller.signal.aborted;
+  }
+
+  /** Closes (or re-routes, when still replayable) every session on this backend, now and later. */
+  fence(): void {
+    this.controller.abort();
+  }
+
+  attach(c: Fenceable): void {
+    if (this.fenced) {
+      c.fence();
+      return;
+    }
+    this.conns.add(c);
+    this.metrics.active.inc();
+    this.metrics.total.inc();
+  }
+
+  detach(c: Fenceable): void {
+    if (this.conns.delete(c)) this.metrics.active.dec();
+  }
+
+  private closeAll(): void {
+    for (const c of [...this.conns]) c.fence();
+  }
+}

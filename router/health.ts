@@ -1,0 +1,206 @@
+/**
+ * Patroni REST checks for one cluster: GET /primary and /replica per member,
+ * over one keep-alive undici Pool per API origin, each with a deadline of
+ * --rest-timeout. Every --rest-interval all planned checks run; `checkNow()` runs
+ * them at once (on every etcd change); members in the fast set are re-checked
+ * every FAST_CHECK_MS (a new leader awaiting confirmation). Results are an
+ * immutable Health map replaced on each answer.
+ */
+import { readFileSync } from "node:fs";
+import { Pool } from "undici";
+import type { Logger } from "../shared/logger.js";
+import type { RouterMetrics } from "./metrics.js";
+import type { Health, MemberHealth, Probe } from "./selection.js";
+
+/** Re-check period for a leader awaiting REST confirmation. */
+export const FAST_CHECK_MS = 50;
+
+export type CheckKind = "primary" | "replica";
+
+export interface CheckPlan {
+  readonly name: string;
+  readonly apiUrl: string;
+  readonly checks: readonly CheckKind[];
+}
+
+export interface RestTls {
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}
+
+export interface HealthOptions {
+  readonly route: string;
+  readonly timeoutMs: number;
+  readonly intervalMs: number;
+  /** Query string for /replica (e.g. `?lag=16777216`), or "". */
+  readonly replicaQuery: string;
+  readonly tls?: RestTls;
+}
+
+export class HealthChecker {
+  private plan: readonly CheckPlan[] = [];
+  private snapshot: Health = new Map();
+  private readonly pools = new Map<string, Pool>();
+  private readonly inflight = new Set<string>();
+  private readonly again = new Set<string>();
+  private fast: ReadonlySet<string> = new Set();
+  private interval: NodeJS.Timeout | null = null;
+  private fastTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly tlsOptions: Record<string, Buffer>;
+
+  constructor(
+    private readonly opts: HealthOptions,
+    private readonly onResult: () => void,
+    private readonly metrics: RouterMetrics,
+    private readonly log: Logger,
+  ) {
+    const t = opts.tls ?? {};
+    this.tlsOptions = {
+      ...(t.caFile ? { ca: readFileSync(t.caFile) } : {}),
+      ...(t.certFile ? { cert: readFileSync(t.certFile) } : {}),
+      ...(t.keyFile ? { key: readFileSync(t.keyFile) } : {}),
+    };
+  }
+
+  get health(): Health {
+    return this.snapshot;
+  }
+
+  start(): void {
+    this.interval = setInterval(() => this.checkNow(), this.opts.intervalMs);
+    this.interval.unref();
+  }
+
+  /** What to check from now on; results for members no longer planned are dropped. */
+  setPlan(plan: readonly CheckPlan[]): void {
+    this.plan = plan;
+    const keep = new Set(plan.map((p) => p.name));
+    let changed = false;
+    const next = new Map(this.snapshot);
+    for (const name of next.keys()) {
+      if (!keep.has(name)) {
+        next.delete(name);
+        changed = true;
+      }
+    }
+    if (changed) this.snapshot = next;
+    const origins = new Set(plan.map((p) => new URL(p.apiUrl).origin));
+    for (const [origin, pool] of this.pools) {
+      if (!origins.has(origin)) {
+        this.pools.delete(origin);
+        void pool.close().catch(() => undefined);
+      }
+    }
+  }
+
+  /** Members whose /primary is re-checked every FAST_CHECK_MS. */
+  setFast(names: ReadonlySet<string>): void {
+    this.fast = names;
+    if (names.size > 0 && this.fastTimer === null && !this.closed) {
+      this.fastTimer = setInterval(() => this.runFast(), FAST_CHECK_MS);
+      this.fastTimer.unref();
+    } else if (names.size === 0 && this.fastTimer !== null) {
+      clearInterval(this.fastTimer);
+      this.fastTimer = null;
+    }
+  }
+
+  checkNow(): void {
+    for (const p of this.plan) for (const kind of p.checks) this.check(p, kind);
+  }
+
+  private runFast(): void {
+    for (const p of this.plan) {
+      if (this.fast.has(p.name) && p.checks.includes("primary")) this.check(p, "primary");
+    }
+  }
+
+  private check(p: CheckPlan, kind: CheckKind): void {
+    if (this.closed) return;
+    const key = `${p.name}\0${kind}`;
+    if (this.inflight.has(key)) {
+      this.again.add(key); // a result that predates this request is not enough
+      return;
+    }
+    this.inflight.add(key);
+    void this.probe(p, kind).finally(() => {
+      this.inflight.delete(key);
+      if (this.again.delete(key)) {
+        const current = this.plan.find((x) => x.name === p.name);
+        if (current?.checks.includes(kind)) this.check(current, kind);
+      }
+    });
+  }
+
+  private pool(origin: string): Pool {
+    let pool = this.pools.get(origin);
+    if (pool === undefined) {
+      pool = new Pool(origin, {
+        connections: 2,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        connectTimeout: this.opts.timeoutMs,
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+        connect: { timeout: this.opts.timeoutMs, ...this.tlsOptions },
+      });
+      pool.on("connectionError", () => undefined);
+      this.pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  private async probe(p: CheckPlan, kind: CheckKind): Promise<void> {
+    const url = new URL(`${p.apiUrl}/${kind}${kind === "replica" ? this.opts.replicaQuery : ""}`);
+    const started = performance.now();
+    let status: number | null = null;
+    try {
+      const res = await this.pool(url.origin).request({
+        path: url.pathname + url.search,
+        method: "GET",
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+      status = res.statusCode;
+      await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+    } catch (err) {
+      this.log.debug({ err, member: p.name, check: kind }, "REST check failed");
+    }
+    if (this.closed) return;
+    const seconds = (performance.now() - started) / 1000;
+    const labels = { route: this.opts.route, member: p.name, check: kind };
+    this.metrics.restSeconds.observe(labels, seconds);
+    this.metrics.restChecks.inc({
+      ...labels,
+      result: status === null ? "error" : status === 200 ? "ok" : "refused",
+    });
+    this.record(p, kind, status);
+  }
+
+  private record(p: CheckPlan, kind: CheckKind, status: number | null): void {
+    const planned = this.plan.find((x) => x.name === p.name);
+    if (planned === undefined || planned.apiUrl !== p.apiUrl) return; // plan changed meanwhile
+    const prev: MemberHealth = this.snapshot.get(p.name) ?? {};
+    const before = prev[kind];
+    const failures =
+      status !== null ? 0 : before !== undefined && before.apiUrl === p.apiUrl ? before.failures + 1 : 1;
+    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl });
+    const next = new Map(this.snapshot);
+    next.set(p.name, Object.freeze({ ...prev, [kind]: probe }));
+    this.snapshot = next;
+    this.onResult();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.interval !== null) clearInterval(this.interval);
+    if (this.fastTimer !== null) clearInterval(this.fastTimer);
+    this.interval = this.fastTimer = null;
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The router's Prometheus metrics. Children for a backend are looked up once per
+ * backend (see Backend); nothing here is touched per chunk of data.
+ */
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { BackendMetrics } from "./backend.js";
+
+const WAIT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const REST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+export class RouterMetrics {
+  readonly connectionsActive: Gauge<"route" | "role" | "backend">;
+  readonly connectionsTotal: Counter<"route" | "role" | "backend">;
+  readonly clientsAccepted: Counter<"route" | "role">;
+  readonly clientsClosed: Counter<"route" | "role" | "outcome">;
+  readonly clientsRefused: Counter<"route" | "role" | "reason">;
+  readonly heldClients: Gauge<"route" | "role">;
+  readonly holdWait: Histogram<"route" | "role" | "outcome">;
+  readonly connectErrors: Counter<"route" | "role" | "reason">;
+  readonly primaryChanges: Counter<"route">;
+  readonly switchSeconds: Histogram<"route">;
+  readonly bytes: Counter<"route" | "role" | "direction">;
+  readonly restSeconds: Histogram<"route" | "member" | "check">;
+  readonly restChecks: Counter<"route" | "member" | "check" | "result">;
+  readonly etcdWatchUp: Gauge<"watch">;
+  readonly primaryRoutable: Gauge<"route">;
+  readonly eligibleReplicas: Gauge<"route">;
+  readonly invalidMembers: Gauge<"route">;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.connectionsActive = new Gauge({
+      name: "router_connections_active",
+      help: "Client sessions attached to a backend",
+      labelNames: ["route", "role", "backend"],
+      registers,
+    });
+    this.connectionsTotal = new Counter({
+      name: "router_connections_total",
+      help: "Upstream connections made, by backend",
+      labelNames: ["route", "role", "backend"],
+      registers,
+    });
+    this.clientsAccepted = new Counter({
+      name: "router_clients_accepted_total",
+      help: "Client connections accepted",
+      labelNames: ["route", "role"],
+      registers,
+    });
+    this.clientsClosed = new Counter({
+      name: "router_clients_closed_total",
+      help: "Client connections closed, by outcome (done, fenced, hold_timeout, bad_startup, ...)",
+      labelNames: ["route", "role", "outcome"],
+      registers,
+    });
+    this.clientsRefused = new Counter({
+      name: "router_clients_refused_total",
+      help: "Client connections refused at accept (max_connections, shutdown)",
+      labelNames: ["route", "role", "reason"],
+      registers,
+    });
+    this.heldClients = new Gauge({
+      name: "router_held_clients",
+      help: "Clients accepted and waiting for a routable backend",
+      labelNames: ["route", "role"],
+      registers,
+    });
+    this.holdWait = new Histogram({
+      name: "router_hold_wait_seconds",
+      help: "How long held clients waited, by outcome (released, timeout, closed)",
+      labelNames: ["route", "role", "outcome"],
+      buckets: WAIT_BUCKETS,
+      registers,
+    });
+    this.connectErrors = new Counter({
+      name: "router_upstream_retries_total",
+      help: "Upstream attempts that failed and were retried (connect_failed, connect_timeout, startup_refused, closed_early, fenced)",
+      labelNames: ["route", "role", "reason"],
+      registers,
+    });
+    this.primaryChanges = new Counter({
+      name: "router_primary_changes_total",
+      help: "Times the routed primary changed (to another member or to none)",
+      labelNames: ["route"],
+      registers,
+    });
+    this.switchSeconds = new Histogram({
+      name: "router_switch_seconds",
+      help: "From the etcd change to a new primary being routable",
+      labelNames: ["route"],
+      buckets: WAIT_BUCKETS,
+      registers,
+    });
+    this.bytes = new Counter({
+      name: "router_bytes_total",
+      help: "Bytes relayed, counted when a session closes (in: client to server, out: server to client)",
+      labelNames: ["route", "role", "direction"],
+      registers,
+    });
+    this.restSeconds = new Histogram({
+      name: "router_rest_check_seconds",
+      help: "Latency of Patroni REST checks",
+      labelNames: ["route", "member", "check"],
+      buckets: REST_BUCKETS,
+      registers,
+    });
+    this.restChecks = new Counter({
+      name: "router_rest_checks_total",
+      help: "Patroni REST checks by result (ok: 200, refused: another status, error: no answer)",
+      labelNames: ["route", "member", "check", "result"],
+      registers,
+    });
+    this.etcdWatchUp = new Gauge({
+      name: "router_etcd_watch_up",
+      help: "1 while the etcd watch is live, 0 while etcd is unreachable",
+      labelNames: ["watch"],
+      registers,
+    });
+    this.primaryRoutable = new Gauge({
+      name: "router_primary_routable",
+      help: "1 when new clients of the primary port are routed, 0 while they are held",
+      labelNames: ["route"],
+      registers,
+    });
+    this.eligibleReplicas = new Gauge({
+      name: "router_eligible_replicas",
+      help: "Replicas the replica port may use",
+      labelNames: ["route"],
+      registers,
+    });
+    this.invalidMembers = new Gauge({
+      name: "router_invalid_members",
+      help: "Member records in etcd that could not be decoded",
+      labelNames: ["route"],
+      registers,
+    });
+  }
+
+  backend(route: string, role: "primary" | "replica", backend: string): BackendMetrics {
+    const labels = { route, role, backend };
+    return { active: this.connectionsActive.labels(labels), total: this.connectionsTotal.labels(labels) };
+  }
+
+  /** Drops a removed route's gauges so that /metrics shows only live routes. */
+  forgetRoute(route: string): void {
+    for (const g of [this.primaryRoutable, this.eligibleReplicas, this.invalidMembers]) g.remove({ route });
+    for (const role of ["primary", "replica"]) this.heldClients.remove({ route, role });
+    this.etcdWatchUp.remove({ watch: route });
+  }
+}

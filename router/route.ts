@@ -1,0 +1,329 @@
+/**
+ * The control plane of one cluster (one route): the etcd watch of
+ * /<namespace>/<scope>/ feeding frozen ClusterViews, the REST checker, and the
+ * pure decisions that turn both into the backends new clients go to. Effects
+ * happen here and only here: a new primary backend, a fence of the old one, a
+ * release of held clients, one log line when a decision changes.
+ */
+import type { Etcd3 } from "etcd3";
+import { clusterPrefix } from "../shared/keys.js";
+import type { Logger } from "../shared/logger.js";
+import { type ClusterView, clusterFromSnapshot, decodeCluster } from "../shared/patroni.js";
+import { type PrefixSnapshot, PrefixWatch, type WatchState } from "../shared/watch.js";
+import { Backend } from "./backend.js";
+import { type CheckPlan, HealthChecker, type RestTls } from "./health.js";
+import type { RouterMetrics } from "./metrics.js";
+import type { CheckMode, ReplicaFallback, RouteSpec } from "./options.js";
+import {
+  type DcsStatus,
+  LAG_HYSTERESIS,
+  type PrimaryDecision,
+  pickReplica,
+  type ReplicaDecision,
+  replicaLag,
+  sameDecision,
+  sameReplicaDecision,
+  sameTarget,
+  selectPrimary,
+  selectReplicas,
+} from "./selection.js";
+
+export interface RouteOptions {
+  readonly namespace: string;
+  readonly mode: CheckMode;
+  readonly closeOnDemote: boolean;
+  readonly maxLag: number;
+  readonly replicaFallback: ReplicaFallback;
+  readonly restTimeoutMs: number;
+  readonly restIntervalMs: number;
+  readonly restTls?: RestTls;
+}
+
+const INITIAL: PrimaryDecision = Object.freeze({ action: "none", target: null, reason: "starting" });
+const NO_REPLICAS: ReplicaDecision = Object.freeze({ eligible: [], excluded: [], reason: "starting" });
+
+export class ClusterRoute {
+  readonly scope: string;
+  private view: ClusterView;
+  private dcs: DcsStatus = { connected: false, disconnectedSince: null };
+  private failoverRevision = 0;
+  private failoverSeenAt: number | null = null;
+  private lastDcsChangeAt = 0;
+  private primary: PrimaryDecision = INITIAL;
+  private primaryBackend: Backend | null = null;
+  private replicas: ReplicaDecision = NO_REPLICAS;
+  private replicaBackends: Backend[] = [];
+  private turn = 0;
+  private readonly watch: PrefixWatch;
+  private readonly checker: HealthChecker;
+  private readonly log: Logger;
+  private timer: NodeJS.Timeout | null = null;
+  /** Called when held clients may be able to go (a backend became routable). */
+  onRoutable: () => void = () => undefined;
+
+  constructor(
+    readonly spec: RouteSpec,
+    etcd: Etcd3,
+    private readonly opts: RouteOptions,
+    private readonly metrics: RouterMetrics,
+    log: Logger,
+  ) {
+    this.scope = spec.scope;
+    this.log = log.child({ route: spec.scope });
+    this.view = decodeCluster(spec.scope, [], 0);
+    this.watch = new PrefixWatch(etcd, clusterPrefix(opts.namespace, spec.scope), this.log);
+    this.checker = new HealthChecker(
+      {
+        route: spec.scope,
+        timeoutMs: opts.restTimeoutMs,
+        intervalMs: opts.restIntervalMs,
+        replicaQuery: opts.mode === "rest" ? `?lag=${opts.maxLag}` : "",
+        ...(opts.restTls ? { tls: opts.restTls } : {}),
+      },
+      () => this.evaluate(),
+      metrics,
+      this.log,
+    );
+    this.watch.on("snapshot", (snap) => this.onDcs(snap));
+    this.watch.on("change", (snap) => this.onDcs(snap));
+    this.watch.on("state", (state, err) => this.onWatchState(state, err));
+  }
+
+  start(): void {
+    this.metrics.primaryRoutable.set({ route: this.scope }, 0);
+    this.metrics.etcdWatchUp.set({ watch: this.scope }, 0);
+    this.checker.start();
+    void this.watch.start();
+    // Time alone changes some decisions (a scheduled switchover falls due, a REST result ages).
+    this.timer = setInterval(() => this.evaluate(), 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    await this.watch.close();
+    await this.checker.close();
+    this.primaryBackend?.fence();
+    this.metrics.forgetRoute(this.scope);
+  }
+
+  get routable(): boolean {
+    return this.primary.action === "route";
+  }
+
+  /** The backend new clients of the primary port go to, or null to hold them. */
+  pickPrimary(): Backend | null {
+    const b = this.primaryBackend;
+    return this.primary.action === "route" && b !== null && !b.fenced ? b : null;
+  }
+
+  pickReplica(): Backend | null | "reject" {
+    const r = pickReplica(this.replicas.eligible, (name) => this.replicaLoad(name), this.turn++);
+    const b = r === null ? undefined : this.replicaBackends.find((x) => x.target.name === r.name);
+    if (b !== undefined) return b;
+    switch (this.opts.replicaFallback) {
+      case "primary":
+        return this.pickPrimary();
+      case "hold":
+        return null;
+      case "reject":
+        return "reject";
+    }
+  }
+
+  private replicaLoad(name: string): number {
+    return this.replicaBackends.find((b) => b.target.name === name)?.conns.size ?? 0;
+  }
+
+  // --- inputs -----------------------------------------------------------------------------------
+
+  private onDcs(snap: PrefixSnapshot): void {
+    const now = Date.now();
+    this.view = clusterFromSnapshot(snap, this.opts.namespace, this.scope);
+    this.lastDcsChangeAt = now;
+    const f = this.view.failover;
+    if (f === null) {
+      this.failoverRevision = 0;
+      this.failoverSeenAt = null;
+    } else if (f.modRevision !== this.failoverRevision) {
+      this.failoverRevision = f.modRevision;
+      this.failoverSeenAt = now;
+    }
+    this.metrics.invalidMembers.set({ route: this.scope }, this.view.invalidMembers);
+    this.checker.setPlan(this.checkPlan());
+    this.checker.checkNow();
+    this.evaluate();
+  }
+
+  private onWatchState(state: WatchState, err?: Error): void {
+    if (state === "closed") return;
+    const connected = state === "live";
+    if (connected === this.dcs.connected) return;
+    this.dcs = { connected, disconnectedSince: connected ? null : Date.now() };
+    this.metrics.etcdWatchUp.set({ watch: this.scope }, connected ? 1 : 0);
+    if (connected) this.log.info("etcd watch live");
+    else if (this.view.revision > 0) {
+      this.log.warn({ err }, "etcd unreachable; keeping the last view and checking REST");
+    }
+    this.evaluate();
+  }
+
+  /** Which REST checks the current view calls for. */
+  private checkPlan(): CheckPlan[] {
+    const mode = this.opts.mode;
+    const wantReplicas = this.spec.replicaListen !== null && mode !== "etcd";
+    const routed = this.primaryBackend?.target.name;
+    const plan: CheckPlan[] = [];
+    for (const m of this.view.members) {
+      if (!m.valid || m.apiUrl === null) continue;
+      const checks: ("primary" | "replica")[] = [];
+      if (mode === "rest" || (mode === "both" && (m.name === this.view.leader || m.name === routed))) {
+        checks.push("primary");
+      }
+      if (wantReplicas && (mode === "rest" || m.name !== this.view.leader)) checks.push("replica");
+      if (checks.length > 0) plan.push({ name: m.name, apiUrl: m.apiUrl, checks });
+    }
+    return plan;
+  }
+
+  // --- decisions and their effects -----------------------------------------------------------------
+
+  evaluate(): void {
+    const now = Date.now();
+    const health = this.checker.health;
+    const previous = this.primaryBackend?.target ?? null;
+    const d = selectPrimary(
+      this.view,
+      health,
+      { mode: this.opts.mode, dcs: this.dcs, previous, failoverSeenAt: this.failoverSeenAt },
+      now,
+    );
+    const wasRoutable = this.routable;
+    if (!sameTarget(d.target, previous)) this.changePrimary(d, now);
+    if (!sameDecision(d, this.primary)) {
+      const level = d.action === "route" ? "info" : "warn";
+      this.log[level](
+        { action: d.action, target: d.target?.name ?? null, reason: d.reason },
+        "primary decision",
+      );
+    }
+    this.primary = d;
+    this.metrics.primaryRoutable.set({ route: this.scope }, d.action === "route" ? 1 : 0);
+    if (
+      d.action === "route" &&
+      !wasRoutable &&
+      this.lastDcsChangeAt > 0 &&
+      !sameTarget(d.target, this.lastRouted)
+    ) {
+      this.metrics.switchSeconds.observe({ route: this.scope }, (now - this.lastDcsChangeAt) / 1000);
+    }
+    if (d.action === "route") this.lastRouted = d.target;
+    // A leader awaiting confirmation is re-checked every FAST_CHECK_MS.
+    const fast = new Set<string>();
+    if (d.action !== "route" && this.opts.mode !== "etcd") {
+      if (this.view.leader !== null) fast.add(this.view.leader);
+      if (this.opts.mode === "rest") for (const m of this.view.members) fast.add(m.name);
+    }
+    this.checker.setFast(fast);
+
+    if (this.spec.replicaListen !== null) this.evaluateReplicas(now);
+    if (d.action === "route" && !wasRoutable) this.onRoutable();
+  }
+
+  private lastRouted: PrimaryDecision["target"] = null;
+
+  private changePrimary(d: PrimaryDecision, now: number): void {
+    const old = this.primaryBackend;
+    if (old !== null) {
+      this.metrics.primaryChanges.inc({ route: this.scope });
+      if (this.opts.closeOnDemote) {
+        this.log.warn(
+          { from: old.target.name, to: d.target?.name ?? null, sessions: old.conns.size },
+          "routed primary changed; closing its sessions",
+        );
+        old.fence();
+      }
+    }
+    this.primaryBackend =
+      d.target === null
+        ? null
+        : new Backend(
+            this.scope,
+            "primary",
+            d.target,
+            this.metrics.backend(this.scope, "primary", d.target.name),
+          );
+    this.checker.setPlan(this.checkPlan());
+    void now;
+  }
+
+  private evaluateReplicas(now: number): void {
+    const previous = new Set(this.replicas.eligible.map((r) => r.name));
+    const d = selectReplicas(
+      this.view,
+      this.checker.health,
+      { mode: this.opts.mode, maxLag: this.opts.maxLag, hysteresis: LAG_HYSTERESIS },
+      previous,
+      now,
+    );
+    if (sameReplicaDecision(d, this.replicas)) return;
+    const excluded = Object.fromEntries(d.excluded.map((e) => [e.name, e.reason]));
+    this.log.info(
+      { eligible: d.eligible.map((r) => r.name), excluded, reason: d.reason },
+      "replica decision",
+    );
+    const grew = d.eligible.some((r) => !previous.has(r.name));
+    this.replicas = d;
+    this.replicaBackends = d.eligible.map(
+      (r) =>
+        this.replicaBackends.find((b) => sameTarget(b.target, r)) ??
+        new Backend(this.scope, "replica", r, this.metrics.backend(this.scope, "replica", r.name)),
+    );
+    this.metrics.eligibleReplicas.set({ route: this.scope }, d.eligible.length);
+    if (grew) this.onRoutable();
+  }
+
+  // --- the live view for /routes and /readyz ---------------------------------------------------------
+
+  status(): Record<string, unknown> {
+    const v = this.view;
+    return {
+      scope: this.scope,
+      source: this.spec.source,
+      etcd: { connected: this.dcs.connected, revision: v.revision },
+      leader: v.leader,
+      primary: {
+        action: this.primary.action,
+        target: this.primary.target ? `${this.primary.target.name}` : null,
+        address: this.primary.target ? `${this.primary.target.host}:${this.primary.target.port}` : null,
+        reason: this.primary.reason,
+        sessions: this.primaryBackend?.conns.size ?? 0,
+      },
+      replicas: {
+        eligible: this.replicaBackends.map((b) => ({
+          name: b.target.name,
+          address: `${b.target.host}:${b.target.port}`,
+          sessions: b.conns.size,
+        })),
+        excluded: this.replicas.excluded,
+        fallback: this.opts.replicaFallback,
+      },
+      failover: v.failover,
+      members: v.members.map((m) =>
+        m.valid
+          ? {
+              name: m.name,
+              role: m.role,
+              state: m.state,
+              address: `${m.host}:${m.port}`,
+              timeline: m.timeline,
+              lagBytes: m.name === v.leader ? 0 : replicaLag(v, m),
+              tags: m.tags,
+              rest: this.checker.health.get(m.name) ?? null,
+            }
+          : { name: m.name, invalid: m.reason },
+      ),
+    };
+  }
+}
