@@ -156,6 +156,7 @@ export class HealthChecker {
     const url = new URL(`${p.apiUrl}/${kind}${kind === "replica" ? this.opts.replicaQuery : ""}`);
     const started = performance.now();
     let status: number | null = null;
+    let lsn: number | null = null;
     try {
       const res = await this.pool(url.origin).request({
         path: url.pathname + url.search,
@@ -165,7 +166,8 @@ export class HealthChecker {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
       status = res.statusCode;
-      await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      lsn = status === 200 ? walPosition(await res.body.text(), kind) : null;
+      if (status !== 200) await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
     } catch (err) {
       this.log.debug({ err, member: p.name, check: kind }, "REST check failed");
     }
@@ -177,17 +179,17 @@ export class HealthChecker {
       ...labels,
       result: status === null ? "error" : status === 200 ? "ok" : "refused",
     });
-    this.record(p, kind, status);
+    this.record(p, kind, status, lsn);
   }
 
-  private record(p: CheckPlan, kind: CheckKind, status: number | null): void {
+  private record(p: CheckPlan, kind: CheckKind, status: number | null, lsn: number | null): void {
     const planned = this.plan.find((x) => x.name === p.name);
     if (planned === undefined || planned.apiUrl !== p.apiUrl) return; // plan changed meanwhile
     const prev: MemberHealth = this.snapshot.get(p.name) ?? {};
     const before = prev[kind];
     const failures =
       status !== null ? 0 : before !== undefined && before.apiUrl === p.apiUrl ? before.failures + 1 : 1;
-    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl });
+    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl, lsn });
     const next = new Map(this.snapshot);
     next.set(p.name, Object.freeze({ ...prev, [kind]: probe }));
     this.snapshot = next;
@@ -202,5 +204,16 @@ export class HealthChecker {
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+  }
+}
+
+/** `xlog.location` (primary) or `xlog.replayed_location` (replica) from Patroni's status JSON. */
+export function walPosition(body: string, kind: CheckKind): number | null {
+  try {
+    const xlog = (JSON.parse(body) as { xlog?: Record<string, unknown> }).xlog;
+    const v = xlog?.[kind === "primary" ? "location" : "replayed_location"];
+    return typeof v === "number" && Number.isFinite(v) ? v : null;
+  } catch {
+    return null;
   }
 }

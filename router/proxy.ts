@@ -94,12 +94,12 @@ export class ProxyListener implements ConnHost {
   }
 
   /** Stops accepting; held clients are closed (they have no session to finish). */
-  async stop(): Promise<void> {
+  stop(): void {
     this.accepting = false;
     for (const c of this.queue) if (!c.closed) c.reject("shutdown", "57P01", "the router is shutting down");
     this.queue = [];
-    if (!this.server.listening) return;
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // The listening socket closes now; close()'s callback would wait for every session.
+    if (this.server.listening) this.server.close();
   }
 
   /** Closes every session of this listener. */

@@ -318,7 +318,7 @@ export class ClusterRoute {
               state: m.state,
               address: `${m.host}:${m.port}`,
               timeline: m.timeline,
-              lagBytes: m.name === v.leader ? 0 : replicaLag(v, m),
+              lagBytes: m.name === v.leader ? 0 : replicaLag(v, m, this.checker.health, Date.now()),
               tags: m.tags,
               rest: this.checker.health.get(m.name) ?? null,
             }

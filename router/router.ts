@@ -171,8 +171,8 @@ export class Router {
       await primary.start();
       await replica?.start();
     } catch (err) {
-      await primary.stop();
-      await replica?.stop();
+      primary.stop();
+      replica?.stop();
       throw err;
     }
     this.routes.set(spec.scope, { spec, control, primary, replica });
@@ -184,7 +184,8 @@ export class Router {
     const r = this.routes.get(scope);
     if (r === undefined) return;
     this.routes.delete(scope);
-    await Promise.all([r.primary.stop(), r.replica?.stop()]);
+    r.primary.stop();
+    r.replica?.stop();
     r.primary.closeAll("shutdown");
     r.replica?.closeAll("shutdown");
     await r.control.stop();
@@ -227,7 +228,10 @@ export class Router {
       stopAccepting: async () => {
         this.stopping = true;
         await this.ops;
-        await Promise.all([...this.routes.values()].flatMap((r) => [r.primary.stop(), r.replica?.stop()]));
+        for (const r of this.routes.values()) {
+          r.primary.stop();
+          r.replica?.stop();
+        }
       },
       drain: async () => {
         await Promise.all(

@@ -27,6 +27,11 @@ export interface Probe {
   readonly at: number;
   /** The API the check went to; a result for another URL does not apply. */
   readonly apiUrl: string;
+  /**
+   * WAL position from the answer's body: `xlog.location` of a primary, `xlog.replayed_location`
+   * of a replica (what its readers see); null when absent.
+   */
+  readonly lsn?: number | null;
 }
 
 export interface MemberHealth {
@@ -232,10 +237,29 @@ export interface ReplicaDecision {
   readonly reason: string;
 }
 
-export function replicaLag(view: ClusterView, m: ValidMember): number | null {
-  const position = m.replayLsn ?? m.lsn;
-  if (view.leaderLsn === null || position === null) return null;
-  return Math.max(0, view.leaderLsn - position);
+/** A probe's WAL position when the probe answered 200 for this API recently. */
+function probeLsn(probe: Probe | undefined, apiUrl: string | null, now: number): number | null {
+  return probeVerdict(probe, apiUrl, now) === "ok" ? (probe?.lsn ?? null) : null;
+}
+
+/**
+ * How far a replica's readers are behind the leader, in bytes: the leader's position (the
+ * newer of etcd's and its REST answer) minus the replica's replayed position (its REST
+ * answer, else what its member record says). Null when either is unknown.
+ */
+export function replicaLag(view: ClusterView, m: ValidMember, health: Health, now: number): number | null {
+  const leader = view.members.find((x) => x.name === view.leader);
+  const leaderRest =
+    leader?.valid === true ? probeLsn(health.get(leader.name)?.primary, leader.apiUrl, now) : null;
+  const leaderLsn =
+    view.leaderLsn === null
+      ? leaderRest
+      : leaderRest === null
+        ? view.leaderLsn
+        : Math.max(view.leaderLsn, leaderRest);
+  const position = probeLsn(health.get(m.name)?.replica, m.apiUrl, now) ?? m.replayLsn ?? m.lsn;
+  if (leaderLsn === null || position === null) return null;
+  return Math.max(0, leaderLsn - position);
 }
 
 function replicaExclusion(
@@ -257,7 +281,7 @@ function replicaExclusion(
     if (verdict !== "ok") return verdict === "refused" ? "refuses /replica" : "/replica not confirmed";
   }
   if (opts.mode === "rest") return null; // Patroni applies the lag limit itself (/replica?lag=)
-  const lag = replicaLag(view, m);
+  const lag = replicaLag(view, m, health, now);
   if (lag === null) return "lag unknown";
   const limit = wasEligible ? opts.maxLag : opts.maxLag * (1 - opts.hysteresis);
   if (lag > limit) return wasEligible ? "lags past --max-lag" : "lag not yet back under the limit";
@@ -280,7 +304,7 @@ export function selectReplicas(
       continue;
     }
     const why = replicaExclusion(view, health, m, opts, previous.has(m.name), now);
-    if (why === null) eligible.push(Object.freeze({ ...targetOf(m), lag: replicaLag(view, m) }));
+    if (why === null) eligible.push(Object.freeze({ ...targetOf(m), lag: replicaLag(view, m, health, now) }));
     else excluded.push(Object.freeze({ name: m.name, reason: why }));
   }
   const reason =

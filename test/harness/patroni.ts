@@ -36,6 +36,8 @@ export interface ClusterOptions {
   readonly synchronousMode?: boolean;
   /** Patroni tags per member name, e.g. { pg3: { noloadbalance: true } }. */
   readonly tags?: Readonly<Record<string, Record<string, unknown>>>;
+  /** Extra dynamic configuration (bootstrap.dcs), e.g. { failsafe_mode: true }. */
+  readonly dcs?: Readonly<Record<string, unknown>>;
   /** Extra PostgreSQL parameters. */
   readonly parameters?: Readonly<Record<string, string | number | boolean>>;
   /** Wait for a leader and all replicas streaming (default true). */
@@ -240,6 +242,7 @@ export class PatroniCluster {
           retry_timeout: o.retryTimeout ?? 5,
           maximum_lag_on_failover: 1048576,
           synchronous_mode: o.synchronousMode ?? false,
+          ...(o.dcs ?? {}),
           postgresql: {
             use_pg_rewind: true,
             use_slots: true,

@@ -4,6 +4,7 @@ import type { CheckMode } from "../../router/options.js";
 import {
   type Health,
   LAG_HYSTERESIS,
+  type MemberHealth,
   pickReplica,
   type ReplicaOptions,
   selectReplicas,
@@ -48,8 +49,17 @@ function view(...entries: RawEntry[]): ClusterView {
   );
 }
 
-const ok = (port: number, status: number | null = 200) => ({
-  replica: { status, failures: status === null ? 1 : 0, at: NOW, apiUrl: `http://127.0.0.1:${port + 1000}` },
+const ok = (port: number, status: number | null = 200, lsn: number | null = null) => ({
+  replica: {
+    status,
+    failures: status === null ? 1 : 0,
+    at: NOW,
+    apiUrl: `http://127.0.0.1:${port + 1000}`,
+    lsn,
+  },
+});
+const leaderAt = (lsn: number) => ({
+  primary: { status: 200, failures: 0, at: NOW, apiUrl: "http://127.0.0.1:6001", lsn },
 });
 const allOk: Health = new Map([
   ["pg2", ok(5002)],
@@ -140,6 +150,28 @@ const cases: Case[] = [
     view: decodeCluster("demo", [replicaAt("pg2", 5002, 0)], 1),
     eligible: [],
     excluded: { pg2: /lag unknown/ },
+  },
+  {
+    name: "lag is taken from the replica's REST replayed position (replay paused, WAL still received)",
+    view: view(replicaAt("pg2", 5002, 0), replicaAt("pg3", 5003, 0)),
+    health: new Map([
+      ["pg2", ok(5002, 200, LEADER_LSN)],
+      ["pg3", ok(5003, 200, LEADER_LSN - 20 * MiB)],
+    ]),
+    previous: ["pg2", "pg3"],
+    eligible: ["pg2"],
+    excluded: { pg3: /max-lag/ },
+  },
+  {
+    name: "the leader's position from REST /primary counts when newer than etcd's",
+    view: view(replicaAt("pg2", 5002, 0)),
+    health: new Map<string, MemberHealth>([
+      ["pg1", leaderAt(LEADER_LSN + 20 * MiB)],
+      ["pg2", ok(5002)],
+    ]),
+    previous: ["pg2"],
+    eligible: [],
+    excluded: { pg2: /max-lag/ },
   },
   {
     name: "--check etcd ignores REST",

@@ -1,0 +1,176 @@
+/**
+ * The built router CLI (`node dist/router/main.js`) as a child process on free
+ * ports, with helpers to read its admin endpoints and to talk PostgreSQL through it.
+ */
+import { mkdtempSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import type { PatroniCluster } from "./patroni.js";
+import { freePort } from "./ports.js";
+import { type Spawned, startProcess, stopProcess, waitFor } from "./proc.js";
+
+const MAIN = new URL("../../router/main.js", import.meta.url).pathname;
+
+export interface RouterStart {
+  readonly etcd: string;
+  readonly scope?: string;
+  /** Extra `--route` values; `{port}` / `{replica}` are replaced with free ports. */
+  readonly routes?: readonly string[];
+  readonly replica?: boolean;
+  readonly args?: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export class RouterProcess {
+  private constructor(
+    readonly proc: Spawned,
+    readonly port: number,
+    readonly replicaPort: number | null,
+    readonly adminPort: number,
+  ) {}
+
+  static async start(o: RouterStart): Promise<RouterProcess> {
+    const port = await freePort();
+    const replicaPort = o.replica === false ? null : await freePort();
+    const adminPort = await freePort();
+    const args = [
+      "--enable-source-maps",
+      MAIN,
+      "--etcd",
+      o.etcd,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--replica-listen",
+      replicaPort === null ? "off" : `127.0.0.1:${replicaPort}`,
+      "--admin-listen",
+      `127.0.0.1:${adminPort}`,
+      ...(o.scope ? ["--scope", o.scope] : []),
+      ...(o.routes ?? []).flatMap((r) => ["--route", r]),
+      ...(o.args ?? []),
+    ];
+    const dir = mkdtempSync(join(tmpdir(), "router-"));
+    const proc = startProcess(process.execPath, args, {
+      logFile: join(dir, "router.log"),
+      env: { ...process.env, ...(o.env ?? {}) },
+    });
+    const r = new RouterProcess(proc, port, replicaPort, adminPort);
+    await waitFor(
+      "the router's admin endpoint",
+      async () => {
+        if (proc.child.exitCode !== null) throw new Error(`router exited: ${proc.tail(20)}`);
+        return (await r.get("/healthz")).status === 200;
+      },
+      { timeoutMs: 20_000 },
+    );
+    return r;
+  }
+
+  get logFile(): string {
+    return this.proc.logFile;
+  }
+
+  tail(lines = 40): string {
+    return this.proc.tail(lines);
+  }
+
+  async get(path: string): Promise<{ status: number; body: unknown; text: string }> {
+    const res = await fetch(`http://127.0.0.1:${this.adminPort}${path}`, {
+      signal: AbortSignal.timeout(5000),
+    });
+    const text = await res.text();
+    let body: unknown = null;
+    try {
+      body = JSON.parse(text);
+    } catch {}
+    return { status: res.status, body, text };
+  }
+
+  /** Sum of a metric's samples whose labels include `labels`. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const { text } = await this.get("/metrics");
+    let sum = 0;
+    for (const line of text.split("\n")) {
+      const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      const have = m[2] ?? "";
+      if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(m[3]);
+    }
+    return sum;
+  }
+
+  async waitReady(timeoutMs = 30_000): Promise<void> {
+    await waitFor("the router to be ready", async () => (await this.get("/readyz")).status === 200, {
+      timeoutMs,
+    });
+  }
+
+  /** /routes entry of one scope. */
+  async route(scope: string): Promise<RouteView> {
+    const body = (await this.get("/routes")).body as { routes: RouteView[] };
+    const r = body.routes.find((x) => x.scope === scope);
+    if (!r) throw new Error(`no route ${scope} in /routes`);
+    return r;
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | string> {
+    await stopProcess(this.proc, signal, 15_000);
+    return this.proc.exited;
+  }
+}
+
+export interface RouteView {
+  scope: string;
+  leader: string | null;
+  etcd: { connected: boolean };
+  primary: { action: string; target: string | null; reason: string; sessions: number };
+  replicas: { eligible: { name: string }[]; excluded: { name: string; reason: string }[] };
+  members: { name: string; role?: string; lagBytes?: number | null; invalid?: string }[];
+}
+
+/** A node-postgres client to the cluster's superuser through `port`. */
+export function clientVia(c: PatroniCluster, port: number, extra: Partial<pg.ClientConfig> = {}): pg.Client {
+  return new pg.Client({ ...c.nodes[0]!.pg(), port, connectionTimeoutMillis: 60_000, ...extra });
+}
+
+/** Which member served a query through `port` (by the server's port), and whether it is in recovery. */
+export async function whoServes(
+  c: PatroniCluster,
+  port: number,
+): Promise<{ member: string; standby: boolean }> {
+  const client = clientVia(c, port);
+  await client.connect();
+  try {
+    const r = await client.query("SELECT inet_server_port() AS port, pg_is_in_recovery() AS standby");
+    const serverPort = Number(r.rows[0].port);
+    const node = c.nodes.find((n) => n.pgPort === serverPort);
+    if (!node) throw new Error(`no member listens on ${serverPort}`);
+    return { member: node.name, standby: r.rows[0].standby as boolean };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Opens a raw TCP connection and resolves once connected. */
+export function rawConnect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port });
+    s.once("connect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** Resolves with everything a socket received once it is closed by the peer (or rejects after timeoutMs). */
+export function untilClosed(s: net.Socket, timeoutMs = 30_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const t = setTimeout(() => reject(new Error("socket not closed in time")), timeoutMs);
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("error", () => undefined);
+    s.once("close", () => {
+      clearTimeout(t);
+      resolve(Buffer.concat(chunks));
+    });
+  });
+}

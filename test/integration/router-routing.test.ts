@@ -1,0 +1,241 @@
+/**
+ * The router CLI in front of a real 3-node Patroni cluster: the primary port reaches
+ * the leader, the replica port the replicas, the wire protocol passes through
+ * (SSLRequest, CancelRequest), bad clients are closed and counted, and the admin
+ * endpoints tell what is routed where.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { PatroniCluster } from "../harness/patroni.js";
+import { run, waitFor } from "../harness/proc.js";
+import { clientVia, RouterProcess, rawConnect, untilClosed, whoServes } from "../harness/router.js";
+
+describe("router: routing to a 3-node Patroni cluster", () => {
+  let c: PatroniCluster;
+  let r: RouterProcess;
+  let leader: string;
+
+  before(async () => {
+    c = await PatroniCluster.start({ nodes: 3 });
+    leader = (await c.leader())!;
+    r = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      args: ["--startup-timeout", "1s", "--log-level", "debug"],
+    });
+    await r.waitReady();
+  });
+  after(async () => {
+    await r?.stop();
+    await c?.destroy();
+  });
+
+  it("writes through the primary port land on the leader", async () => {
+    const client = clientVia(c, r.port);
+    await client.connect();
+    await client.query("CREATE TABLE IF NOT EXISTS routed (id int primary key, at text)");
+    const res = await client.query(
+      "INSERT INTO routed VALUES (1, 'x') RETURNING inet_server_port() AS port, pg_is_in_recovery() AS standby",
+    );
+    await client.end();
+    assert.equal(Number(res.rows[0].port), c.node(leader).pgPort);
+    assert.equal(res.rows[0].standby, false);
+    const direct = clientVia(c, c.node(leader).pgPort);
+    await direct.connect();
+    const rows = await direct.query("SELECT count(*)::int AS n FROM routed WHERE id = 1");
+    await direct.end();
+    assert.equal(rows.rows[0].n, 1);
+  });
+
+  it("replica port reads come from the replicas, spread over both", async () => {
+    const seen = new Set<string>();
+    await waitFor(
+      "both replicas to serve the replica port",
+      async () => {
+        const w = await whoServes(c, r.replicaPort!);
+        assert.equal(w.standby, true, `${w.member} is a standby`);
+        assert.notEqual(w.member, leader);
+        seen.add(w.member);
+        return seen.size === 2;
+      },
+      { timeoutMs: 30_000, intervalMs: 50 },
+    );
+  });
+
+  it("fewest connections first: an open session on one replica sends the next client to the other", async () => {
+    const held = clientVia(c, r.replicaPort!);
+    await held.connect();
+    try {
+      const first = Number((await held.query("SELECT inet_server_port() AS p")).rows[0].p);
+      for (let i = 0; i < 3; i++) {
+        const w = await whoServes(c, r.replicaPort!);
+        assert.notEqual(c.node(w.member).pgPort, first);
+      }
+    } finally {
+      await held.end();
+    }
+  });
+
+  it("an SSLRequest passes through: the server's 'N' reaches libpq, which goes on in plaintext", async () => {
+    const out = await run(
+      "psql",
+      [`host=127.0.0.1 port=${r.port} user=postgres dbname=postgres sslmode=prefer`, "-tAc", "SHOW port"],
+      { env: { ...process.env, PGPASSWORD: c.node(leader).pg().password, PGCONNECT_TIMEOUT: "30" } },
+    );
+    assert.equal(Number(out.stdout.trim()), c.node(leader).pgPort);
+    const strict = await run(
+      "psql",
+      [`host=127.0.0.1 port=${r.port} user=postgres dbname=postgres sslmode=require`, "-tAc", "SELECT 1"],
+      { env: { ...process.env, PGPASSWORD: "x" } },
+    ).then(
+      () => "connected",
+      (err: Error) => err.message,
+    );
+    assert.match(strict, /server does not support SSL/);
+  });
+
+  it("a CancelRequest reaches the server that owns the session", async () => {
+    const victim = clientVia(c, r.port);
+    await victim.connect();
+    const v = victim as unknown as { processID: number; secretKey: number };
+    const sleeping = victim.query("SELECT pg_sleep(60)").then(
+      () => "finished",
+      (err: { code?: string }) => err.code,
+    );
+    await new Promise((res) => setTimeout(res, 300));
+    const packet = Buffer.alloc(16);
+    packet.writeUInt32BE(16, 0);
+    packet.writeUInt32BE(80877102, 4);
+    packet.writeInt32BE(v.processID, 8);
+    packet.writeInt32BE(v.secretKey, 12);
+    const s = await rawConnect(r.port);
+    s.write(packet);
+    await untilClosed(s);
+    const t0 = Date.now();
+    assert.equal(await sleeping, "57014", "query_canceled");
+    assert.ok(Date.now() - t0 < 20_000);
+    await victim.end();
+  });
+
+  it("garbage bytes from a client close that client only, and are counted", async () => {
+    const before = await r.metric("router_clients_closed_total", { outcome: "bad_startup" });
+    for (const junk of [Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Buffer.alloc(64, 0xff)]) {
+      const s = await rawConnect(r.port);
+      s.write(junk);
+      await untilClosed(s, 10_000);
+    }
+    const after = await r.metric("router_clients_closed_total", { outcome: "bad_startup" });
+    assert.equal(after - before, 2);
+    assert.equal((await whoServes(c, r.port)).member, leader, "still routing");
+  });
+
+  it("a client that connects and never speaks is closed after --startup-timeout, and counted", async () => {
+    const s = await rawConnect(r.port);
+    const t0 = Date.now();
+    await untilClosed(s, 10_000);
+    assert.ok(Date.now() - t0 >= 900, "closed by the startup timeout");
+    assert.ok((await r.metric("router_clients_closed_total", { outcome: "startup_timeout" })) >= 1);
+  });
+
+  it("/routes shows members, roles, lag and the routed primary, without credentials", async () => {
+    const res = await r.get("/routes");
+    assert.equal(res.status, 200);
+    assert.ok(!/harness-superuser-pw|harness-replication-pw|password/i.test(res.text), "no credential");
+    const view = await r.route(c.scope);
+    assert.equal(view.leader, leader);
+    assert.equal(view.primary.action, "route");
+    assert.equal(view.primary.target, leader);
+    assert.deepEqual(view.members.map((m) => m.name).sort(), ["pg1", "pg2", "pg3"]);
+    const roles = Object.fromEntries(view.members.map((m) => [m.name, m.role]));
+    assert.equal(roles[leader], "primary");
+    assert.equal(view.members.filter((m) => m.role === "replica").length, 2);
+    for (const m of view.members) assert.equal(typeof m.lagBytes, "number");
+  });
+
+  it("/readyz is 200 with a routable primary; /healthz answers; /metrics has the router's series", async () => {
+    assert.equal((await r.get("/readyz")).status, 200);
+    assert.equal((await r.get("/healthz")).status, 200);
+    const { text } = await r.get("/metrics");
+    for (const name of [
+      "router_connections_active",
+      "router_connections_total",
+      "router_held_clients",
+      "router_hold_wait_seconds",
+      "router_upstream_retries_total",
+      "router_primary_changes_total",
+      "router_switch_seconds",
+      "router_bytes_total",
+      "router_rest_check_seconds",
+      "router_rest_checks_total",
+      "router_etcd_watch_up",
+      "router_primary_routable",
+    ]) {
+      assert.ok(text.includes(`# TYPE ${name} `), `${name} exported`);
+    }
+    assert.equal(await r.metric("router_etcd_watch_up", { watch: c.scope }), 1);
+    assert.ok((await r.metric("router_bytes_total", { direction: "out" })) > 0);
+    assert.ok((await r.metric("router_connections_total", { role: "primary", backend: leader })) > 0);
+  });
+
+  it("--max-connections: the client past the limit gets 'too many connections', the others work", async () => {
+    const small = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      replica: false,
+      args: ["--max-connections", "2"],
+    });
+    try {
+      await small.waitReady();
+      const a = clientVia(c, small.port);
+      const b = clientVia(c, small.port);
+      await a.connect();
+      await b.connect();
+      const third = clientVia(c, small.port);
+      await assert.rejects(third.connect(), /too many connections/);
+      assert.equal((await a.query("SELECT 1 AS one")).rows[0].one, 1);
+      await a.end();
+      await b.end();
+      assert.equal(await small.metric("router_clients_refused_total", { reason: "max_connections" }), 1);
+    } finally {
+      await small.stop();
+    }
+  });
+
+  it("--idle-timeout closes a session with no traffic", async () => {
+    const idle = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      replica: false,
+      args: ["--idle-timeout", "1s"],
+    });
+    try {
+      await idle.waitReady();
+      const a = clientVia(c, idle.port);
+      const ended = new Promise<void>((resolve) => a.once("end", () => resolve()));
+      a.on("error", () => undefined);
+      await a.connect();
+      await a.query("SELECT 1");
+      await ended;
+      assert.ok((await idle.metric("router_clients_closed_total", { outcome: "idle_timeout" })) >= 1);
+    } finally {
+      await idle.stop();
+    }
+  });
+
+  it("SIGTERM: stops listening, lets sessions finish, exits 0", async () => {
+    const r2 = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      replica: false,
+      args: ["--drain-timeout", "2s"],
+    });
+    await r2.waitReady();
+    const a = clientVia(c, r2.port);
+    a.on("error", () => undefined);
+    await a.connect();
+    const code = await r2.stop("SIGTERM");
+    assert.equal(code, 0);
+    assert.match(r2.tail(10), /drain finished/);
+    await assert.rejects(rawConnect(r2.port), /ECONNREFUSED/);
+  });
+});
