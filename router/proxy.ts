@@ -32,7 +32,11 @@ export class ProxyShared {
   ) {}
 }
 
-export type Picker = () => Backend | null | "reject";
+/** Where new clients of a listener go: `pick` chooses (and may rotate); `ready` only asks. */
+export interface Picker {
+  pick(): Backend | null | "reject";
+  ready(): boolean;
+}
 
 export class ProxyListener implements ConnHost {
   private readonly server: net.Server;
@@ -128,12 +132,12 @@ export class ProxyListener implements ConnHost {
     shared.metrics.clientsAccepted.inc(this.labels);
     const c = new Conn(socket, this, shared.opts.holdTimeoutMs);
     this.conns.add(c);
-    if (this.heldCount === 0 && this.picker() !== null) {
+    if (this.heldCount === 0 && this.picker.ready()) {
       c.resume();
       return;
     }
     this.hold(c);
-    if (this.picker() !== null) this.release();
+    if (this.picker.ready()) this.release();
   }
 
   /** A routable backend may exist now: let held clients go, oldest first. */
@@ -142,7 +146,7 @@ export class ProxyListener implements ConnHost {
     while (this.queue.length > 0) {
       const c = this.queue[0]!;
       if (!c.closed) {
-        if (this.picker() === null) break;
+        if (!this.picker.ready()) break;
         this.unhold(c, now, "released");
       }
       this.queue.shift();
@@ -154,7 +158,7 @@ export class ProxyListener implements ConnHost {
   // --- ConnHost ---------------------------------------------------------------------------------
 
   pick(): Backend | null | "reject" {
-    return this.picker();
+    return this.picker.pick();
   }
 
   hold(c: Conn): void {

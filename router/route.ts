@@ -132,6 +132,13 @@ export class ClusterRoute {
     }
   }
 
+  /** Whether a new replica-port client would be served (or rejected) now rather than held. */
+  replicaReady(): boolean {
+    if (this.replicaBackends.length > 0) return true;
+    if (this.opts.replicaFallback === "primary") return this.pickPrimary() !== null;
+    return this.opts.replicaFallback === "reject";
+  }
+
   private replicaLoad(name: string): number {
     return this.replicaBackends.find((b) => b.target.name === name)?.conns.size ?? 0;
   }

@@ -149,7 +149,7 @@ export class Router {
       "primary",
       spec.listen,
       this.shared,
-      () => control.pickPrimary(),
+      { pick: () => control.pickPrimary(), ready: () => control.pickPrimary() !== null },
       log.child({ role: "primary" }),
     );
     const replica =
@@ -160,7 +160,7 @@ export class Router {
             "replica",
             spec.replicaListen,
             this.shared,
-            () => control.pickReplica(),
+            { pick: () => control.pickReplica(), ready: () => control.replicaReady() },
             log.child({ role: "replica" }),
           );
     control.onRoutable = () => {
