@@ -1,0 +1,211 @@
+/**
+ * The router through the faults it exists for, on one real 3-node Patroni cluster
+ * (failsafe_mode on, so the primary outlives an etcd outage): etcd stopped for 20 s,
+ * a planned switchover, Patroni dying while its PostgreSQL keeps running (the
+ * split-brain case the fence is for), and kill -9 of the primary.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type pg from "pg";
+import { PatroniCluster } from "../harness/patroni.js";
+import { waitFor } from "../harness/proc.js";
+import { clientVia, RouterProcess, whoServes } from "../harness/router.js";
+
+interface Attempt {
+  readonly at: number;
+  readonly ok: boolean;
+  readonly member?: string;
+  readonly error?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves when a client's connection ends, however it ends. */
+function closedPromise(client: pg.Client): Promise<void> {
+  return new Promise((resolve) => {
+    client.on("end", () => resolve());
+    client.on("error", () => resolve());
+  });
+}
+
+interface Writer {
+  readonly attempts: Attempt[];
+  stop(): Promise<Attempt[]>;
+}
+
+const attemptsOn = (w: Writer, member: string) => w.attempts.some((a) => a.member === member);
+
+describe("router: failover behaviour", () => {
+  let c: PatroniCluster;
+  let r: RouterProcess;
+
+  /** A new connection per write, every `everyMs`, until stopped; every attempt recorded. */
+  function writer(everyMs = 50): Writer {
+    const attempts: Attempt[] = [];
+    let running = true;
+    const loop = (async () => {
+      while (running) {
+        const at = Date.now();
+        const client = clientVia(c, r.port);
+        client.on("error", () => undefined);
+        try {
+          await client.connect();
+          const res = await client.query(
+            "INSERT INTO writes (at) VALUES (now()) RETURNING inet_server_port() AS p",
+          );
+          const node = c.nodes.find((n) => n.pgPort === Number(res.rows[0].p));
+          attempts.push({ at, ok: true, member: node?.name ?? "?" });
+        } catch (err) {
+          attempts.push({ at, ok: false, error: (err as Error).message });
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+        await sleep(everyMs);
+      }
+    })();
+    return {
+      attempts,
+      stop: async () => {
+        running = false;
+        await loop;
+        return attempts;
+      },
+    };
+  }
+
+  before(async () => {
+    c = await PatroniCluster.start({ nodes: 3, dcs: { failsafe_mode: true } });
+    r = await RouterProcess.start({ etcd: c.etcd.endpoint, scope: c.scope, args: ["--hold-timeout", "45s"] });
+    await r.waitReady();
+    const w = clientVia(c, r.port);
+    await w.connect();
+    await w.query("CREATE TABLE writes (id serial primary key, at timestamptz)");
+    await w.end();
+  });
+  after(async () => {
+    await r?.stop();
+    await c?.destroy();
+  });
+
+  it("etcd stopped for 20 s: routing continues on the primary that still answers /primary, and resumes cleanly", async () => {
+    const leader = (await c.leader())!;
+    await c.etcd.stop();
+    try {
+      await waitFor(
+        "the router to notice etcd is gone",
+        async () => (await r.metric("router_etcd_watch_up")) === 0,
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      const ready = await r.get("/readyz");
+      assert.equal(ready.status, 200, "still routable");
+      assert.match(ready.text, /unreachable/, "/readyz reports etcd unreachable");
+      const until = Date.now() + 20_000;
+      let served = 0;
+      while (Date.now() < until) {
+        const w = await whoServes(c, r.port);
+        assert.equal(w.member, leader);
+        assert.equal(w.standby, false);
+        served++;
+        await sleep(500);
+      }
+      assert.ok(served >= 20);
+    } finally {
+      await c.etcd.start();
+    }
+    await waitFor("the watch to resume", async () => (await r.metric("router_etcd_watch_up")) === 1, {
+      timeoutMs: 30_000,
+    });
+    await c.waitReady({ replicas: 2 });
+    // The resumed watch follows the cluster: a switchover is seen.
+    const to = c.nodes.find((n) => n.name !== leader)!.name;
+    await c.switchover(to);
+    await waitFor(
+      "new connections to reach the new primary",
+      async () => (await whoServes(c, r.port)).member === to,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 200,
+      },
+    );
+    await c.waitReady({ replicas: 2 });
+  });
+
+  it("switchover: clients connecting meanwhile are held and succeed, new ones reach the new primary, old sessions close", async () => {
+    const from = (await c.leader())!;
+    const to = c.nodes.find((n) => n.name !== from)!.name;
+    const session = clientVia(c, r.port);
+    const sessionClosed = closedPromise(session);
+    await session.connect();
+    const heldBefore = await r.metric("router_hold_wait_seconds_count", { outcome: "released" });
+    const w = writer();
+    let attempts: Attempt[];
+    try {
+      await sleep(500);
+      await c.switchover(to);
+      await waitFor("a write through the router on the new primary", () => attemptsOn(w, to), {
+        timeoutMs: 30_000,
+      });
+      await sleep(500);
+    } finally {
+      attempts = await w.stop();
+    }
+    const failed = attempts.filter((a) => !a.ok);
+    assert.deepEqual(failed, [], "no client saw an error");
+    const firstOnNew = attempts.findIndex((a) => a.member === to);
+    assert.ok(firstOnNew > 0 && attempts[0]!.member === from, "writes moved from the old to the new primary");
+    assert.ok(
+      attempts.slice(firstOnNew).every((a) => a.member === to),
+      "never back to the old primary",
+    );
+    await sessionClosed;
+    const held = (await r.metric("router_hold_wait_seconds_count", { outcome: "released" })) - heldBefore;
+    assert.ok(held >= 1, "some clients were held during the switchover");
+    assert.ok((await r.metric("router_switch_seconds_count")) >= 1);
+    await c.waitReady({ replicas: 2 });
+  });
+
+  it("Patroni dies but its PostgreSQL keeps running: the router fences that primary and follows the new leader", async () => {
+    const old = (await c.leader())!;
+    const node = c.node(old);
+    const session = clientVia(c, r.port);
+    const closed = closedPromise(session);
+    await session.connect();
+    const fencedBefore = await r.metric("router_clients_closed_total", { outcome: "fenced" });
+    process.kill(node.pid!, "SIGKILL"); // Patroni only: its postmaster lives on
+    await closed;
+    assert.ok((await r.metric("router_clients_closed_total", { outcome: "fenced" })) > fencedBefore);
+    // The old PostgreSQL still takes writes directly: only the fence kept clients away from it.
+    const direct = clientVia(c, node.pgPort);
+    await direct.connect();
+    assert.equal((await direct.query("SELECT pg_is_in_recovery() AS r")).rows[0].r, false);
+    await direct.end();
+    const next = await waitFor(
+      "a new primary through the router",
+      async () => {
+        const w = await whoServes(c, r.port);
+        return w.member !== old && !w.standby ? w.member : null;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    assert.notEqual(next, old);
+    // Put the old member back as a replica.
+    await node.kill9();
+    node.start();
+    await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
+  });
+
+  it("kill -9 of the primary: clients held during the gap then succeed on the new primary", async () => {
+    const victim = (await c.leader())!;
+    await c.kill9(victim);
+    const t0 = Date.now();
+    // Connect during the gap: no error, just latency.
+    const w = await whoServes(c, r.port);
+    const waited = Date.now() - t0;
+    assert.notEqual(w.member, victim);
+    assert.equal(w.standby, false);
+    assert.ok(waited > 1000, `the client was held (${waited} ms)`);
+    console.log(`# held ${waited} ms through kill -9 of ${victim}, served by ${w.member}`);
+  });
+});
