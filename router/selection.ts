@@ -133,13 +133,19 @@ export function dcsTrustMs(view: ClusterView): number {
   return typeof ttl === "number" && ttl > 0 ? ttl * 1000 : DEFAULT_DCS_TRUST_MS;
 }
 
-/** The member the DCS names as primary, or why there is none. */
-function dcsPrimary(view: ClusterView): ValidMember | string {
+/**
+ * The member the DCS names as primary, or why there is none. With `roleFromRest`, a
+ * leader whose member record still says `replica` is accepted here: Patroni rewrites the
+ * record up to a loop after the promotion, and REST /primary (checked next) is the
+ * node's own word on its role.
+ */
+function dcsPrimary(view: ClusterView, roleFromRest: boolean): ValidMember | string {
   if (view.leader === null) return "no leader key";
   const m = view.members.find((x) => x.name === view.leader);
   if (m === undefined) return `leader ${view.leader} is not among the members`;
   if (!m.valid) return `leader ${view.leader}'s member record is unusable: ${m.reason}`;
-  if (m.role !== "primary") return `leader ${m.name} has role ${m.role}`;
+  const promoting = roleFromRest && m.role === "replica";
+  if (m.role !== "primary" && !promoting) return `leader ${m.name} has role ${m.role}`;
   if (!m.running) return `leader ${m.name} is ${m.state}`;
   return m;
 }
@@ -175,7 +181,7 @@ export function selectPrimary(
 ): PrimaryDecision {
   if (ctx.mode === "rest") return restOnly(view, health, ctx, now);
 
-  const m = dcsPrimary(view);
+  const m = dcsPrimary(view, ctx.mode === "both");
   if (typeof m === "string") return none(m);
   const target = targetOf(m);
   const stale = ctx.dcs.disconnectedSince === null ? 0 : now - ctx.dcs.disconnectedSince;
@@ -195,6 +201,7 @@ export function selectPrimary(
   const verdict = probeVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
   if (verdict === "refused") return none(`leader ${m.name} answers /primary with ${probe!.status}`);
+  if (m.role !== "primary" && verdict !== "ok") return none(`leader ${m.name} has role ${m.role}`);
   if (verdict === "unknown") {
     return wasRouted
       ? pause(target, `${m.name} /primary not checked yet`)
