@@ -1,0 +1,135 @@
+/**
+ * The router against etcd keys written by hand (no Patroni): malformed member
+ * records, a leader naming a missing member and a conn_url without a port route
+ * nowhere (fail closed), held clients are closed after --hold-timeout with an
+ * error, and a routed primary whose record turns unusable is fenced.
+ * The backend is a small TCP server standing in for PostgreSQL (--check etcd).
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, before, describe, it } from "node:test";
+import { EtcdServer } from "../harness/etcd.js";
+import { waitFor } from "../harness/proc.js";
+import { RouterProcess, rawConnect, untilClosed } from "../harness/router.js";
+
+const SCOPE = "handmade";
+const PREFIX = `/service/${SCOPE}/`;
+
+/** A StartupMessage for user `u`. */
+function startupPacket(): Buffer {
+  const body = Buffer.from("\0\0\0\0user\0u\0\0", "latin1");
+  body.writeUInt32BE(196608, 0);
+  const out = Buffer.alloc(4 + body.length);
+  out.writeUInt32BE(out.length, 0);
+  body.copy(out, 4);
+  return out;
+}
+
+describe("router: malformed DCS records and held clients", () => {
+  let etcd: EtcdServer;
+  let r: RouterProcess;
+  let backend: net.Server;
+  let backendPort = 0;
+  const backendSockets = new Set<net.Socket>();
+
+  const put = (key: string, value: string) =>
+    etcd
+      .client()
+      .put(PREFIX + key)
+      .value(value)
+      .exec();
+  const member = (port: number | null) =>
+    JSON.stringify({
+      conn_url: port === null ? "postgres://127.0.0.1/postgres" : `postgres://127.0.0.1:${port}/postgres`,
+      api_url: "http://127.0.0.1:1/patroni",
+      state: "running",
+      role: "master",
+    });
+
+  before(async () => {
+    etcd = await EtcdServer.start();
+    // Stands in for PostgreSQL: answers any startup with one byte, then echoes.
+    backend = net.createServer((s) => {
+      backendSockets.add(s);
+      s.on("close", () => backendSockets.delete(s));
+      s.once("data", () => s.write("R"));
+      s.on("error", () => undefined);
+    });
+    await new Promise<void>((res) => backend.listen(0, "127.0.0.1", () => res()));
+    backendPort = (backend.address() as net.AddressInfo).port;
+    r = await RouterProcess.start({
+      etcd: etcd.endpoint,
+      scope: SCOPE,
+      replica: false,
+      args: ["--check", "etcd", "--hold-timeout", "1500ms"],
+    });
+  });
+  after(async () => {
+    await r?.stop();
+    backend?.close();
+    for (const s of backendSockets) s.destroy();
+    await etcd?.destroy();
+  });
+
+  async function expectHeldThenClosed(): Promise<void> {
+    const s = await rawConnect(r.port);
+    s.write(startupPacket());
+    const t0 = Date.now();
+    const got = await untilClosed(s, 10_000);
+    assert.ok(Date.now() - t0 >= 1400, "held for --hold-timeout");
+    assert.equal(String.fromCharCode(got[0]!), "E", "an ErrorResponse before the close");
+    assert.match(got.toString("latin1"), /57P03/);
+  }
+
+  it("no keys at all: not ready, and a client is held then closed after --hold-timeout with an error", async () => {
+    assert.equal((await r.get("/readyz")).status, 503);
+    await expectHeldThenClosed();
+    assert.ok((await r.metric("router_hold_wait_seconds_count", { outcome: "timeout" })) >= 1);
+    assert.ok((await r.metric("router_clients_closed_total", { outcome: "hold_timeout" })) >= 1);
+  });
+
+  for (const [what, setup, reason] of [
+    ["a member record that is not JSON", () => put("members/pg1", "{garbage"), /unusable/],
+    ["a conn_url without a port", () => put("members/pg1", member(null)), /conn_url/],
+    [
+      "a leader naming a missing member",
+      async () => {
+        await etcd.client().delete().key(`${PREFIX}members/pg1`).exec();
+        await put("members/pg2", member(backendPort));
+      },
+      /not among the members/,
+    ],
+  ] as const) {
+    it(`${what}: no target, clients held then closed, the router stays up`, async () => {
+      await put("leader", "pg1");
+      await setup();
+      await waitFor(`the decision to name ${reason}`, async () =>
+        reason.test((await r.route(SCOPE)).primary.reason),
+      );
+      assert.equal((await r.route(SCOPE)).primary.action, "none");
+      await expectHeldThenClosed();
+      assert.equal((await r.get("/healthz")).status, 200);
+    });
+  }
+
+  it("counts undecodable member records", async () => {
+    await put("members/pg3", "[1,2,3]");
+    await waitFor("invalid members counted", async () => (await r.metric("router_invalid_members")) >= 1);
+    const view = await r.route(SCOPE);
+    assert.ok(view.members.some((m) => m.name === "pg3" && typeof m.invalid === "string"));
+  });
+
+  it("a routed primary whose record turns unusable is fenced: its session is closed", async () => {
+    await put("members/pg1", member(backendPort));
+    await waitFor("routing to the stand-in", async () => (await r.route(SCOPE)).primary.action === "route");
+    const s = await rawConnect(r.port);
+    s.write(startupPacket());
+    const first = await new Promise<Buffer>((res) => s.once("data", res));
+    assert.equal(first.toString(), "R", "the backend's answer passed through");
+    const closed = untilClosed(s, 10_000);
+    await put("members/pg1", "not json at all");
+    await closed;
+    assert.ok((await r.metric("router_clients_closed_total", { outcome: "fenced" })) >= 1);
+    assert.equal((await r.route(SCOPE)).primary.action, "none");
+  });
+});
