@@ -1,12 +1,19 @@
 /**
  * The replica port never uses a replica lagging past --max-lag. Lag is made real:
- * WAL replay is paused on a replica (pg_wal_replay_pause()) while the primary
- * writes; the replica still receives WAL, but its readers fall behind.
+ * WAL replay is paused on a replica while the primary writes; the replica still
+ * receives WAL, but its readers fall behind. (pg_wal_replay_pause() does not hold:
+ * Patroni 3 resumes paused replay on PostgreSQL 14+ within a loop, so the replica's
+ * startup process, which replays WAL, is stopped with SIGSTOP instead.)
+ * This cluster also runs with ssl=on (a self-signed certificate), so that TLS is
+ * seen passing through the router untouched.
  */
 import assert from "node:assert/strict";
+import { chownSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { PatroniCluster } from "../harness/patroni.js";
-import { waitFor } from "../harness/proc.js";
+import { run, waitFor } from "../harness/proc.js";
 import { clientVia, RouterProcess, whoServes } from "../harness/router.js";
 
 describe("router: replica lag", () => {
@@ -25,11 +32,50 @@ describe("router: replica lag", () => {
     }
   }
 
+  /** Stops (or continues) WAL replay on a replica by signalling its startup process. */
+  async function replay(member: string, signal: "SIGSTOP" | "SIGCONT"): Promise<void> {
+    const client = clientVia(c, c.node(member).pgPort);
+    await client.connect();
+    try {
+      const r = await client.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup'");
+      process.kill(Number(r.rows[0].pid), signal);
+    } finally {
+      await client.end();
+    }
+  }
+
   const excludedFor = async (name: string): Promise<string | null> =>
     (await r.route(c.scope)).replicas.excluded.find((e) => e.name === name)?.reason ?? null;
 
+  let certDir: string;
+
   before(async () => {
-    c = await PatroniCluster.start({ nodes: 3 });
+    certDir = mkdtempSync(join(tmpdir(), "router-tls-"));
+    const [cert, key] = [join(certDir, "server.crt"), join(certDir, "server.key")];
+    await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+    ]);
+    if (process.getuid?.() === 0) {
+      const pgUser = await run("id", ["-u", "postgres"]);
+      const pgGroup = await run("id", ["-g", "postgres"]);
+      for (const f of [certDir, cert, key]) chownSync(f, Number(pgUser.stdout), Number(pgGroup.stdout));
+    }
+    c = await PatroniCluster.start({
+      nodes: 3,
+      parameters: { ssl: "on", ssl_cert_file: cert, ssl_key_file: key },
+    });
     leader = (await c.leader())!;
     replicas = c.nodes.map((n) => n.name).filter((n) => n !== leader);
     r = await RouterProcess.start({ etcd: c.etcd.endpoint, scope: c.scope, args: ["--max-lag", "1MiB"] });
@@ -45,11 +91,25 @@ describe("router: replica lag", () => {
   after(async () => {
     await r?.stop();
     await c?.destroy();
+    rmSync(certDir, { recursive: true, force: true });
+  });
+
+  it("TLS passes through: the server's 'S', then a TLS session end to end", async () => {
+    const out = await run(
+      "psql",
+      [
+        `host=127.0.0.1 port=${r.port} user=postgres dbname=postgres sslmode=require`,
+        "-tAc",
+        "SELECT ssl, inet_server_port() FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+      ],
+      { env: { ...process.env, PGPASSWORD: c.node(leader).pg().password, PGCONNECT_TIMEOUT: "30" } },
+    );
+    assert.equal(out.stdout.trim(), `t|${c.node(leader).pgPort}`);
   });
 
   it("a replica whose replay is paused while the primary writes is left out; reads go to the other", async () => {
     const [lagging, fresh] = replicas as [string, string];
-    await sql(lagging, "SELECT pg_wal_replay_pause()");
+    await replay(lagging, "SIGSTOP");
     await sql(
       leader,
       "CREATE TABLE bulk AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 40000) g",
@@ -72,7 +132,7 @@ describe("router: replica lag", () => {
 
   it("with no replica eligible, --replica-fallback primary sends reads to the primary", async () => {
     const [, fresh] = replicas as [string, string];
-    await sql(fresh, "SELECT pg_wal_replay_pause()");
+    await replay(fresh, "SIGSTOP");
     await sql(leader, "INSERT INTO bulk SELECT g, repeat('y', 200) FROM generate_series(1, 40000) g");
     await waitFor(
       "no replica eligible",
@@ -87,7 +147,7 @@ describe("router: replica lag", () => {
   });
 
   it("replicas that catch up are used again", async () => {
-    for (const name of replicas) await sql(name, "SELECT pg_wal_replay_resume()");
+    for (const name of replicas) await replay(name, "SIGCONT");
     await waitFor(
       "both replicas eligible again",
       async () => (await r.route(c.scope)).replicas.eligible.length === 2,
