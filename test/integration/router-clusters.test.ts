@@ -98,7 +98,10 @@ describe("router: two clusters in one process", () => {
         "beta's port closed",
         () =>
           rawConnect(p2).then(
-            (s) => (s.destroy(), false),
+            (s) => {
+              s.destroy();
+              return false;
+            },
             () => true,
           ),
         {
