@@ -48,7 +48,8 @@ export class ClusterRoute {
   private dcs: DcsStatus = { connected: false, disconnectedSince: null };
   private failoverRevision = 0;
   private failoverSeenAt: number | null = null;
-  private lastDcsChangeAt = 0;
+  /** When the leader key last changed (PUT or DELETE), for router_switch_seconds. */
+  private leaderChangedAt = 0;
   private primary: PrimaryDecision = INITIAL;
   private primaryBackend: Backend | null = null;
   private replicas: ReplicaDecision = NO_REPLICAS;
@@ -147,8 +148,11 @@ export class ClusterRoute {
 
   private onDcs(snap: PrefixSnapshot): void {
     const now = Date.now();
+    const before = this.view;
     this.view = clusterFromSnapshot(snap, this.opts.namespace, this.scope);
-    this.lastDcsChangeAt = now;
+    if (this.view.leader !== before.leader || this.view.leaderModRevision !== before.leaderModRevision) {
+      this.leaderChangedAt = now;
+    }
     const f = this.view.failover;
     if (f === null) {
       this.failoverRevision = 0;
@@ -217,13 +221,10 @@ export class ClusterRoute {
     }
     this.primary = d;
     this.metrics.primaryRoutable.set({ route: this.scope }, d.action === "route" ? 1 : 0);
-    if (
-      d.action === "route" &&
-      !wasRoutable &&
-      this.lastDcsChangeAt > 0 &&
-      !sameTarget(d.target, this.lastRouted)
-    ) {
-      this.metrics.switchSeconds.observe({ route: this.scope }, (now - this.lastDcsChangeAt) / 1000);
+    // A new primary after another one: how long since the leader key changed.
+    const switched = d.action === "route" && !wasRoutable && this.lastRouted !== null;
+    if (switched && this.leaderChangedAt > 0 && !sameTarget(d.target, this.lastRouted)) {
+      this.metrics.switchSeconds.observe({ route: this.scope }, (now - this.leaderChangedAt) / 1000);
     }
     if (d.action === "route") this.lastRouted = d.target;
     // A leader awaiting confirmation is re-checked every FAST_CHECK_MS.
