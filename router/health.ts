@@ -157,6 +157,7 @@ export class HealthChecker {
     const started = performance.now();
     let status: number | null = null;
     let lsn: number | null = null;
+    let role: string | null = null;
     try {
       const res = await this.pool(url.origin).request({
         path: url.pathname + url.search,
@@ -166,8 +167,11 @@ export class HealthChecker {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
       status = res.statusCode;
-      lsn = status === 200 ? walPosition(await res.body.text(), kind) : null;
-      if (status !== 200) await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      if (status === 200) {
+        const parsed = statusBody(await res.body.text(), kind);
+        lsn = parsed.lsn;
+        role = parsed.role;
+      } else await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
     } catch (err) {
       this.log.debug({ err, member: p.name, check: kind }, "REST check failed");
     }
@@ -179,17 +183,23 @@ export class HealthChecker {
       ...labels,
       result: status === null ? "error" : status === 200 ? "ok" : "refused",
     });
-    this.record(p, kind, status, lsn);
+    this.record(p, kind, status, lsn, role);
   }
 
-  private record(p: CheckPlan, kind: CheckKind, status: number | null, lsn: number | null): void {
+  private record(
+    p: CheckPlan,
+    kind: CheckKind,
+    status: number | null,
+    lsn: number | null,
+    role: string | null,
+  ): void {
     const planned = this.plan.find((x) => x.name === p.name);
     if (planned === undefined || planned.apiUrl !== p.apiUrl) return; // plan changed meanwhile
     const prev: MemberHealth = this.snapshot.get(p.name) ?? {};
     const before = prev[kind];
     const failures =
       status !== null ? 0 : before !== undefined && before.apiUrl === p.apiUrl ? before.failures + 1 : 1;
-    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl, lsn });
+    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl, lsn, role });
     const next = new Map(this.snapshot);
     next.set(p.name, Object.freeze({ ...prev, [kind]: probe }));
     this.snapshot = next;
@@ -207,13 +217,19 @@ export class HealthChecker {
   }
 }
 
-/** `xlog.location` (primary) or `xlog.replayed_location` (replica) from Patroni's status JSON. */
-export function walPosition(body: string, kind: CheckKind): number | null {
+/**
+ * From Patroni's status JSON: the WAL position (`xlog.location` of a primary,
+ * `xlog.replayed_location` of a replica) and `role` (from pg_is_in_recovery()).
+ */
+export function statusBody(body: string, kind: CheckKind): { lsn: number | null; role: string | null } {
   try {
-    const xlog = (JSON.parse(body) as { xlog?: Record<string, unknown> }).xlog;
-    const v = xlog?.[kind === "primary" ? "location" : "replayed_location"];
-    return typeof v === "number" && Number.isFinite(v) ? v : null;
+    const d = JSON.parse(body) as { xlog?: Record<string, unknown>; role?: unknown };
+    const v = d.xlog?.[kind === "primary" ? "location" : "replayed_location"];
+    return {
+      lsn: typeof v === "number" && Number.isFinite(v) ? v : null,
+      role: typeof d.role === "string" ? d.role : null,
+    };
   } catch {
-    return null;
+    return { lsn: null, role: null };
   }
 }

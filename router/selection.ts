@@ -32,6 +32,12 @@ export interface Probe {
    * of a replica (what its readers see); null when absent.
    */
   readonly lsn?: number | null;
+  /**
+   * The role in the answer's body, computed by Patroni from pg_is_in_recovery(). Patroni 3
+   * answers /primary 200 as soon as it holds the leader lock, before PostgreSQL has left
+   * recovery; only a body role of master/primary says the server takes writes.
+   */
+  readonly role?: string | null;
 }
 
 export interface MemberHealth {
@@ -99,7 +105,10 @@ type ProbeVerdict = "ok" | "refused" | "unreachable" | "unknown";
 export function probeVerdict(probe: Probe | undefined, apiUrl: string | null, now: number): ProbeVerdict {
   if (probe === undefined || apiUrl === null || probe.apiUrl !== apiUrl) return "unknown";
   if (now - probe.at > PROBE_MAX_AGE_MS) return "unreachable";
-  if (probe.status === 200) return "ok";
+  if (probe.status === 200) {
+    const role = probe.role;
+    return role === undefined || role === null || role === "master" || role === "primary" ? "ok" : "unknown";
+  }
   if (probe.status === null) return probe.failures === 0 ? "unknown" : "unreachable";
   return "refused";
 }

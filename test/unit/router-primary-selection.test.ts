@@ -172,6 +172,27 @@ const cases: Case[] = [
     reason: /awaiting REST confirmation of pg1/,
   },
   {
+    name: "new leader answers /primary 200 while its body says replica (lock held, promotion not done): none",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "master")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "replica" } } }),
+    want: "none",
+    reason: /awaiting REST confirmation of pg2/,
+  },
+  {
+    name: "new leader's /primary body says master: route",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "replica")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master" } } }),
+    want: "route",
+    target: "pg2",
+  },
+  {
+    name: "--check rest: a 200 whose body says replica is not a primary",
+    view: view(PG1, PG2),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "replica" } } }),
+    mode: "rest",
+    want: "none",
+  },
+  {
     name: "leader answers /primary 503: none",
     view: view({ key: "leader", value: "pg1" }, PG1),
     health: health({ pg1: { primary: probe(5001, 503) } }),
