@@ -105,12 +105,19 @@ type ProbeVerdict = "ok" | "refused" | "unreachable" | "unknown";
 export function probeVerdict(probe: Probe | undefined, apiUrl: string | null, now: number): ProbeVerdict {
   if (probe === undefined || apiUrl === null || probe.apiUrl !== apiUrl) return "unknown";
   if (now - probe.at > PROBE_MAX_AGE_MS) return "unreachable";
-  if (probe.status === 200) {
-    const role = probe.role;
-    return role === undefined || role === null || role === "master" || role === "primary" ? "ok" : "unknown";
-  }
+  if (probe.status === 200) return "ok";
   if (probe.status === null) return probe.failures === 0 ? "unknown" : "unreachable";
   return "refused";
+}
+
+/** probeVerdict for /primary: a 200 whose body says the server is still in recovery is not yet a primary. */
+export function primaryVerdict(probe: Probe | undefined, apiUrl: string | null, now: number): ProbeVerdict {
+  const v = probeVerdict(probe, apiUrl, now);
+  const role = probe?.role;
+  if (v === "ok" && role !== undefined && role !== null && role !== "master" && role !== "primary") {
+    return "unknown";
+  }
+  return v;
 }
 
 function isDue(scheduledAt: string | null, now: number): boolean {
@@ -162,7 +169,7 @@ function dcsPrimary(view: ClusterView, roleFromRest: boolean): ValidMember | str
 function restOnly(view: ClusterView, health: Health, ctx: PrimaryContext, now: number): PrimaryDecision {
   const answering: ValidMember[] = [];
   for (const m of view.members) {
-    if (m.valid && probeVerdict(health.get(m.name)?.primary, m.apiUrl, now) === "ok") answering.push(m);
+    if (m.valid && primaryVerdict(health.get(m.name)?.primary, m.apiUrl, now) === "ok") answering.push(m);
   }
   if (answering.length > 1) {
     return none(`several members answer /primary (${answering.map((m) => m.name).join(", ")}); routing none`);
@@ -172,7 +179,7 @@ function restOnly(view: ClusterView, health: Health, ctx: PrimaryContext, now: n
   const prev = ctx.previous;
   if (prev !== null) {
     const m = view.members.find((x) => x.name === prev.name);
-    const verdict = m?.valid ? probeVerdict(health.get(m.name)?.primary, m.apiUrl, now) : "refused";
+    const verdict = m?.valid ? primaryVerdict(health.get(m.name)?.primary, m.apiUrl, now) : "refused";
     const failures = health.get(prev.name)?.primary?.failures ?? 0;
     if ((verdict === "unreachable" || verdict === "unknown") && failures < REST_FALL) {
       return pause(prev, `${prev.name} /primary did not answer; holding new clients`);
@@ -207,7 +214,7 @@ export function selectPrimary(
   // both: the leader key and REST /primary must agree.
   if (m.apiUrl === null) return none(`leader ${m.name} has no api_url to confirm it`);
   const probe = health.get(m.name)?.primary;
-  const verdict = probeVerdict(probe, m.apiUrl, now);
+  const verdict = primaryVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
   if (verdict === "refused") return none(`leader ${m.name} answers /primary with ${probe!.status}`);
   if (m.role !== "primary" && verdict !== "ok") return none(`leader ${m.name} has role ${m.role}`);

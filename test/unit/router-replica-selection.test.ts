@@ -56,10 +56,12 @@ const ok = (port: number, status: number | null = 200, lsn: number | null = null
     at: NOW,
     apiUrl: `http://127.0.0.1:${port + 1000}`,
     lsn,
+    // What Patroni's /replica body says of a replica (from pg_is_in_recovery()).
+    role: status === 200 ? "replica" : null,
   },
 });
 const leaderAt = (lsn: number) => ({
-  primary: { status: 200, failures: 0, at: NOW, apiUrl: "http://127.0.0.1:6001", lsn },
+  primary: { status: 200, failures: 0, at: NOW, apiUrl: "http://127.0.0.1:6001", lsn, role: "master" },
 });
 const allOk: Health = new Map([
   ["pg2", ok(5002)],
