@@ -119,6 +119,72 @@ describe("router: malformed DCS records and held clients", () => {
     assert.ok(view.members.some((m) => m.name === "pg3" && typeof m.invalid === "string"));
   });
 
+  it("passthrough: 8 MiB echoed byte for byte under backpressure, and half-close both ways", async () => {
+    // An echo server standing in for PostgreSQL: AuthenticationOk + ReadyForQuery, then echo;
+    // on the client's FIN it still sends "bye" before its own FIN.
+    const ready = Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]);
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => {
+      backendSockets.add(s);
+      s.on("error", () => undefined);
+      let startup: Buffer | null = Buffer.alloc(0);
+      s.on("data", (d: Buffer) => {
+        if (startup === null) {
+          s.write(d);
+          return;
+        }
+        startup = Buffer.concat([startup, d]);
+        if (startup.length < 4 || startup.length < startup.readUInt32BE(0)) return;
+        const rest = startup.subarray(startup.readUInt32BE(0));
+        startup = null;
+        s.write(ready);
+        if (rest.length > 0) s.write(rest);
+      });
+      s.on("end", () => s.end("bye"));
+    });
+    await new Promise<void>((res) => echo.listen(0, "127.0.0.1", () => res()));
+    try {
+      await put("leader", "pg1");
+      await put("members/pg1", member((echo.address() as net.AddressInfo).port));
+      await waitFor(
+        "routing to the echo server",
+        async () => (await r.route(SCOPE)).primary.action === "route",
+      );
+      const s = net.connect({ port: r.port, host: "127.0.0.1", allowHalfOpen: true });
+      const received: Buffer[] = [];
+      let total = 0;
+      const gotAll = new Promise<void>((res) => {
+        s.on("data", (d: Buffer) => {
+          received.push(d);
+          total += d.length;
+          if (total >= ready.length + payload.length + 3) res();
+        });
+      });
+      const ended = new Promise<void>((res) => s.once("end", () => res()));
+      const payload = Buffer.alloc(8 * 1024 * 1024);
+      for (let i = 0; i < payload.length; i += 4) payload.writeUInt32LE((i * 2654435761) >>> 0, i);
+      s.pause(); // nothing read for a while: the router must hold back, not buffer without bound
+      s.write(startupPacket());
+      s.write(payload);
+      await new Promise((res) => setTimeout(res, 500));
+      s.resume();
+      s.end(); // half-close: the server still answers after our FIN
+      const deadline = new Promise((_, rej) =>
+        setTimeout(() => rej(new Error(`got ${total} bytes`)), 30_000),
+      );
+      await Promise.race([Promise.all([gotAll, ended]), deadline]);
+      const all = Buffer.concat(received);
+      assert.ok(all.subarray(0, ready.length).equals(ready));
+      assert.ok(
+        all.subarray(ready.length, ready.length + payload.length).equals(payload),
+        "echoed unmodified",
+      );
+      assert.equal(all.subarray(ready.length + payload.length).toString(), "bye");
+      s.destroy();
+    } finally {
+      echo.close();
+    }
+  });
+
   it("a routed primary whose record turns unusable is fenced: its session is closed", async () => {
     await put("members/pg1", member(backendPort));
     await waitFor("routing to the stand-in", async () => (await r.route(SCOPE)).primary.action === "route");
