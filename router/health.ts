@@ -158,6 +158,7 @@ export class HealthChecker {
     let status: number | null = null;
     let lsn: number | null = null;
     let role: string | null = null;
+    let state: string | null = null;
     try {
       const res = await this.pool(url.origin).request({
         path: url.pathname + url.search,
@@ -171,6 +172,7 @@ export class HealthChecker {
         const parsed = statusBody(await res.body.text(), kind);
         lsn = parsed.lsn;
         role = parsed.role;
+        state = parsed.state;
       } else await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
     } catch (err) {
       this.log.debug({ err, member: p.name, check: kind }, "REST check failed");
@@ -183,15 +185,14 @@ export class HealthChecker {
       ...labels,
       result: status === null ? "error" : status === 200 ? "ok" : "refused",
     });
-    this.record(p, kind, status, lsn, role);
+    this.record(p, kind, status, { lsn, role, state });
   }
 
   private record(
     p: CheckPlan,
     kind: CheckKind,
     status: number | null,
-    lsn: number | null,
-    role: string | null,
+    body: { lsn: number | null; role: string | null; state: string | null },
   ): void {
     const planned = this.plan.find((x) => x.name === p.name);
     if (planned === undefined || planned.apiUrl !== p.apiUrl) return; // plan changed meanwhile
@@ -199,7 +200,7 @@ export class HealthChecker {
     const before = prev[kind];
     const failures =
       status !== null ? 0 : before !== undefined && before.apiUrl === p.apiUrl ? before.failures + 1 : 1;
-    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl, lsn, role });
+    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl, ...body });
     const next = new Map(this.snapshot);
     next.set(p.name, Object.freeze({ ...prev, [kind]: probe }));
     this.snapshot = next;
@@ -221,15 +222,19 @@ export class HealthChecker {
  * From Patroni's status JSON: the WAL position (`xlog.location` of a primary,
  * `xlog.replayed_location` of a replica) and `role` (from pg_is_in_recovery()).
  */
-export function statusBody(body: string, kind: CheckKind): { lsn: number | null; role: string | null } {
+export function statusBody(
+  body: string,
+  kind: CheckKind,
+): { lsn: number | null; role: string | null; state: string | null } {
   try {
-    const d = JSON.parse(body) as { xlog?: Record<string, unknown>; role?: unknown };
+    const d = JSON.parse(body) as { xlog?: Record<string, unknown>; role?: unknown; state?: unknown };
     const v = d.xlog?.[kind === "primary" ? "location" : "replayed_location"];
     return {
       lsn: typeof v === "number" && Number.isFinite(v) ? v : null,
       role: typeof d.role === "string" ? d.role : null,
+      state: typeof d.state === "string" ? d.state : null,
     };
   } catch {
-    return { lsn: null, role: null };
+    return { lsn: null, role: null, state: null };
   }
 }

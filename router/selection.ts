@@ -38,6 +38,8 @@ export interface Probe {
    * recovery; only a body role of master/primary says the server takes writes.
    */
   readonly role?: string | null;
+  /** Patroni's `state` in the body (`running`, `stopping`, ...). */
+  readonly state?: string | null;
 }
 
 export interface MemberHealth {
@@ -110,13 +112,17 @@ export function probeVerdict(probe: Probe | undefined, apiUrl: string | null, no
   return "refused";
 }
 
-/** probeVerdict for /primary: a 200 whose body says the server is still in recovery is not yet a primary. */
+/**
+ * probeVerdict for /primary: a 200 whose body says the server is still in recovery (or
+ * is not running: stopping, restarting) does not make a primary yet.
+ */
 export function primaryVerdict(probe: Probe | undefined, apiUrl: string | null, now: number): ProbeVerdict {
   const v = probeVerdict(probe, apiUrl, now);
-  const role = probe?.role;
-  if (v === "ok" && role !== undefined && role !== null && role !== "master" && role !== "primary") {
-    return "unknown";
-  }
+  if (v !== "ok") return v;
+  const role = probe?.role ?? null;
+  const state = probe?.state ?? null;
+  if (role !== null && role !== "master" && role !== "primary") return "unknown";
+  if (state !== null && state !== "running") return "unknown";
   return v;
 }
 
@@ -220,7 +226,10 @@ export function selectPrimary(
   if (m.role !== "primary" && verdict !== "ok") return none(`leader ${m.name} has role ${m.role}`);
   if (verdict === "unknown") {
     return wasRouted
-      ? pause(target, `${m.name} /primary not checked yet`)
+      ? pause(
+          target,
+          `${m.name} /primary does not confirm it now (starting, stopping or not checked); holding new clients`,
+        )
       : none(`awaiting REST confirmation of ${m.name}`);
   }
   if (verdict === "unreachable") {
@@ -307,7 +316,7 @@ function replicaExclusion(
   const lag = replicaLag(view, m, health, now);
   if (lag === null) return "lag unknown";
   const limit = wasEligible ? opts.maxLag : opts.maxLag * (1 - opts.hysteresis);
-  if (lag > limit) return wasEligible ? "lags past --max-lag" : "lag not yet back under the limit";
+  if (lag > limit) return wasEligible ? "lags past --max-lag" : "lags past the --max-lag return threshold";
   return null;
 }
 

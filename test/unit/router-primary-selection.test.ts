@@ -179,6 +179,14 @@ const cases: Case[] = [
     reason: /awaiting REST confirmation of pg2/,
   },
   {
+    name: "the routed primary answers 200 while stopping (no switchover key): pause, no new clients",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({ pg1: { primary: { ...probe(5001, 200), role: "master", state: "stopping" } } }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+  },
+  {
     name: "new leader's /primary body says master: route",
     view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "replica")),
     health: health({ pg2: { primary: { ...probe(5002, 200), role: "master" } } }),

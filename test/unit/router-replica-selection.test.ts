@@ -111,7 +111,7 @@ const cases: Case[] = [
     view: view(replicaAt("pg2", 5002, 15 * MiB)),
     previous: [],
     eligible: [],
-    excluded: { pg2: /not yet back/ },
+    excluded: { pg2: /return threshold/ },
   },
   {
     name: "hysteresis: an excluded replica back under the band is eligible again",
