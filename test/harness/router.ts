@@ -2,7 +2,7 @@
  * The built router CLI (`node dist/router/main.js`) as a child process on free
  * ports, with helpers to read its admin endpoints and to talk PostgreSQL through it.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,6 +25,7 @@ export interface RouterStart {
 
 export class RouterProcess {
   private constructor(
+    readonly dir: string,
     readonly proc: Spawned,
     readonly port: number,
     readonly replicaPort: number | null,
@@ -55,15 +56,20 @@ export class RouterProcess {
       logFile: join(dir, "router.log"),
       env: { ...process.env, ...(o.env ?? {}) },
     });
-    const r = new RouterProcess(proc, port, replicaPort, adminPort);
-    await waitFor(
-      "the router's admin endpoint",
-      async () => {
-        if (proc.child.exitCode !== null) throw new Error(`router exited: ${proc.tail(20)}`);
-        return (await r.get("/healthz")).status === 200;
-      },
-      { timeoutMs: 20_000 },
-    );
+    const r = new RouterProcess(dir, proc, port, replicaPort, adminPort);
+    try {
+      await waitFor(
+        "the router's admin endpoint",
+        async () => {
+          if (proc.child.exitCode !== null) throw new Error(`router exited: ${proc.tail(20)}`);
+          return (await r.get("/healthz")).status === 200;
+        },
+        { timeoutMs: 20_000 },
+      );
+    } catch (err) {
+      await r.destroy();
+      throw err;
+    }
     return r;
   }
 
@@ -114,9 +120,16 @@ export class RouterProcess {
     return r;
   }
 
+  /** Signals the router and waits for it to exit; its log stays readable. */
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | string> {
     await stopProcess(this.proc, signal, 15_000);
     return this.proc.exited;
+  }
+
+  /** Stops the router and removes its temp dir (log included). */
+  async destroy(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -65,7 +65,7 @@ describe("router: malformed DCS records and held clients", () => {
     });
   });
   after(async () => {
-    await r?.stop();
+    await r?.destroy();
     backend?.close();
     for (const s of backendSockets) s.destroy();
     await etcd?.destroy();

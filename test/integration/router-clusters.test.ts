@@ -51,7 +51,7 @@ describe("router: two clusters in one process", () => {
       });
       assert.notEqual(replica.member, await b.leader());
     } finally {
-      await r.stop();
+      await r.destroy();
     }
   });
 
@@ -115,7 +115,7 @@ describe("router: two clusters in one process", () => {
       assert.equal((await whoServes(a, p3)).member, await a.leader(), "alpha unaffected");
     } finally {
       await kv.delete().prefix(routingKeys.allocationPrefix).exec();
-      await r.stop();
+      await r.destroy();
     }
   });
 });

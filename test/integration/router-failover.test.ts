@@ -83,7 +83,7 @@ describe("router: failover behaviour", () => {
     await w.end();
   });
   after(async () => {
-    await r?.stop();
+    await r?.destroy();
     await c?.destroy();
   });
 

@@ -89,7 +89,7 @@ describe("router: replica lag", () => {
     );
   });
   after(async () => {
-    await r?.stop();
+    await r?.destroy();
     await c?.destroy();
     rmSync(certDir, { recursive: true, force: true });
   });

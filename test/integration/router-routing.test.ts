@@ -26,7 +26,7 @@ describe("router: routing to a 3-node Patroni cluster", () => {
     await r.waitReady();
   });
   after(async () => {
-    await r?.stop();
+    await r?.destroy();
     await c?.destroy();
   });
 
@@ -197,7 +197,7 @@ describe("router: routing to a 3-node Patroni cluster", () => {
       await b.end();
       assert.equal(await small.metric("router_clients_refused_total", { reason: "max_connections" }), 1);
     } finally {
-      await small.stop();
+      await small.destroy();
     }
   });
 
@@ -218,7 +218,7 @@ describe("router: routing to a 3-node Patroni cluster", () => {
       await ended;
       assert.ok((await idle.metric("router_clients_closed_total", { outcome: "idle_timeout" })) >= 1);
     } finally {
-      await idle.stop();
+      await idle.destroy();
     }
   });
 
@@ -237,5 +237,6 @@ describe("router: routing to a 3-node Patroni cluster", () => {
     assert.equal(code, 0);
     assert.match(r2.tail(10), /drain finished/);
     await assert.rejects(rawConnect(r2.port), /ECONNREFUSED/);
+    await r2.destroy();
   });
 });
