@@ -271,6 +271,7 @@ export class Conn {
   }
 
   onUpConnected(): void {
+    this.assertInvariants();
     this.state = "open";
     this.attempts = 0;
     // A CancelRequest is done once delivered; the server closes without an answer.
@@ -391,10 +392,11 @@ export class Conn {
     this.client.setTimeout(LINGER_MS);
   }
 
-  /** Hot path helpers, kept here so the listeners stay one-liners. */
-  assertInvariants(): void {
-    assert.ok(this.up === null || this.up[kConn] === this);
-    assert.ok(this.client[kConn] === this);
+  /** Checked once per upstream connection, never per chunk. */
+  private assertInvariants(): void {
+    assert.ok(this.client[kConn] === this, "client socket bound to its session");
+    assert.ok(this.up !== null && this.up[kConn] === this, "upstream socket bound to its session");
+    assert.ok(this.backend === null || this.backend.conns.has(this), "attached to its backend");
   }
 }
 
