@@ -15,9 +15,9 @@ import { RouterProcess, rawConnect, untilClosed } from "../harness/router.js";
 const SCOPE = "handmade";
 const PREFIX = `/service/${SCOPE}/`;
 
-/** A StartupMessage for user `u`. */
-function startupPacket(): Buffer {
-  const body = Buffer.from("\0\0\0\0user\0u\0\0", "latin1");
+/** A StartupMessage for `user`. */
+function startupPacket(user = "u"): Buffer {
+  const body = Buffer.from(`\0\0\0\0user\0${user}\0\0`, "latin1");
   body.writeUInt32BE(196608, 0);
   const out = Buffer.alloc(4 + body.length);
   out.writeUInt32BE(out.length, 0);
@@ -182,6 +182,46 @@ describe("router: malformed DCS records and held clients", () => {
       s.destroy();
     } finally {
       echo.close();
+    }
+  });
+
+  it("held clients are connected in arrival order once a primary is routable", async () => {
+    await etcd.client().delete().prefix(PREFIX).exec();
+    await waitFor("no target", async () => (await r.route(SCOPE)).primary.action === "none");
+    const order: string[] = [];
+    const recorder = net.createServer((s) => {
+      backendSockets.add(s);
+      s.on("error", () => undefined);
+      s.once("data", (d: Buffer) => {
+        order.push(/user\0([^\0]*)/.exec(d.toString("latin1"))?.[1] ?? "?");
+        s.write("R");
+      });
+    });
+    await new Promise<void>((res) => recorder.listen(0, "127.0.0.1", () => res()));
+    // Its own router with a hold budget long enough for a slow machine.
+    const patient = await RouterProcess.start({
+      etcd: etcd.endpoint,
+      scope: SCOPE,
+      replica: false,
+      args: ["--check", "etcd", "--hold-timeout", "30s"],
+    });
+    try {
+      const clients = [];
+      for (const user of ["first", "second", "third"]) {
+        const s = await rawConnect(patient.port);
+        s.write(startupPacket(user));
+        clients.push(s);
+        await new Promise((res) => setTimeout(res, 30));
+      }
+      await waitFor("three held clients", async () => (await patient.metric("router_held_clients")) === 3);
+      await put("members/pg1", member((recorder.address() as net.AddressInfo).port));
+      await put("leader", "pg1");
+      await waitFor("all three served", () => order.length === 3, { timeoutMs: 5000 });
+      assert.deepEqual(order, ["first", "second", "third"]);
+      for (const s of clients) s.destroy();
+    } finally {
+      await patient.destroy();
+      recorder.close();
     }
   });
 
