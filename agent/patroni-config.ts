@@ -1,0 +1,123 @@
+/**
+ * patroni.yml as a pure function of the agent's configuration and the node's
+ * discovered public addresses. Rendered with the `yaml` library; nothing is
+ * pasted into text.
+ */
+import { stringify } from "yaml";
+import { formatHostPort } from "../shared/config.js";
+import { backupSettings } from "./backup.js";
+import type { AgentConfig } from "./config.js";
+import type { NodeAddresses } from "./discovery.js";
+
+/** Fixed places inside the image. */
+export const IMAGE_PATHS = Object.freeze({
+  binDir: "/usr/lib/postgresql/15/bin",
+  socketDir: "/var/run/postgresql",
+  /** Patroni writes the replication credentials here (mode 0600) for pg_basebackup and pg_rewind. */
+  pgpass: "/var/lib/postgresql/.pgpass.patroni",
+});
+
+export const POSTGRES_PORT = 5432;
+export const RESTAPI_PORT = 8008;
+/** The pg_ident map that lets root and postgres inside the container use psql over the socket. */
+export const LOCAL_MAP = "container";
+
+export const DEFAULT_PG_PARAMETERS = Object.freeze({
+  wal_level: "replica",
+  hot_standby: "on",
+  wal_log_hints: "on",
+  max_wal_senders: 10,
+  max_replication_slots: 10,
+  wal_keep_size: "128MB",
+  password_encryption: "scram-sha-256",
+});
+
+export function pgHba(replicationUser: string): string[] {
+  return [
+    `local all all peer map=${LOCAL_MAP}`,
+    `host replication ${replicationUser} 0.0.0.0/0 scram-sha-256`,
+    `host replication ${replicationUser} ::/0 scram-sha-256`,
+    "host all all 0.0.0.0/0 scram-sha-256",
+    "host all all ::/0 scram-sha-256",
+  ];
+}
+
+/** root and postgres map to the superuser; every other OS user to the role of its own name. */
+export function pgIdent(superuser: string): string[] {
+  const lines = [`${LOCAL_MAP} root ${superuser}`, `${LOCAL_MAP} postgres ${superuser}`];
+  if (superuser !== "postgres") lines.push(`${LOCAL_MAP} postgres postgres`);
+  lines.push(`${LOCAL_MAP} /^(.*)$ \\1`);
+  return lines;
+}
+
+export type PatroniConfig = Record<string, unknown>;
+
+export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): PatroniConfig {
+  const backup = backupSettings();
+  const etcd3: Record<string, unknown> = { hosts: cfg.etcd.hosts.map(formatHostPort) };
+  if (cfg.etcd.username) {
+    etcd3["username"] = cfg.etcd.username;
+    etcd3["password"] = cfg.etcd.password ?? "";
+  }
+  return {
+    scope: cfg.scope,
+    namespace: cfg.namespace,
+    name: cfg.name,
+    restapi: {
+      listen: `0.0.0.0:${RESTAPI_PORT}`,
+      connect_address: formatHostPort(addr.api),
+      // Patroni asks for these on POST, PUT, PATCH and DELETE only; GETs stay open for health checks.
+      authentication: { username: cfg.restapi.username, password: cfg.restapi.password },
+    },
+    etcd3,
+    bootstrap: {
+      dcs: {
+        ttl: cfg.dcs.ttl,
+        loop_wait: cfg.dcs.loopWait,
+        retry_timeout: cfg.dcs.retryTimeout,
+        maximum_lag_on_failover: 1048576,
+        synchronous_mode: cfg.dcs.synchronousMode,
+        synchronous_mode_strict: cfg.dcs.synchronousModeStrict,
+        postgresql: {
+          use_pg_rewind: true,
+          use_slots: true,
+          parameters: { ...DEFAULT_PG_PARAMETERS, ...backup.parameters },
+        },
+      },
+      initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
+      users: {
+        [cfg.admin.username]: { password: cfg.admin.password, options: ["createrole", "createdb"] },
+      },
+    },
+    postgresql: {
+      listen: `0.0.0.0:${POSTGRES_PORT}`,
+      connect_address: formatHostPort(addr.postgres),
+      data_dir: cfg.dataDir,
+      bin_dir: IMAGE_PATHS.binDir,
+      pgpass: IMAGE_PATHS.pgpass,
+      use_unix_socket: true,
+      authentication: {
+        superuser: { username: cfg.superuser.username, password: cfg.superuser.password },
+        replication: { username: cfg.replication.username, password: cfg.replication.password },
+        rewind: { username: cfg.superuser.username, password: cfg.superuser.password },
+      },
+      pg_hba: pgHba(cfg.replication.username),
+      pg_ident: pgIdent(cfg.superuser.username),
+      parameters: { unix_socket_directories: IMAGE_PATHS.socketDir },
+      create_replica_methods: [...backup.createReplicaMethods],
+      ...backup.methodOptions,
+    },
+    watchdog: { mode: "off" },
+    tags: { nofailover: false, noloadbalance: false, clonefrom: false, nosync: false },
+  };
+}
+
+/** YAML 1.1, as Patroni's PyYAML reads it: strings such as "on" and "off" stay quoted strings. */
+export function toYaml(config: PatroniConfig): string {
+  return (
+    "# Rendered by the agent at every start from its environment; edit the environment, not this file.\n" +
+    "# Settings under bootstrap.dcs apply when the cluster is created; change them later with\n" +
+    "# `patronictl edit-config`.\n" +
+    stringify(config, { lineWidth: 0, version: "1.1" })
+  );
+}

@@ -1,0 +1,49 @@
+/**
+ * The few calls the agent makes to its own Patroni's REST API.
+ */
+import { PgHaError } from "../shared/errors.js";
+import type { Credentials } from "./config.js";
+
+export class RestError extends PgHaError {
+  constructor(message: string, context: Record<string, unknown>, cause?: unknown) {
+    super("E_UPSTREAM", message, context, cause);
+  }
+}
+
+export class PatroniRest {
+  constructor(
+    readonly baseUrl: string,
+    private readonly auth: Credentials,
+  ) {}
+
+  /** GET /cluster; null when Patroni does not answer in time. */
+  async cluster(timeoutMs = 2000): Promise<unknown> {
+    try {
+      const res = await fetch(`${this.baseUrl}/cluster`, { signal: AbortSignal.timeout(timeoutMs) });
+      if (res.status !== 200) return null;
+      return (await res.json()) as unknown;
+    } catch {
+      return null;
+    }
+  }
+
+  /** POST /switchover; Patroni answers once the new leader holds the lock (or it gave up). */
+  async switchover(
+    leader: string,
+    candidate: string,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
+    const basic = Buffer.from(`${this.auth.username}:${this.auth.password}`).toString("base64");
+    try {
+      const res = await fetch(`${this.baseUrl}/switchover`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Basic ${basic}` },
+        body: JSON.stringify({ leader, candidate }),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      return { status: res.status, text: (await res.text()).trim() };
+    } catch (err) {
+      throw new RestError(`switchover request failed: ${(err as Error).message}`, { leader, candidate }, err);
+    }
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * What a stopping node does first: a leader with a healthy replica hands over
+ * (a planned switchover instead of a failover); anything else just stops.
+ * Pure: Patroni's REST /cluster answer in, a decision with its reason out.
+ */
+
+export type StopPlan =
+  | { readonly action: "switchover"; readonly candidate: string; readonly reason: string }
+  | { readonly action: "stop"; readonly reason: string };
+
+/** A member as Patroni's GET /cluster reports it (3.x: role leader | sync_standby | replica | standby_leader). */
+interface RestMember {
+  readonly name?: unknown;
+  readonly role?: unknown;
+  readonly state?: unknown;
+  readonly lag?: unknown;
+  readonly timeline?: unknown;
+  readonly tags?: unknown;
+}
+
+/** Patroni's default maximum_lag_on_failover: a replica further behind is not a candidate. */
+export const DEFAULT_MAX_LAG_BYTES = 1_048_576;
+
+const HEALTHY_STATES = new Set(["running", "streaming"]);
+
+function tagTrue(tags: unknown, name: string): boolean {
+  return typeof tags === "object" && tags !== null && (tags as Record<string, unknown>)[name] === true;
+}
+
+export function planStop(
+  self: string,
+  cluster: unknown,
+  opts: { readonly enabled: boolean; readonly maxLagBytes?: number },
+): StopPlan {
+  if (!opts.enabled) return { action: "stop", reason: "switchover on stop is disabled" };
+  if (
+    typeof cluster !== "object" ||
+    cluster === null ||
+    !Array.isArray((cluster as { members?: unknown }).members)
+  ) {
+    return { action: "stop", reason: "cluster state unknown (Patroni's REST API did not answer)" };
+  }
+  if ((cluster as { pause?: unknown }).pause === true) {
+    return { action: "stop", reason: "cluster is paused (maintenance mode)" };
+  }
+  const members = (cluster as { members: RestMember[] }).members;
+  const me = members.find((m) => m.name === self);
+  if (me?.role !== "leader") {
+    return { action: "stop", reason: `not the leader (role ${String(me?.role ?? "unknown")})` };
+  }
+  const maxLag = opts.maxLagBytes ?? DEFAULT_MAX_LAG_BYTES;
+  const candidates = members.filter(
+    (m): m is RestMember & { name: string; lag: number } =>
+      typeof m.name === "string" &&
+      m.name !== self &&
+      (m.role === "replica" || m.role === "sync_standby") &&
+      typeof m.state === "string" &&
+      HEALTHY_STATES.has(m.state) &&
+      typeof m.lag === "number" &&
+      m.lag <= maxLag &&
+      (typeof me.timeline !== "number" || typeof m.timeline !== "number" || m.timeline === me.timeline) &&
+      !tagTrue(m.tags, "nofailover"),
+  );
+  if (candidates.length === 0) return { action: "stop", reason: "no healthy replica to hand over to" };
+  // In synchronous mode Patroni accepts only a synchronous standby; it is also the one surely caught up.
+  const sorted = [...candidates].sort(
+    (a, b) =>
+      Number(b.role === "sync_standby") - Number(a.role === "sync_standby") ||
+      a.lag - b.lag ||
+      a.name.localeCompare(b.name),
+  );
+  const best = sorted[0]!;
+  return {
+    action: "switchover",
+    candidate: best.name,
+    reason: `leader stopping; ${best.name} is a healthy ${best.role === "sync_standby" ? "synchronous standby" : "replica"} (lag ${best.lag} bytes)`,
+  };
+}

@@ -1,0 +1,205 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parse } from "yaml";
+import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
+import type { NodeAddresses } from "../../agent/discovery.js";
+import { renderPatroniConfig, toYaml } from "../../agent/patroni-config.js";
+import { exitCodeOf, patroniEnv } from "../../agent/supervisor.js";
+
+const ENV: Record<string, string> = {
+  NAME: "john",
+  PATRONI_SCOPE: "demo",
+  ETCD_HOSTS: "10.0.0.1:2379,10.0.0.2:2379",
+  DOCKER_HOSTNAME: "192.168.99.100",
+  POSTGRES_USERNAME: "admin",
+  POSTGRES_PASSWORD: "admin: pw #1",
+  REPLICATION_PASSWORD: "repl'pw",
+  SUPERUSER_PASSWORD: 'super"pw',
+  RESTAPI_PASSWORD: "on",
+};
+const ADDR: NodeAddresses = {
+  postgres: { host: "192.168.99.100", port: 40000 },
+  api: { host: "192.168.99.100", port: 40001 },
+};
+
+function cfg(extra: Record<string, string> = {}): AgentConfig {
+  const r = parseAgentConfig([], { ...ENV, ...extra });
+  if (r.kind !== "config") throw new Error("unreachable");
+  return r.config;
+}
+
+interface Rendered {
+  readonly postgresql: { pg_hba: string[]; pg_ident: string[]; connect_address: string };
+  readonly restapi: { connect_address: string };
+}
+
+/** What Patroni reads: the YAML text parsed back as YAML 1.1 (PyYAML's dialect). */
+function rendered(extra: Record<string, string> = {}, addr = ADDR): Rendered {
+  return parse(toYaml(renderPatroniConfig(cfg(extra), addr)), { version: "1.1" }) as Rendered;
+}
+
+describe("patroni.yml rendered from the configuration", () => {
+  const table: [string, Record<string, string>, string, unknown][] = [
+    ["scope", {}, "scope", "demo"],
+    ["member name", {}, "name", "john"],
+    ["namespace", { PATRONI_NAMESPACE: "/pg/" }, "namespace", "/pg/"],
+    ["REST API listens everywhere", {}, "restapi.listen", "0.0.0.0:8008"],
+    [
+      "REST API connect address = the discovered public address",
+      {},
+      "restapi.connect_address",
+      "192.168.99.100:40001",
+    ],
+    [
+      "REST API authentication (a password that YAML 1.1 would read as a boolean stays a string)",
+      {},
+      "restapi.authentication",
+      { username: "patroni", password: "on" },
+    ],
+    ["etcd3 hosts", {}, "etcd3.hosts", ["10.0.0.1:2379", "10.0.0.2:2379"]],
+    ["no etcd2 section", {}, "etcd", undefined],
+    ["etcd credentials when given", { ETCD_USERNAME: "root", ETCD_PASSWORD: "x" }, "etcd3.username", "root"],
+    ["PostgreSQL listens everywhere", {}, "postgresql.listen", "0.0.0.0:5432"],
+    [
+      "PostgreSQL connect address = the discovered public address",
+      {},
+      "postgresql.connect_address",
+      "192.168.99.100:40000",
+    ],
+    ["data directory", {}, "postgresql.data_dir", "/data/pgdata"],
+    ["binaries of PostgreSQL 15", {}, "postgresql.bin_dir", "/usr/lib/postgresql/15/bin"],
+    ["superuser", {}, "postgresql.authentication.superuser", { username: "postgres", password: 'super"pw' }],
+    [
+      "replication user",
+      {},
+      "postgresql.authentication.replication",
+      { username: "replicator", password: "repl'pw" },
+    ],
+    ["rewind as the superuser", {}, "postgresql.authentication.rewind.username", "postgres"],
+    ["use_pg_rewind", {}, "bootstrap.dcs.postgresql.use_pg_rewind", true],
+    ["replication slots", {}, "bootstrap.dcs.postgresql.use_slots", true],
+    ["default ttl", {}, "bootstrap.dcs.ttl", 30],
+    ["default loop_wait", {}, "bootstrap.dcs.loop_wait", 10],
+    ["default retry_timeout", {}, "bootstrap.dcs.retry_timeout", 10],
+    [
+      "ttl from PATRONI_TTL",
+      { PATRONI_TTL: "12", PATRONI_LOOP_WAIT: "2", PATRONI_RETRY_TIMEOUT: "5" },
+      "bootstrap.dcs.ttl",
+      12,
+    ],
+    ["synchronous mode off by default", {}, "bootstrap.dcs.synchronous_mode", false],
+    ["synchronous mode on", { PATRONI_SYNCHRONOUS_MODE: "on" }, "bootstrap.dcs.synchronous_mode", true],
+    [
+      "strict mode on",
+      { PATRONI_SYNCHRONOUS_MODE_STRICT: "1" },
+      "bootstrap.dcs.synchronous_mode_strict",
+      true,
+    ],
+    ["wal_log_hints for pg_rewind", {}, "bootstrap.dcs.postgresql.parameters.wal_log_hints", "on"],
+    [
+      "scram-sha-256 passwords",
+      {},
+      "bootstrap.dcs.postgresql.parameters.password_encryption",
+      "scram-sha-256",
+    ],
+    [
+      "archiving off until a backup repository is configured",
+      {},
+      "bootstrap.dcs.postgresql.parameters.archive_mode",
+      "off",
+    ],
+    ["replicas cloned with pg_basebackup", {}, "postgresql.create_replica_methods", ["basebackup"]],
+    [
+      "data checksums at initdb",
+      {},
+      "bootstrap.initdb",
+      [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
+    ],
+    [
+      "the admin user created at bootstrap",
+      {},
+      "bootstrap.users",
+      { admin: { password: "admin: pw #1", options: ["createrole", "createdb"] } },
+    ],
+    ["no watchdog in a container", {}, "watchdog.mode", "off"],
+  ];
+  for (const [name, extra, path, want] of table) {
+    it(name, () => {
+      let v: unknown = rendered(extra);
+      for (const part of path.split(".")) v = (v as Record<string, unknown> | undefined)?.[part];
+      assert.deepEqual(v, want);
+    });
+  }
+
+  it("pg_hba: peer over the socket, scram-sha-256 over TCP for every user and replication", () => {
+    const hba: string[] = rendered({ REPLICATION_USERNAME: "standby" }).postgresql.pg_hba;
+    assert.equal(hba[0], "local all all peer map=container");
+    for (const line of hba.slice(1)) assert.match(line, /^host .* scram-sha-256$/);
+    assert.ok(hba.includes("host replication standby 0.0.0.0/0 scram-sha-256"));
+    assert.ok(hba.includes("host all all 0.0.0.0/0 scram-sha-256"));
+    assert.ok(!hba.some((l) => /\b(trust|md5|password)\b/.test(l)), "no weaker method");
+  });
+
+  it("pg_ident: root and postgres in the container map to the superuser", () => {
+    assert.deepEqual(rendered({ SUPERUSER_USERNAME: "dba" }).postgresql.pg_ident, [
+      "container root dba",
+      "container postgres dba",
+      "container postgres postgres",
+      "container /^(.*)$ \\1",
+    ]);
+  });
+
+  it("IPv6 public addresses are bracketed", () => {
+    const r = rendered(
+      {},
+      { postgres: { host: "fd00::5", port: 5432 }, api: { host: "fd00::5", port: 8008 } },
+    );
+    assert.equal(r.postgresql.connect_address, "[fd00::5]:5432");
+    assert.equal(r.restapi.connect_address, "[fd00::5]:8008");
+  });
+
+  it("is a pure function: same input, same text", () => {
+    const c = cfg();
+    assert.equal(toYaml(renderPatroniConfig(c, ADDR)), toYaml(renderPatroniConfig(c, ADDR)));
+  });
+});
+
+describe("Patroni's environment", () => {
+  it("carries PATRONI_* and the basics, never the agent's secrets", () => {
+    const env = patroniEnv(
+      {
+        PATH: "/usr/bin",
+        LANG: "C.UTF-8",
+        PATRONI_LOG_LEVEL: "DEBUG",
+        PATRONI_RESTAPI_ALLOWLIST: "10.0.0.0/8",
+        POSTGRES_PASSWORD: "x",
+        SUPERUSER_PASSWORD: "y",
+        RESTAPI_PASSWORD: "z",
+        ETCD_PASSWORD: "w",
+        NODE_OPTIONS: "--inspect",
+      },
+      "/var/lib/postgresql",
+      "postgres",
+    );
+    assert.deepEqual(env, {
+      HOME: "/var/lib/postgresql",
+      USER: "postgres",
+      LOGNAME: "postgres",
+      PATH: "/usr/bin",
+      LANG: "C.UTF-8",
+      PATRONI_LOG_LEVEL: "DEBUG",
+      PATRONI_RESTAPI_ALLOWLIST: "10.0.0.0/8",
+    });
+  });
+
+  const codes: [number | null, NodeJS.Signals | null, number][] = [
+    [0, null, 0],
+    [1, null, 1],
+    [null, "SIGTERM", 143],
+    [null, "SIGKILL", 137],
+  ];
+  for (const [code, signal, want] of codes) {
+    it(`exit ${code} / ${signal} → container exit code ${want}`, () =>
+      assert.equal(exitCodeOf(code, signal), want));
+  }
+});

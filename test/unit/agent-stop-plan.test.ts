@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { planStop, type StopPlan } from "../../agent/stop-plan.js";
+
+const leader = { name: "pg1", role: "leader", state: "running", timeline: 2 };
+const replica = (name: string, o: Record<string, unknown> = {}) => ({
+  name,
+  role: "replica",
+  state: "running",
+  timeline: 2,
+  lag: 0,
+  ...o,
+});
+
+describe("what a stopping node does first", () => {
+  const table: [string, unknown, StopPlan["action"], string | RegExp][] = [
+    ["REST did not answer", null, "stop", /cluster state unknown/],
+    ["a body without members", { foo: 1 }, "stop", /cluster state unknown/],
+    ["a replica stops", { members: [{ ...leader, name: "pg2" }, replica("pg1")] }, "stop", /not the leader/],
+    ["a leader alone", { members: [leader] }, "stop", /no healthy replica/],
+    ["a paused cluster", { pause: true, members: [leader, replica("pg2")] }, "stop", /paused/],
+    ["a leader with one streaming replica", { members: [leader, replica("pg2")] }, "switchover", "pg2"],
+    [
+      "Patroni 3.0.x 'streaming' state counts as healthy",
+      { members: [leader, replica("pg2", { state: "streaming" })] },
+      "switchover",
+      "pg2",
+    ],
+    [
+      "the synchronous standby wins over a less lagging async replica",
+      { members: [leader, replica("pg2", { lag: 0 }), replica("pg3", { role: "sync_standby", lag: 100 })] },
+      "switchover",
+      "pg3",
+    ],
+    [
+      "the least lagging replica, then the name",
+      {
+        members: [
+          leader,
+          replica("pg3", { lag: 10 }),
+          replica("pg2", { lag: 10 }),
+          replica("pg4", { lag: 500 }),
+        ],
+      },
+      "switchover",
+      "pg2",
+    ],
+    [
+      "a replica lagging past 1 MiB is no candidate",
+      { members: [leader, replica("pg2", { lag: 2_000_000 })] },
+      "stop",
+      /no healthy/,
+    ],
+    ["lag unknown", { members: [leader, replica("pg2", { lag: "unknown" })] }, "stop", /no healthy/],
+    ["a stopped replica", { members: [leader, replica("pg2", { state: "stopped" })] }, "stop", /no healthy/],
+    [
+      "a replica still starting",
+      {
+        members: [
+          leader,
+          replica("pg2", { state: "starting" }),
+          replica("pg3", { state: "creating replica" }),
+        ],
+      },
+      "stop",
+      /no healthy/,
+    ],
+    [
+      "a replica on an older timeline",
+      { members: [leader, replica("pg2", { timeline: 1 })] },
+      "stop",
+      /no healthy/,
+    ],
+    [
+      "a nofailover replica",
+      { members: [leader, replica("pg2", { tags: { nofailover: true } }), replica("pg3", { lag: 5 })] },
+      "switchover",
+      "pg3",
+    ],
+    [
+      "a member record without a name",
+      { members: [leader, { role: "replica", state: "running", lag: 0 }] },
+      "stop",
+      /no healthy/,
+    ],
+  ];
+  for (const [name, cluster, action, detail] of table) {
+    it(name, () => {
+      const frozen = structuredClone(cluster);
+      const plan = planStop("pg1", cluster, { enabled: true });
+      assert.equal(plan.action, action, plan.reason);
+      if (plan.action === "switchover") assert.equal(plan.candidate, detail);
+      else assert.match(plan.reason, detail as RegExp);
+      assert.deepEqual(cluster, frozen, "the input is not mutated");
+    });
+  }
+
+  it("does nothing first when the option is off", () => {
+    const plan = planStop("pg1", { members: [leader, replica("pg2")] }, { enabled: false });
+    assert.deepEqual(plan, { action: "stop", reason: "switchover on stop is disabled" });
+  });
+});
