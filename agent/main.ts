@@ -8,7 +8,7 @@ import { createLogger } from "../shared/logger.js";
 import { parseAgentConfig } from "./config.js";
 import { DiscoveryError, resolveAddresses } from "./discovery.js";
 import { lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
-import { RESTAPI_PORT, renderPatroniConfig, toYaml } from "./patroni-config.js";
+import { bootstrapSql, IMAGE_PATHS, RESTAPI_PORT, renderPatroniConfig, toYaml } from "./patroni-config.js";
 import { PatroniRest } from "./rest.js";
 import { PatroniSupervisor, patroniEnv } from "./supervisor.js";
 
@@ -54,6 +54,7 @@ async function main(): Promise<number> {
   const postgres = process.getuid?.() === 0 ? lookupAccount("postgres") : null;
   prepareDataDir(cfg.dataDir, postgres, log);
   writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
+  writeSecretFile(IMAGE_PATHS.bootstrapSql, bootstrapSql(cfg.admin), postgres);
   log.info(
     { configFile: cfg.configFile, etcd: cfg.etcd.hosts, sync: cfg.dcs.synchronousMode },
     "patroni.yml written",

@@ -15,6 +15,8 @@ export const IMAGE_PATHS = Object.freeze({
   socketDir: "/var/run/postgresql",
   /** Patroni writes the replication credentials here (mode 0600) for pg_basebackup and pg_rewind. */
   pgpass: "/var/lib/postgresql/.pgpass.patroni",
+  /** SQL run once, when this node creates the cluster (mode 0600: it holds the admin's password). */
+  bootstrapSql: "/etc/patroni/bootstrap.sql",
 });
 
 export const POSTGRES_PORT = 5432;
@@ -85,9 +87,8 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         },
       },
       initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
-      users: {
-        [cfg.admin.username]: { password: cfg.admin.password, options: ["createrole", "createdb"] },
-      },
+      // Patroni appends the superuser's local connection string: psql runs the file there.
+      post_bootstrap: `psql -X -q -v ON_ERROR_STOP=1 -f ${IMAGE_PATHS.bootstrapSql}`,
     },
     postgresql: {
       listen: `0.0.0.0:${POSTGRES_PORT}`,
@@ -110,6 +111,31 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
     watchdog: { mode: "off" },
     tags: { nofailover: false, noloadbalance: false, clonefrom: false, nosync: false },
   };
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** A string literal (standard_conforming_strings, PostgreSQL's default since 9.1). */
+export function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/**
+ * The admin user (POSTGRES_USERNAME) and what it may do, created when the
+ * cluster is bootstrapped. PostgreSQL 15 no longer lets every user create in
+ * the public schema, so the admin is given it explicitly.
+ */
+export function bootstrapSql(admin: { readonly username: string; readonly password: string }): string {
+  const role = quoteIdent(admin.username);
+  return [
+    "-- Run by Patroni once, on the node that creates the cluster (post_bootstrap).",
+    `CREATE ROLE ${role} WITH LOGIN CREATEDB CREATEROLE PASSWORD ${quoteLiteral(admin.password)};`,
+    `GRANT CREATE, CONNECT, TEMPORARY ON DATABASE postgres TO ${role};`,
+    `GRANT ALL ON SCHEMA public TO ${role};`,
+    "",
+  ].join("\n");
 }
 
 /** YAML 1.1, as Patroni's PyYAML reads it: strings such as "on" and "off" stay quoted strings. */

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { parse } from "yaml";
 import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
 import type { NodeAddresses } from "../../agent/discovery.js";
-import { renderPatroniConfig, toYaml } from "../../agent/patroni-config.js";
+import { bootstrapSql, renderPatroniConfig, toYaml } from "../../agent/patroni-config.js";
 import { exitCodeOf, patroniEnv } from "../../agent/supervisor.js";
 
 const ENV: Record<string, string> = {
@@ -116,11 +116,12 @@ describe("patroni.yml rendered from the configuration", () => {
       [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
     ],
     [
-      "the admin user created at bootstrap",
+      "the admin user created at bootstrap by psql with the bootstrap SQL",
       {},
-      "bootstrap.users",
-      { admin: { password: "admin: pw #1", options: ["createrole", "createdb"] } },
+      "bootstrap.post_bootstrap",
+      "psql -X -q -v ON_ERROR_STOP=1 -f /etc/patroni/bootstrap.sql",
     ],
+    ["no password in bootstrap.users", {}, "bootstrap.users", undefined],
     ["no watchdog in a container", {}, "watchdog.mode", "off"],
   ];
   for (const [name, extra, path, want] of table) {
@@ -162,6 +163,37 @@ describe("patroni.yml rendered from the configuration", () => {
     const c = cfg();
     assert.equal(toYaml(renderPatroniConfig(c, ADDR)), toYaml(renderPatroniConfig(c, ADDR)));
   });
+});
+
+describe("the bootstrap SQL that creates the admin user", () => {
+  const table: [string, { username: string; password: string }, string[]][] = [
+    [
+      "a plain name and password",
+      { username: "admin", password: "secret" },
+      [
+        `CREATE ROLE "admin" WITH LOGIN CREATEDB CREATEROLE PASSWORD 'secret';`,
+        `GRANT CREATE, CONNECT, TEMPORARY ON DATABASE postgres TO "admin";`,
+        `GRANT ALL ON SCHEMA public TO "admin";`,
+      ],
+    ],
+    [
+      "quotes and backslashes in the password stay inside the literal",
+      { username: "app_owner", password: `it's "q" \\ ; DROP ROLE x; --` },
+      [`CREATE ROLE "app_owner" WITH LOGIN CREATEDB CREATEROLE PASSWORD 'it''s "q" \\ ; DROP ROLE x; --';`],
+    ],
+    [
+      "a mixed-case name keeps its case",
+      { username: "Admin", password: "p" },
+      [`GRANT ALL ON SCHEMA public TO "Admin";`],
+    ],
+  ];
+  for (const [name, admin, lines] of table) {
+    it(name, () => {
+      const sql = bootstrapSql(admin).split("\n");
+      for (const line of lines) assert.ok(sql.includes(line), `${line}\nin\n${sql.join("\n")}`);
+      assert.equal(sql.filter((l) => l.trim() !== "" && !l.startsWith("--")).length, 3, "three statements");
+    });
+  }
 });
 
 describe("Patroni's environment", () => {
