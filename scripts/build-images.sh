@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the stack's images from this checkout (cached: an unchanged tree rebuilds in seconds).
+#
+#   scripts/build-images.sh                 # agent etcd prometheus registrator router
+#   scripts/build-images.sh agent etcd      # only these
+#
+# Tags: pgha/<name>:dev, the names docker-compose.yml uses. Build logs: .cache/build/<name>.log
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+tag=dev
+logs="$here/.cache/build"
+mkdir -p "$logs"
+log() { printf 'build-images: %s\n' "$*" >&2; }
+
+images=("$@")
+[ ${#images[@]} -gt 0 ] || images=(agent etcd prometheus registrator router)
+
+docker info >/dev/null 2>&1 || { log "no Docker engine answers (run ./pgha setup, or start dockerd)"; exit 1; }
+for base in debian:bookworm-slim node:22-bookworm-slim; do
+  docker image inspect "$base" >/dev/null 2>&1 || { log "seeding base images"; scripts/seed-images.sh; break; }
+done
+
+# npm inside a build stage trusts what the host's npm trusts (a TLS-inspecting proxy).
+cafile=$(npm config get cafile 2>/dev/null || true)
+if [ ! -s .build-ca/ca.crt ] && [ -n "$cafile" ] && [ "$cafile" != null ] && [ -s "$cafile" ]; then
+  cp "$cafile" .build-ca/ca.crt
+fi
+
+for name in "${images[@]}"; do
+  dockerfile="$name/Dockerfile"
+  [ -f "$dockerfile" ] || { log "no $dockerfile in this checkout"; exit 1; }
+  start=$(date +%s)
+  if ! docker build -f "$dockerfile" -t "pgha/$name:$tag" . >"$logs/$name.log" 2>&1; then
+    log "pgha/$name:$tag failed; the end of $logs/$name.log:"
+    tail -n 30 "$logs/$name.log" >&2
+    exit 1
+  fi
+  log "pgha/$name:$tag built in $(($(date +%s) - start)) s"
+done

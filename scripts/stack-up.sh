@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Starts the compose stack on this host and waits until it serves: builds the
+# images (cached), writes .env with random passwords when it has none, runs
+# `docker compose up -d` (or docker-compose 1.29), waits until the router routes
+# to a primary, checks a query through it, and prints the psql URL.
+#
+#   scripts/stack-up.sh [--monitoring] [--no-build]
+#
+# Environment (each may also be set in .env; the environment wins):
+#   PGHA_PORT (5432), PGHA_REPLICA_PORT (5433), PGHA_ADMIN_PORT (8080),
+#   PGHA_PROMETHEUS_PORT (9090), PGHA_BIND (127.0.0.1): where the host publishes them
+#   PGHA_ENV_FILE (./.env), PGHA_WAIT (seconds to wait for a primary, 300)
+#   POSTGRES_USERNAME, POSTGRES_PASSWORD, REPLICATION_PASSWORD, SUPERUSER_PASSWORD,
+#   RESTAPI_PASSWORD: used when .env is first written instead of random ones
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+env_file="${PGHA_ENV_FILE:-$here/.env}"
+monitoring=0
+build=1
+for arg in "$@"; do
+  case "$arg" in
+    --monitoring) monitoring=1 ;;
+    --no-build) build=0 ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "stack-up: unknown argument $arg (accepted: --monitoring, --no-build)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf 'pgha: %s\n' "$*" >&2; }
+
+random_secret() { LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32 || true; }
+
+# .env: created with mode 0600; missing settings are added, existing ones never changed.
+ensure_env() {
+  local added=()
+  (
+    umask 077
+    if [ ! -f "$env_file" ]; then
+      {
+        echo "# Settings of the pgha compose stack, written by scripts/stack-up.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ)."
+        echo "# Keep this file private (mode 0600). Passwords are used when the cluster is first created:"
+        echo "# changing them here later does not change them in PostgreSQL (see agent/README.md)."
+      } >"$env_file"
+    fi
+  )
+  chmod 600 "$env_file"
+  local var value
+  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME \
+    POSTGRES_PASSWORD REPLICATION_PASSWORD SUPERUSER_PASSWORD RESTAPI_PASSWORD; do
+    grep -q "^$var=" "$env_file" && continue
+    case "$var" in
+      COMPOSE_PROJECT_NAME | PATRONI_SCOPE) value="${!var:-pgha}" ;;
+      POSTGRES_USERNAME) value="${!var:-admin}" ;;
+      *) value="${!var:-$(random_secret)}" ;;
+    esac
+    printf '%s=%s\n' "$var" "$value" >>"$env_file"
+    added+=("$var")
+  done
+  if [ ${#added[@]} -gt 0 ]; then say "wrote ${added[*]} to $env_file (mode 0600)"; fi
+}
+
+# A setting: the environment first, then the env file, then the default.
+setting() {
+  local name=$1 default=${2:-} v="${!1:-}"
+  if [ -z "$v" ] && [ -f "$env_file" ]; then v=$(sed -n "s/^$name=//p" "$env_file" | tail -n 1); fi
+  printf '%s' "${v:-$default}"
+}
+
+compose() { scripts/compose.sh --env-file "$env_file" "$@"; }
+
+http_ok() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+  else
+    node -e 'fetch(process.argv[1],{signal:AbortSignal.timeout(2000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "$1"
+  fi
+}
+
+ensure_env
+project=$(setting COMPOSE_PROJECT_NAME pgha)
+scope=$(setting PATRONI_SCOPE pgha)
+user=$(setting POSTGRES_USERNAME admin)
+bind=$(setting PGHA_BIND 127.0.0.1)
+port=$(setting PGHA_PORT 5432)
+replica_port=$(setting PGHA_REPLICA_PORT 5433)
+admin_port=$(setting PGHA_ADMIN_PORT 8080)
+prom_port=$(setting PGHA_PROMETHEUS_PORT 9090)
+wait_s=$(setting PGHA_WAIT 300)
+host=$bind
+case "$host" in 0.0.0.0 | "" | "::" | "[::]") host=127.0.0.1 ;; esac
+
+if [ "$build" = 1 ]; then
+  images=(agent etcd registrator router)
+  [ "$monitoring" = 1 ] && images+=(prometheus)
+  scripts/build-images.sh "${images[@]}"
+fi
+
+profile=()
+[ "$monitoring" = 1 ] && profile=(--profile monitoring)
+say "starting project $project (cluster $scope)"
+compose "${profile[@]}" up -d --no-build
+
+say "waiting up to ${wait_s}s for the router to route to a primary (http://$host:$admin_port/readyz)"
+deadline=$(($(date +%s) + wait_s))
+until http_ok "http://$host:$admin_port/readyz"; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    say "no routable primary after ${wait_s}s; state of the stack:"
+    compose "${profile[@]}" ps >&2 || true
+    compose logs --tail 20 router pg1 pg2 pg3 >&2 || true
+    exit 1
+  fi
+  sleep 1
+done
+
+# A real query through the router, from the host's side of the published port.
+password=$(setting POSTGRES_PASSWORD)
+url="postgresql://$user@$host:$port/postgres"
+ok=0
+for _ in $(seq 1 30); do
+  if docker run --rm --network host --entrypoint psql -e PGPASSWORD="$password" -e PGCONNECT_TIMEOUT=5 \
+    pgha/agent:dev "$url" -Atqc 'select 1' >/dev/null 2>&1; then
+    ok=1
+    break
+  fi
+  sleep 1
+done
+[ "$ok" = 1 ] || { say "the router is ready but a query through $host:$port failed"; exit 1; }
+
+docker exec "$project-pg1" patronictl list 2>/dev/null >&2 || true
+cat >&2 <<EOF
+pgha: the stack is up.
+  primary (read-write):  psql "$url"
+  replicas (read-only):  psql "postgresql://$user@$host:$replica_port/postgres"
+  password:              POSTGRES_PASSWORD in $env_file, e.g.
+                         PGPASSWORD="\$(sed -n 's/^POSTGRES_PASSWORD=//p' $env_file)" psql "$url"
+  router:                http://$host:$admin_port/routes  /metrics  /readyz
+EOF
+if [ "$monitoring" = 1 ]; then echo "  prometheus:            http://$host:$prom_port/targets" >&2; fi
+echo "  stop:                  ./pgha down   (data kept; scripts/stack-down.sh --volumes deletes it)" >&2
+# The URL alone on stdout, for scripts: psql "$(./pgha up)"
+echo "$url"
