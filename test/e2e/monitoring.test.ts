@@ -1,0 +1,101 @@
+/**
+ * The compose stack's `monitoring` profile: Prometheus scrapes the router,
+ * the registrator and every Patroni, all targets up, and it holds the router's
+ * primary-changes metric.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { ComposeStack, type ComposeStack as Stack } from "../harness/compose.js";
+import { ensureImages } from "../harness/docker.js";
+import { waitFor } from "../harness/proc.js";
+
+let stack: Stack;
+
+interface Target {
+  labels: { job: string; instance: string };
+  health: string;
+  lastError: string;
+}
+
+async function prom<T>(path: string): Promise<T> {
+  const res = await fetch(`${stack.prometheusUrl}${path}`, { signal: AbortSignal.timeout(5000) });
+  const body = (await res.json()) as { status: string; data: T };
+  if (body.status !== "success") throw new Error(`${path}: ${JSON.stringify(body)}`);
+  return body.data;
+}
+
+describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
+  before(async () => {
+    await ensureImages(["agent", "etcd", "registrator", "router", "prometheus"]);
+    stack = await ComposeStack.up("monitoring", { profiles: ["monitoring"] });
+    await stack.waitReady();
+  });
+
+  after(async () => {
+    await stack?.destroy();
+  });
+
+  it("Prometheus reports every target up: router, registrator and each Patroni", async () => {
+    let last: Target[] = [];
+    try {
+      await waitFor(
+        "every target up",
+        async () => {
+          last = (await prom<{ activeTargets: Target[] }>("/api/v1/targets?state=active")).activeTargets;
+          return last.length > 0 && last.every((t) => t.health === "up");
+        },
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+    } catch (err) {
+      (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
+      throw err;
+    }
+    const instances = last.map((t) => `${t.labels.job} ${t.labels.instance}`).sort();
+    assert.deepEqual(instances, [
+      "patroni pg1:8008",
+      "patroni pg2:8008",
+      "patroni pg3:8008",
+      "prometheus localhost:9090",
+      "registrator registrator:8080",
+      "router router:8080",
+    ]);
+    // Patroni's own metrics arrive: exactly one primary among the three.
+    const primaries = await prom<{ result: { value: [number, string] }[] }>(
+      `/api/v1/query?query=${encodeURIComponent("sum(patroni_primary)")}`,
+    );
+    assert.equal(primaries.result[0]?.value[1], "1");
+  });
+
+  it("Prometheus has the router's primary-changes metric, and sees it count a switchover", async () => {
+    const name = await waitFor(
+      "a router metric counting primary changes",
+      async () => {
+        const names = await prom<string[]>("/api/v1/label/__name__/values");
+        return names.find((n) => /^router_.*primary_changes/.test(n)) ?? null;
+      },
+      { timeoutMs: 60_000, intervalMs: 1000 },
+    );
+    const total = async (): Promise<number> => {
+      const r = await prom<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(
+        `/api/v1/query?query=${encodeURIComponent(`sum(${name}{job="router"})`)}`,
+      );
+      return r.result.length === 0 ? Number.NaN : Number(r.result[0]!.value[1]);
+    };
+    const before = await waitFor("a sample of the metric", async () => {
+      const v = await total();
+      return Number.isNaN(v) ? null : { v };
+    });
+    const leader = (await stack.leader())!;
+    const candidate = (await stack.members()).find((m) => m.role === "sync_standby")!.name;
+    const r = await stack.restPost(leader, "/switchover", { leader, candidate });
+    assert.equal(r.status, 200, r.text);
+    await waitFor(
+      "Prometheus to see the router count the new primary",
+      async () => (await total()) > before.v,
+      {
+        timeoutMs: 60_000,
+        intervalMs: 1000,
+      },
+    );
+  });
+});

@@ -1,0 +1,138 @@
+/**
+ * Patroni's REST operations on the compose stack, as an operator runs them
+ * from inside a node (`docker exec pgN curl -u … -XPOST localhost:8008/…`):
+ * restart, reinitialize of a replica, switchover — and the router follows.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { AGENTS, type Agent, ComposeStack, type ComposeStack as Stack } from "../harness/compose.js";
+import { ensureImages } from "../harness/docker.js";
+import { waitFor } from "../harness/proc.js";
+
+interface PatroniStatus {
+  state: string;
+  role: string;
+  postmaster_start_time?: string;
+  timeline?: number;
+}
+
+let stack: Stack;
+let leader: Agent;
+
+async function query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ ...stack.pg(), connectionTimeoutMillis: 10_000, query_timeout: 20_000 });
+  await client.connect();
+  try {
+    return (await client.query(sql, params)).rows as T[];
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function replicaOf(role: "replica" | "sync_standby"): Promise<Agent> {
+  const m = (await stack.members()).find((x) => x.role === role);
+  if (!m) throw new Error(`no ${role} in ${JSON.stringify(await stack.members())}`);
+  return m.name as Agent;
+}
+
+describe("REST operations on the compose stack", { timeout: 15 * 60_000 }, () => {
+  before(async () => {
+    await ensureImages(["agent", "etcd", "registrator", "router"]);
+    stack = await ComposeStack.up("restops");
+    leader = await stack.waitReady();
+    await query("create table ops (id int primary key, note text)");
+    await query("insert into ops values (1, 'before the operations')");
+  });
+
+  after(async () => {
+    await stack?.destroy();
+  });
+
+  it("refuses unsafe endpoints without the REST credentials", async () => {
+    const replica = await replicaOf("replica");
+    for (const auth of [null, "patroni:wrong-password"]) {
+      const r = await stack.restPost(replica, "/restart", {}, auth);
+      assert.equal(r.status, 401, r.text);
+    }
+  });
+
+  it("restart: PostgreSQL on a replica restarts and streams again", async () => {
+    const replica = await replicaOf("replica");
+    const before = await stack.rest<PatroniStatus>(replica, "/patroni");
+    const r = await stack.restPost(replica, "/restart", {});
+    assert.equal(r.status, 200, r.text);
+    await waitFor(
+      `${replica} running again after the restart`,
+      async () => {
+        const s = await stack.rest<PatroniStatus>(replica, "/patroni");
+        return s.state === "running" && s.postmaster_start_time !== before.postmaster_start_time;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    await stack.waitReady();
+  });
+
+  it("reinitialize: a replica is cloned again from the leader and has its data", async () => {
+    const replica = await replicaOf("replica");
+    // A file only the old data directory has: gone once the replica is cloned afresh.
+    await stack.exec(replica, [
+      "setpriv",
+      "--reuid=postgres",
+      "--regid=postgres",
+      "--init-groups",
+      "touch",
+      "/data/pgdata/old-copy",
+    ]);
+    await query("insert into ops values (2, 'before reinitialize')");
+    const r = await stack.restPost(replica, "/reinitialize", {});
+    assert.equal(r.status, 200, r.text);
+    await waitFor(
+      `${replica} cloned and running`,
+      async () => {
+        const s = await stack.rest<PatroniStatus>(replica, "/patroni");
+        if (s.state !== "running" || s.role !== "replica") return false;
+        const files = await stack.exec(replica, ["ls", "/data/pgdata"]);
+        return !files.split("\n").includes("old-copy");
+      },
+      { timeoutMs: 180_000, intervalMs: 1000 },
+    );
+    await waitFor(
+      "both rows on the reinitialized replica",
+      async () => (await stack.exec(replica, ["psql", "-Atc", "select count(*) from ops"])) === "2",
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    await stack.waitReady();
+  });
+
+  it("switchover to the synchronous standby: the router follows to the new primary", async () => {
+    leader = (await stack.leader())!;
+    const candidate = await replicaOf("sync_standby");
+    const r = await stack.restPost(leader, "/switchover", { leader, candidate });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(await stack.leader(), candidate);
+    const candidateIp = await stack.ipOf(candidate);
+    // New connections through the router reach the new primary and can write.
+    await waitFor(
+      "the router to route to the new primary",
+      async () => {
+        const [row] = await query<{ addr: string; recovery: boolean }>(
+          "select host(inet_server_addr()) as addr, pg_is_in_recovery() as recovery",
+        );
+        return row?.addr === candidateIp && row.recovery === false;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    await query("insert into ops values (3, 'after the switchover')");
+    assert.equal(await stack.exec(candidate, ["psql", "-Atc", "select count(*) from ops"]), "3");
+    // The old primary follows as a replica.
+    await waitFor(
+      `${leader} a replica of ${candidate}`,
+      async () => (await stack.rest<PatroniStatus>(leader, "/patroni")).role === "replica",
+      { timeoutMs: 120_000, intervalMs: 1000 },
+    );
+    const final = await stack.waitReady();
+    assert.equal(final, candidate);
+    assert.deepEqual((await stack.members()).map((m) => m.name).sort(), [...AGENTS]);
+  });
+});
