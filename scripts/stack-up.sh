@@ -4,7 +4,7 @@
 # `docker compose up -d` (or docker-compose 1.29), waits until the router routes
 # to a primary, checks a query through it, and prints the psql URL.
 #
-#   scripts/stack-up.sh [--monitoring] [--no-build]
+#   scripts/stack-up.sh [--monitoring] [--no-build]     (or PGHA_MONITORING=1, PGHA_NO_BUILD=1)
 #
 # Environment (each may also be set in .env; the environment wins):
 #   PGHA_PORT (5432), PGHA_REPLICA_PORT (5433), PGHA_ADMIN_PORT (8080),
@@ -17,13 +17,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 env_file="${PGHA_ENV_FILE:-$here/.env}"
-monitoring=0
+monitoring=${PGHA_MONITORING:-0}
 build=1
+[ "${PGHA_NO_BUILD:-0}" = 1 ] && build=0
 for arg in "$@"; do
   case "$arg" in
     --monitoring) monitoring=1 ;;
     --no-build) build=0 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "stack-up: unknown argument $arg (accepted: --monitoring, --no-build)" >&2; exit 2 ;;
   esac
 done
@@ -79,6 +80,11 @@ http_ok() {
 }
 
 ensure_env
+# The registrator runs without root and reaches Docker through the socket's group.
+if [ -z "${DOCKER_GID:-}" ]; then
+  DOCKER_GID=$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
+  export DOCKER_GID
+fi
 project=$(setting COMPOSE_PROJECT_NAME pgha)
 scope=$(setting PATRONI_SCOPE pgha)
 user=$(setting POSTGRES_USERNAME admin)
@@ -88,6 +94,7 @@ replica_port=$(setting PGHA_REPLICA_PORT 5433)
 admin_port=$(setting PGHA_ADMIN_PORT 8080)
 prom_port=$(setting PGHA_PROMETHEUS_PORT 9090)
 wait_s=$(setting PGHA_WAIT 300)
+agent_image=$(setting PGHA_AGENT_IMAGE pgha/agent:dev)
 host=$bind
 case "$host" in 0.0.0.0 | "" | "::" | "[::]") host=127.0.0.1 ;; esac
 
@@ -95,6 +102,18 @@ if [ "$build" = 1 ]; then
   images=(agent etcd registrator router)
   [ "$monitoring" = 1 ] && images+=(prometheus)
   scripts/build-images.sh "${images[@]}"
+fi
+
+# A host port something else already listens on (a local PostgreSQL on 5432, say) fails late
+# and obscurely inside compose; say so now. Our own running router holds them legitimately.
+port_in_use() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
+if [ -z "$(compose ps -q router 2>/dev/null)" ]; then
+  for p in "PGHA_PORT=$port" "PGHA_REPLICA_PORT=$replica_port" "PGHA_ADMIN_PORT=$admin_port"; do
+    if port_in_use "${p#*=}"; then
+      say "port ${p#*=} on $host is already in use; choose another with ${p%%=*}=<port> (in $env_file or the environment)"
+      exit 1
+    fi
+  done
 fi
 
 profile=()
@@ -120,7 +139,7 @@ url="postgresql://$user@$host:$port/postgres"
 ok=0
 for _ in $(seq 1 30); do
   if docker run --rm --network host --entrypoint psql -e PGPASSWORD="$password" -e PGCONNECT_TIMEOUT=5 \
-    pgha/agent:dev "$url" -Atqc 'select 1' >/dev/null 2>&1; then
+    "$agent_image" "$url" -Atqc 'select 1' >/dev/null 2>&1; then
     ok=1
     break
   fi
@@ -128,7 +147,7 @@ for _ in $(seq 1 30); do
 done
 [ "$ok" = 1 ] || { say "the router is ready but a query through $host:$port failed"; exit 1; }
 
-docker exec "$project-pg1" patronictl list 2>/dev/null >&2 || true
+docker exec "$project-pg1" patronictl list >&2 2>/dev/null || true
 cat >&2 <<EOF
 pgha: the stack is up.
   primary (read-write):  psql "$url"

@@ -1,0 +1,164 @@
+/**
+ * What `./pgha up` and `./pgha down` run: scripts/stack-up.sh writes the env
+ * file with random passwords (mode 0600), starts the stack, waits for a
+ * routable primary and prints a psql URL that works from the host;
+ * scripts/stack-down.sh stops it, keeping the data unless asked.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { docker, ensureImages, imageOf, REPO_ROOT, uniquePrefix } from "../harness/docker.js";
+import { freePort } from "../harness/ports.js";
+import { run } from "../harness/proc.js";
+
+const project = uniquePrefix("e2e-scripts").slice(0, -1);
+const dir = mkdtempSync(join(tmpdir(), `${project}-`));
+const envFile = join(dir, "stack.env");
+const noBuild = process.env["PGHA_E2E_NO_BUILD"] === "1";
+
+function readEnv(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(envFile, "utf8").split("\n")) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+async function script(
+  name: string,
+  args: string[] = [],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env["PATH"],
+    HOME: process.env["HOME"],
+    PGHA_ENV_FILE: envFile,
+    ...(noBuild ? { PGHA_NO_BUILD: "1" } : {}),
+  };
+  try {
+    const r = await run(join(REPO_ROOT, "scripts", name), args, {
+      env,
+      cwd: REPO_ROOT,
+      timeoutMs: 15 * 60_000,
+    });
+    return { code: 0, ...r };
+  } catch (err) {
+    return { code: 1, stdout: "", stderr: (err as Error).message };
+  }
+}
+
+async function volumes(): Promise<string[]> {
+  const out = await docker(["volume", "ls", "-q", "--filter", `label=com.docker.compose.project=${project}`]);
+  return out.split("\n").filter(Boolean).sort();
+}
+
+describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000 }, () => {
+  let port = 0;
+  before(async () => {
+    await ensureImages(["agent", "etcd", "registrator", "router"]);
+    port = await freePort();
+    // Only what a user might set; the script adds the rest. Images as the other tests use them.
+    const lines = [
+      `COMPOSE_PROJECT_NAME=${project}`,
+      `PGHA_PORT=${port}`,
+      `PGHA_REPLICA_PORT=${await freePort()}`,
+      `PGHA_ADMIN_PORT=${await freePort()}`,
+      `PGHA_PROMETHEUS_PORT=${await freePort()}`,
+      "PATRONI_TTL=10",
+      "PATRONI_LOOP_WAIT=2",
+      "PATRONI_RETRY_TIMEOUT=4",
+      ...["agent", "etcd", "registrator", "router", "prometheus"].map(
+        (n) => `PGHA_${n.toUpperCase()}_IMAGE=${imageOf(n as "agent")}`,
+      ),
+    ];
+    writeFileSync(envFile, lines.map((l) => `${l}\n`).join(""), { mode: 0o644 });
+  });
+
+  after(async () => {
+    await script("stack-down.sh", ["--volumes"]);
+    const left = await docker(["ps", "-aq", "--filter", `label=com.docker.compose.project=${project}`]).catch(
+      () => "",
+    );
+    if (left) await docker(["rm", "-f", "-v", ...left.split("\n")]).catch(() => undefined);
+    for (const v of await volumes().catch(() => []))
+      await docker(["volume", "rm", "-f", v]).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("refuses a host port that something else listens on, naming the setting", async () => {
+    const squatter: Server = createServer();
+    await new Promise<void>((r) => squatter.listen(port, "127.0.0.1", r));
+    try {
+      const r = await script("stack-up.sh");
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use; choose another with PGHA_PORT=`),
+      );
+    } finally {
+      await new Promise((r) => squatter.close(r));
+    }
+  });
+
+  it("writes random passwords into the env file, mode 0600, keeping what was there", () => {
+    const env = readEnv();
+    assert.equal(statSync(envFile).mode & 0o777, 0o600);
+    const secrets = [
+      "POSTGRES_PASSWORD",
+      "REPLICATION_PASSWORD",
+      "SUPERUSER_PASSWORD",
+      "RESTAPI_PASSWORD",
+    ].map((k) => env[k] ?? "");
+    for (const s of secrets) assert.match(s, /^[A-Za-z0-9]{32}$/);
+    assert.equal(new Set(secrets).size, 4, "four different passwords");
+    assert.equal(env["POSTGRES_USERNAME"], "admin");
+    assert.equal(env["COMPOSE_PROJECT_NAME"], project);
+    assert.equal(env["PGHA_PORT"], String(port));
+  });
+
+  it("starts the stack and prints a psql URL that works from the host", async () => {
+    const r = await script("stack-up.sh");
+    assert.equal(r.code, 0, r.stderr);
+    const url = r.stdout.trim();
+    assert.equal(url, `postgresql://admin@127.0.0.1:${port}/postgres`);
+    assert.match(r.stderr, /the stack is up/);
+    const password = readEnv()["POSTGRES_PASSWORD"]!;
+    const q = await run("psql", [url, "-Atqc", "select current_user, pg_is_in_recovery()"], {
+      env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "10" },
+    });
+    assert.equal(q.stdout.trim(), "admin|f");
+    await run(
+      "psql",
+      [url, "-qc", "create table kept (v text); insert into kept values ('survives down and up')"],
+      {
+        env: { ...process.env, PGPASSWORD: password },
+      },
+    );
+  });
+
+  it("is idempotent: a second run keeps the passwords and the stack", async () => {
+    const before = readFileSync(envFile, "utf8");
+    const r = await script("stack-up.sh");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(envFile, "utf8"), before);
+  });
+
+  it("stack-down keeps the data; up again serves it; --volumes removes it", async () => {
+    const down = await script("stack-down.sh");
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(await docker(["ps", "-aq", "--filter", `label=com.docker.compose.project=${project}`]), "");
+    assert.ok((await volumes()).length >= 4, "data volumes kept");
+    const up = await script("stack-up.sh");
+    assert.equal(up.code, 0, up.stderr);
+    const q = await run("psql", [up.stdout.trim(), "-Atqc", "select v from kept"], {
+      env: { ...process.env, PGPASSWORD: readEnv()["POSTGRES_PASSWORD"]!, PGCONNECT_TIMEOUT: "10" },
+    });
+    assert.equal(q.stdout.trim(), "survives down and up");
+    const purge = await script("stack-down.sh", ["--volumes"]);
+    assert.equal(purge.code, 0, purge.stderr);
+    assert.deepEqual(await volumes(), []);
+  });
+});
