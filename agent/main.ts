@@ -8,9 +8,15 @@ import { createLogger } from "../shared/logger.js";
 import { parseAgentConfig } from "./config.js";
 import { DiscoveryError, resolveAddresses } from "./discovery.js";
 import { lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
-import { bootstrapSql, IMAGE_PATHS, RESTAPI_PORT, renderPatroniConfig, toYaml } from "./patroni-config.js";
+import {
+  bootstrapSql,
+  bootstrapSqlPath,
+  RESTAPI_PORT,
+  renderPatroniConfig,
+  toYaml,
+} from "./patroni-config.js";
 import { PatroniRest } from "./rest.js";
-import { PatroniSupervisor, patroniEnv } from "./supervisor.js";
+import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
 
 async function main(): Promise<number> {
   let parsed: ReturnType<typeof parseAgentConfig>;
@@ -54,16 +60,14 @@ async function main(): Promise<number> {
   const postgres = process.getuid?.() === 0 ? lookupAccount("postgres") : null;
   prepareDataDir(cfg.dataDir, postgres, log);
   writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
-  writeSecretFile(IMAGE_PATHS.bootstrapSql, bootstrapSql(cfg.admin), postgres);
+  writeSecretFile(bootstrapSqlPath(cfg.configFile), bootstrapSql(cfg.admin), postgres);
   log.info(
     { configFile: cfg.configFile, etcd: cfg.etcd.hosts, sync: cfg.dcs.synchronousMode },
     "patroni.yml written",
   );
 
   const home = postgres?.home ?? process.env["HOME"] ?? "/tmp";
-  const [command, args] = postgres
-    ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", "patroni", cfg.configFile]]
-    : ["patroni", [cfg.configFile]];
+  const [command, args] = patroniCommand(postgres, cfg.configFile);
   supervisor = new PatroniSupervisor({
     command,
     args,

@@ -3,6 +3,7 @@
  * discovered public addresses. Rendered with the `yaml` library; nothing is
  * pasted into text.
  */
+import { dirname, join } from "node:path";
 import { stringify } from "yaml";
 import { formatHostPort } from "../shared/config.js";
 import { backupSettings } from "./backup.js";
@@ -15,9 +16,12 @@ export const IMAGE_PATHS = Object.freeze({
   socketDir: "/var/run/postgresql",
   /** Patroni writes the replication credentials here (mode 0600) for pg_basebackup and pg_rewind. */
   pgpass: "/var/lib/postgresql/.pgpass.patroni",
-  /** SQL run once, when this node creates the cluster (mode 0600: it holds the admin's password). */
-  bootstrapSql: "/etc/patroni/bootstrap.sql",
 });
+
+/** SQL run once, when this node creates the cluster; beside patroni.yml (mode 0600: it holds the admin's password). */
+export function bootstrapSqlPath(configFile: string): string {
+  return join(dirname(configFile), "bootstrap.sql");
+}
 
 export const POSTGRES_PORT = 5432;
 export const RESTAPI_PORT = 8008;
@@ -88,7 +92,7 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       },
       initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
       // Patroni appends the superuser's local connection string: psql runs the file there.
-      post_bootstrap: `psql -X -q -v ON_ERROR_STOP=1 -f ${IMAGE_PATHS.bootstrapSql}`,
+      post_bootstrap: `psql -X -q -v ON_ERROR_STOP=1 -f ${bootstrapSqlPath(cfg.configFile)}`,
     },
     postgresql: {
       listen: `0.0.0.0:${POSTGRES_PORT}`,

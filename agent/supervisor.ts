@@ -39,6 +39,16 @@ export function patroniEnv(
   return out;
 }
 
+/** Patroni's command line: through setpriv to the postgres account when we are root. */
+export function patroniCommand(
+  account: { readonly uid: number } | null,
+  configFile: string,
+): [command: string, args: string[]] {
+  return account
+    ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", "patroni", configFile]]
+    : ["patroni", [configFile]];
+}
+
 export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
   if (code !== null) return code;
   if (signal !== null) return 128 + (constants.signals[signal] ?? 1);

@@ -121,6 +121,12 @@ describe("patroni.yml rendered from the configuration", () => {
       "bootstrap.post_bootstrap",
       "psql -X -q -v ON_ERROR_STOP=1 -f /etc/patroni/bootstrap.sql",
     ],
+    [
+      "the bootstrap SQL beside a config file elsewhere",
+      { PATRONICTL_CONFIG_FILE: "/srv/patroni/patroni.yml" },
+      "bootstrap.post_bootstrap",
+      "psql -X -q -v ON_ERROR_STOP=1 -f /srv/patroni/bootstrap.sql",
+    ],
     ["no password in bootstrap.users", {}, "bootstrap.users", undefined],
     ["no watchdog in a container", {}, "watchdog.mode", "off"],
   ];
