@@ -107,7 +107,9 @@ fi
 # A host port something else already listens on (a local PostgreSQL on 5432, say) fails late
 # and obscurely inside compose; say so now. Our own running router holds them legitimately.
 port_in_use() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
-if [ -z "$(compose ps -q router 2>/dev/null)" ]; then
+router_running=$(docker ps -q --filter "label=com.docker.compose.project=$project" \
+  --filter "label=com.docker.compose.service=router" 2>/dev/null || true)
+if [ -z "$router_running" ]; then
   for p in "PGHA_PORT=$port" "PGHA_REPLICA_PORT=$replica_port" "PGHA_ADMIN_PORT=$admin_port"; do
     if port_in_use "${p#*=}"; then
       say "port ${p#*=} on $host is already in use; choose another with ${p%%=*}=<port> (in $env_file or the environment)"
