@@ -48,12 +48,14 @@ ensure_env() {
   )
   chmod 600 "$env_file"
   local var value
-  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME \
+  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME DOCKER_GID \
     POSTGRES_PASSWORD REPLICATION_PASSWORD SUPERUSER_PASSWORD RESTAPI_PASSWORD; do
     grep -q "^$var=" "$env_file" && continue
     case "$var" in
       COMPOSE_PROJECT_NAME | PATRONI_SCOPE) value="${!var:-pgha}" ;;
       POSTGRES_USERNAME) value="${!var:-admin}" ;;
+      # The registrator runs without root and reaches Docker through the socket's group.
+      DOCKER_GID) value="${!var:-$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)}" ;;
       *) value="${!var:-$(random_secret)}" ;;
     esac
     printf '%s=%s\n' "$var" "$value" >>"$env_file"
@@ -80,11 +82,6 @@ http_ok() {
 }
 
 ensure_env
-# The registrator runs without root and reaches Docker through the socket's group.
-if [ -z "${DOCKER_GID:-}" ]; then
-  DOCKER_GID=$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
-  export DOCKER_GID
-fi
 project=$(setting COMPOSE_PROJECT_NAME pgha)
 scope=$(setting PATRONI_SCOPE pgha)
 user=$(setting POSTGRES_USERNAME admin)
