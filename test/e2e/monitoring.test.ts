@@ -67,35 +67,33 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
   });
 
   it("Prometheus has the router's primary-changes metric, and sees it count a switchover", async () => {
-    const name = await waitFor(
-      "a router metric counting primary changes",
-      async () => {
-        const names = await prom<string[]>("/api/v1/label/__name__/values");
-        return names.find((n) => /^router_.*primary_changes/.test(n)) ?? null;
-      },
-      { timeoutMs: 60_000, intervalMs: 1000 },
-    );
-    const total = async (): Promise<number> => {
+    const findName = async (): Promise<string | null> => {
+      const names = await prom<string[]>("/api/v1/label/__name__/values");
+      return names.find((n) => /^router_.*primary_changes/.test(n)) ?? null;
+    };
+    const total = async (name: string): Promise<number> => {
       const r = await prom<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(
         `/api/v1/query?query=${encodeURIComponent(`sum(${name}{job="router"})`)}`,
       );
-      return r.result.length === 0 ? Number.NaN : Number(r.result[0]!.value[1]);
+      return r.result.length === 0 ? 0 : Number(r.result[0]!.value[1]);
     };
-    const before = await waitFor("a sample of the metric", async () => {
-      const v = await total();
-      return Number.isNaN(v) ? null : { v };
-    });
+    // A counter with labels has no series until it first counts: absent means 0.
+    const name0 = await findName();
+    const before = name0 === null ? 0 : await total(name0);
+
     const leader = (await stack.leader())!;
     const candidate = (await stack.members()).find((m) => m.role === "sync_standby")!.name;
     const r = await stack.restPost(leader, "/switchover", { leader, candidate });
     assert.equal(r.status, 200, r.text);
-    await waitFor(
+
+    const name = await waitFor(
       "Prometheus to see the router count the new primary",
-      async () => (await total()) > before.v,
-      {
-        timeoutMs: 60_000,
-        intervalMs: 1000,
+      async () => {
+        const n = await findName();
+        return n !== null && (await total(n)) > before ? n : null;
       },
+      { timeoutMs: 60_000, intervalMs: 1000 },
     );
+    assert.match(name, /^router_primary_changes/);
   });
 });
