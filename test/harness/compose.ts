@@ -26,6 +26,10 @@ import { run, waitFor } from "./proc.js";
 export interface StackOptions {
   /** Compose profiles to enable (e.g. monitoring). */
   readonly profiles?: readonly string[];
+  /** Compose files layered on docker-compose.yml (e.g. docker-compose.multihost.yml). */
+  readonly overrides?: readonly string[];
+  /** Services to start (all by default). */
+  readonly services?: readonly string[];
   /** Extra settings for the env file (they win over the defaults). */
   readonly env?: Readonly<Record<string, string>>;
 }
@@ -49,6 +53,7 @@ export class ComposeStack {
     readonly envFile: string,
     readonly settings: Readonly<Record<string, string>>,
     readonly profiles: readonly string[],
+    readonly files: readonly string[],
   ) {}
 
   static async up(what: string, opts: StackOptions = {}): Promise<ComposeStack> {
@@ -87,9 +92,17 @@ export class ComposeStack {
         .join(""),
       { mode: 0o600 },
     );
-    const stack = new ComposeStack(project, dir, envFile, Object.freeze(settings), opts.profiles ?? []);
+    const files = ["docker-compose.yml", ...(opts.overrides ?? [])];
+    const stack = new ComposeStack(
+      project,
+      dir,
+      envFile,
+      Object.freeze(settings),
+      opts.profiles ?? [],
+      files,
+    );
     try {
-      await stack.compose(["up", "-d", "--no-build"], 5 * 60_000);
+      await stack.compose(["up", "-d", "--no-build", ...(opts.services ?? [])], 5 * 60_000);
     } catch (err) {
       await stack.destroy();
       throw err;
@@ -134,11 +147,12 @@ export class ComposeStack {
   /** Runs the compose CLI (v2 or 1.29) on this project, with nothing of the caller's environment but PATH and HOME. */
   async compose(args: readonly string[], timeoutMs = 120_000): Promise<string> {
     const profileArgs = this.profiles.flatMap((p) => ["--profile", p]);
+    const fileArgs = this.files.flatMap((f) => ["-f", f]);
     const env: NodeJS.ProcessEnv = { PATH: process.env["PATH"], HOME: process.env["HOME"] };
     if (process.env["DOCKER_HOST"]) env["DOCKER_HOST"] = process.env["DOCKER_HOST"];
     const r = await run(
       join(REPO_ROOT, "scripts", "compose.sh"),
-      ["--env-file", this.envFile, "-p", this.project, ...profileArgs, ...args],
+      ["--env-file", this.envFile, "-p", this.project, ...fileArgs, ...profileArgs, ...args],
       { cwd: REPO_ROOT, env, timeoutMs },
     );
     return r.stdout.trim();

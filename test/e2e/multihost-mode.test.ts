@@ -1,0 +1,84 @@
+/**
+ * The documented multi-host mode (docker-compose.multihost.yml), with this one
+ * machine playing every host: etcd published on the host's IP, a registrator
+ * advertising published ports on that IP, agents publishing 5432 and 8008 on
+ * ephemeral ports and discovering them. The host's IP is this machine's
+ * address on Docker's bridge.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Etcd3 } from "etcd3";
+import pg from "pg";
+import { createEtcdClient } from "../../shared/etcd.js";
+import { AGENTS, ComposeStack, type ComposeStack as Stack } from "../harness/compose.js";
+import { bridgeGateway, ensureImages, publishedPort } from "../harness/docker.js";
+import { freePort } from "../harness/ports.js";
+import { waitFor } from "../harness/proc.js";
+
+let stack: Stack;
+let etcd: Etcd3;
+let hostIp = "";
+
+describe("multi-host mode, every host played by this machine", { timeout: 15 * 60_000 }, () => {
+  before(async () => {
+    await ensureImages(["agent", "etcd", "registrator", "router"]);
+    hostIp = await bridgeGateway();
+    const etcdPort = await freePort(hostIp);
+    stack = await ComposeStack.up("multihost", {
+      overrides: ["docker-compose.multihost.yml"],
+      env: { HOST_IP: hostIp, PGHA_ETCD_PORT: String(etcdPort), ETCD_HOST_PORT: `${hostIp}:${etcdPort}` },
+      // Host A: etcd, its registrator, the router and pg1.
+      services: ["etcd", "registrator", "router", "pg1"],
+    });
+    // Hosts B and C: their agents (one registrator serves this one machine).
+    await stack.compose(["up", "-d", "--no-deps", "--no-build", "pg2", "pg3"]);
+    etcd = createEtcdClient({ hosts: [{ host: hostIp, port: etcdPort }] });
+    await stack.waitReady();
+  });
+
+  after(async () => {
+    etcd?.close();
+    await stack?.destroy();
+  });
+
+  it("each agent advertises its published ports on the host's IP", async () => {
+    for (const agent of AGENTS) {
+      const container = `${stack.project}-${agent}`;
+      const pgPort = await publishedPort(container, 5432);
+      const apiPort = await publishedPort(container, 8008);
+      assert.equal(pgPort.host, hostIp);
+      assert.equal(
+        await etcd.get(`/postgresql-patroni/${hostIp}:${container}:5432`).string(),
+        `${hostIp}:${pgPort.port}`,
+      );
+      const member = JSON.parse(
+        (await etcd.get(`/service/${stack.project}/members/${agent}`).string()) ?? "{}",
+      ) as { conn_url?: string; api_url?: string };
+      assert.equal(member.conn_url, `postgres://${hostIp}:${pgPort.port}/postgres`);
+      assert.equal(member.api_url, `http://${hostIp}:${apiPort.port}/patroni`);
+    }
+  });
+
+  it("replicas stream from the leader through the published addresses, and the router reaches it", async () => {
+    const leader = (await stack.leader())!;
+    const rows = await stack.exec(leader, [
+      "psql",
+      "-Atc",
+      "select count(*) from pg_stat_replication where state = 'streaming'",
+    ]);
+    assert.equal(rows, "2");
+    const c = new pg.Client({ ...stack.pg(), connectionTimeoutMillis: 20_000 });
+    await c.connect();
+    try {
+      await c.query("create table across_hosts (v text)");
+      await c.query("insert into across_hosts values ('hello')");
+    } finally {
+      await c.end();
+    }
+    for (const replica of AGENTS.filter((a) => a !== leader)) {
+      await waitFor(`the row on ${replica}`, async () => {
+        return (await stack.exec(replica, ["psql", "-Atc", "select v from across_hosts"])) === "hello";
+      });
+    }
+  });
+});
