@@ -307,10 +307,12 @@ export class PatroniCluster {
   /** Waits for one leader and `replicas` streaming replicas on the leader's timeline; returns the leader's name. */
   async waitReady(opts: { replicas?: number; timeoutMs?: number; leaderNot?: string } = {}): Promise<string> {
     const want = opts.replicas ?? this.nodes.filter((n) => n.running).length - 1;
-    return waitFor(
+    let lastView = "";
+    const ready = waitFor(
       `a leader and ${want} streaming replica(s)`,
       async () => {
         const members = await this.restCluster();
+        lastView = JSON.stringify(members.map((m) => [m.name, m.role, m.state, m.timeline, m.lag]));
         const leader = members.find((m) => m.role === "leader" && m.state === "running");
         if (!leader || leader.name === opts.leaderNot) return null;
         const leaderNode = this.node(leader.name);
@@ -330,6 +332,13 @@ export class PatroniCluster {
       },
       { timeoutMs: opts.timeoutMs ?? 60_000, intervalMs: 250 },
     );
+    try {
+      return await ready;
+    } catch (err) {
+      // Say what the cluster looked like and what each member last logged.
+      const logs = this.nodes.map((n) => `--- ${n.name} (${n.running ? "running" : "stopped"}) ---\n${n.tail(12)}`);
+      throw new Error(`${(err as Error).message}\nlast /cluster view: ${lastView}\n${logs.join("\n")}`);
+    }
   }
 
   /** The current leader by Patroni's REST API. */
