@@ -9,13 +9,13 @@ import assert from "node:assert/strict";
 import { copyFileSync, existsSync, statSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { bridgeGateway } from "../harness/docker.js";
 import { DockerFixture } from "../harness/docker-fixture.js";
 import { EtcdServer } from "../harness/etcd.js";
 import { run, waitFor } from "../harness/proc.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const IMAGE = "pgha/registrator:dev";
-const BRIDGE_IP = "172.17.0.1";
 const WAIT = { timeoutMs: 60_000, intervalMs: 200 };
 
 /** The build stage's npm needs the host's CA where the registry is reached through a TLS-inspecting proxy. */
@@ -40,7 +40,8 @@ describe("registrator image", () => {
       cwd: ROOT,
       timeoutMs: 600_000,
     });
-    etcd = await EtcdServer.start({ host: BRIDGE_IP });
+    // Docker's bridge gateway differs between engines (172.17.0.1 is only the usual default).
+    etcd = await EtcdServer.start({ host: await bridgeGateway() });
     await docker.run("app", ["-p", "127.0.0.1::5432"]);
   });
   after(async () => {
