@@ -336,7 +336,9 @@ export class PatroniCluster {
       return await ready;
     } catch (err) {
       // Say what the cluster looked like and what each member last logged.
-      const logs = this.nodes.map((n) => `--- ${n.name} (${n.running ? "running" : "stopped"}) ---\n${n.tail(12)}`);
+      const logs = this.nodes.map(
+        (n) => `--- ${n.name} (${n.running ? "running" : "stopped"}) ---\n${n.tail(12)}`,
+      );
       throw new Error(`${(err as Error).message}\nlast /cluster view: ${lastView}\n${logs.join("\n")}`);
     }
   }
