@@ -69,7 +69,7 @@ export async function runEvent(lab: Lab, kind: EventKind, log: (m: string) => vo
     });
     const leader = await lab.primary();
     from = leader.name;
-    to = lab.cluster.nodes.find((n) => n.name !== from && n.running)!.name;
+    to = lab.nextCandidate(from).name;
     t0 = now();
     if (kind === "planned") {
       const r = await leader.restPost("/switchover", { leader: from, candidate: to });

@@ -84,8 +84,15 @@ export class Lab {
     return this.cluster.node(name);
   }
 
-  nodeByPgPort(port: number): PatroniNode | undefined {
-    return this.cluster.nodes.find((n) => n.pgPort === port);
+  /** The member after `from` in order that is running: switchovers go round all members. */
+  nextCandidate(from: string): PatroniNode {
+    const nodes = this.cluster.nodes;
+    const i = nodes.findIndex((n) => n.name === from);
+    for (let k = 1; k < nodes.length; k++) {
+      const n = nodes[(i + k) % nodes.length]!;
+      if (n.running) return n;
+    }
+    throw new Error(`no running member besides ${from}`);
   }
 
   /** Every proxy reaches the current leader (after a switchover HAProxy needs `rise` checks). */

@@ -1,5 +1,6 @@
 /** What the numbers were measured on: the machine, its load, the versions of everything involved. */
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { cpus, hostname, loadavg, release, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 
@@ -49,4 +50,24 @@ export function machine(): Record<string, unknown> {
     uptimeBefore: uptime(),
     loadBefore: load(),
   };
+}
+
+function cpuTimes(): { busy: number; total: number } {
+  const f = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Share of all cores busy over `ms` (0..1), from /proc/stat: the others' load before the run starts its own. */
+export async function cpuBusy(ms: number): Promise<number> {
+  const a = cpuTimes();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = cpuTimes();
+  const total = b.total - a.total;
+  return total > 0 ? Math.round(((b.busy - a.busy) / total) * 100) / 100 : Number.NaN;
 }

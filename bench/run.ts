@@ -5,12 +5,13 @@
  * order, prints the table and writes bench/results/<timestamp>.json.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { loadConfigOrExit } from "../shared/config.js";
 import { runDataPath } from "./datapath.js";
 import { runEvents } from "./failover.js";
 import { Lab } from "./lab.js";
-import { load, machine, uptime } from "./machine.js";
+import { cpuBusy, load, machine, uptime } from "./machine.js";
 import { runMemory } from "./memory.js";
 import { benchSpec, type Part, planOf } from "./options.js";
 import { runProfile } from "./profile.js";
@@ -55,6 +56,9 @@ function save(): string {
 }
 
 async function main(): Promise<void> {
+  const busy = await cpuBusy(3_000);
+  (results.machine as Record<string, unknown>)["cpuBusyBeforeRun"] = busy;
+  log(`CPU busy before the run (others' load): ${Math.round(busy * 100)}% of ${cpus().length} cores`);
   const needsLab = plan.parts.some((p) => p !== "registrator");
   let lab: Lab | null = null;
   try {

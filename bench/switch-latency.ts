@@ -115,8 +115,8 @@ export async function runSwitchLatency(
     for (let i = 0; i < count; i++) {
       const leader = await lab.primary();
       const from = leader.name;
-      const to = c.nodes.find((n) => n.name !== from && n.running)!.name;
-      const target = c.node(to);
+      const target = lab.nextCandidate(from);
+      const to = target.name;
       const tPost = now();
       let failed: string | null = null;
       const post = leader
