@@ -16,6 +16,7 @@ interface CpuProfileNode {
   readonly id: number;
   readonly callFrame: { functionName: string; url: string; lineNumber: number };
   readonly hitCount?: number;
+  readonly children?: readonly number[];
 }
 interface CpuProfile {
   readonly nodes: readonly CpuProfileNode[];
@@ -65,6 +66,47 @@ export function selfTimes(p: CpuProfile, top = 15): SelfTime[] {
     }));
 }
 
+export interface Inclusive {
+  readonly fn: string;
+  readonly where: string;
+  /** Share of all samples with this function on the stack (%). */
+  readonly pct: number;
+}
+
+/**
+ * Pure: the share of samples with each of our own functions (url containing `mark`)
+ * on the stack, most first: where the native time above is spent from.
+ */
+export function inclusiveTimes(p: CpuProfile, mark = "/router/", top = 8): Inclusive[] {
+  const parent = new Map<number, number>();
+  const byId = new Map<number, CpuProfileNode>();
+  for (const n of p.nodes) {
+    byId.set(n.id, n);
+    for (const c of n.children ?? []) parent.set(c, n.id);
+  }
+  const counts = new Map<string, { fn: string; where: string; hits: number }>();
+  const samples = p.samples ?? [];
+  for (const id of samples) {
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const cf = byId.get(cur)?.callFrame;
+      if (!cf?.url.includes(mark)) continue;
+      const fn = cf.functionName || "(anonymous)";
+      const where = `${shortUrl(cf.url)}:${cf.lineNumber + 1}`;
+      const k = `${fn} ${where}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      const e = counts.get(k) ?? { fn, where, hits: 0 };
+      e.hits++;
+      counts.set(k, e);
+    }
+  }
+  return [...counts.values()]
+    .sort((a, b) => b.hits - a.hits)
+    .slice(0, top)
+    .map((e) => ({ fn: e.fn, where: e.where, pct: round((100 * e.hits) / Math.max(1, samples.length), 1) }));
+}
+
 function shortUrl(url: string): string {
   const u = url.replace(/^file:\/\//, "");
   const i = u.indexOf("/dist/");
@@ -76,7 +118,7 @@ export async function runProfile(
   lab: Lab,
   o: { seconds: number; scale: number; resultsDir: string; stamp: string },
   log: (m: string) => void,
-): Promise<{ tps: number; profile: string; top: SelfTime[] }> {
+): Promise<{ tps: number; profile: string; top: SelfTime[]; inclusive: Inclusive[] }> {
   await lab.pgbenchTables(o.scale);
   const r = await RouterProc.start({
     etcd: lab.cluster.etcd.endpoint,
@@ -99,7 +141,7 @@ export async function runProfile(
   if (!file) throw new Error(`the router wrote no .cpuprofile in ${r.dir}`);
   const kept = join(o.resultsDir, `${o.stamp}-router.cpuprofile`);
   copyFileSync(join(r.dir, file), kept);
-  const top = selfTimes(JSON.parse(readFileSync(kept, "utf8")) as CpuProfile);
+  const p = JSON.parse(readFileSync(kept, "utf8")) as CpuProfile;
   log(`profile: ${Math.round(tps)} tps through the profiled router; profile in ${kept}`);
-  return { tps: round(tps, 0), profile: kept, top };
+  return { tps: round(tps, 0), profile: kept, top: selfTimes(p), inclusive: inclusiveTimes(p) };
 }

@@ -2,7 +2,7 @@
 import type { Cell } from "./datapath.js";
 import type { EventSummary, Via } from "./failover.js";
 import type { MemoryFigure } from "./memory.js";
-import type { SelfTime } from "./profile.js";
+import type { Inclusive, SelfTime } from "./profile.js";
 import type { Summary } from "./stats.js";
 
 export interface Results {
@@ -16,7 +16,7 @@ export interface Results {
   switchLatency?: { summary: Record<string, unknown> };
   registrator?: Record<string, unknown>;
   memory?: MemoryFigure[];
-  profile?: { tps: number; profile: string; top: SelfTime[] };
+  profile?: { tps: number; profile: string; top: SelfTime[]; inclusive?: Inclusive[] };
   errors: Record<string, string>;
 }
 
@@ -137,9 +137,12 @@ export function render(r: Results): string {
     cpus?: string;
     loadBefore?: number[];
     loadAfter?: number[];
+    cpuBusyBeforeRun?: number;
   };
+  const busy =
+    m.cpuBusyBeforeRun === undefined ? "" : `; CPU ${Math.round(m.cpuBusyBeforeRun * 100)}% busy just before`;
   parts.push(
-    `pgha benchmark — ${m.date} on ${m.host} (${m.cpus}); load average before ${m.loadBefore?.join(" ")}, after ${m.loadAfter?.join(" ")}`,
+    `pgha benchmark — ${m.date} on ${m.host} (${m.cpus}); load average before ${m.loadBefore?.join(" ")}, after ${m.loadAfter?.join(" ")}${busy}`,
   );
   if (r.dataPath) {
     const o = r.options as { rounds?: number; seconds?: number };
@@ -263,6 +266,14 @@ export function render(r: Results): string {
     parts.push(
       `\nRouter CPU profile (pgbench select-only, 8 clients, ${r.profile.tps} tps): top self time\n${table(rows)}`,
     );
+    const inc = r.profile.inclusive ?? [];
+    if (inc.length > 0) {
+      const irows = [
+        ["% all", "router function on the stack", "where"],
+        ...inc.map((t) => [f(t.pct, 1), t.fn, t.where]),
+      ];
+      parts.push(`${table(irows)}`);
+    }
   }
   const v = verdicts(r);
   if (v.length > 0) {
