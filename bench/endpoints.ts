@@ -3,13 +3,13 @@
  * loopback ports: our router (the built CLI, as an operator runs it), the naive
  * pipe proxy, and (see haproxy.ts) HAProxy.
  */
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../test/harness/ports.js";
 import { type Spawned, startProcess, stopProcess, waitFor } from "../test/harness/proc.js";
 import { listening } from "./haproxy.js";
+import { childDir } from "./workdir.js";
 
 const ROUTER_MAIN = fileURLToPath(new URL("../router/main.js", import.meta.url));
 const NAIVE_MAIN = fileURLToPath(new URL("./naive-proxy.js", import.meta.url));
@@ -39,7 +39,7 @@ export class RouterProc {
   }): Promise<RouterProc> {
     const port = await freePort();
     const adminPort = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), "bench-router-"));
+    const dir = childDir("router");
     const proc = startProcess(
       process.execPath,
       [
@@ -115,7 +115,7 @@ export class NaiveProxy {
 
   static async start(targetPort: number, targetHost = "127.0.0.1"): Promise<NaiveProxy> {
     const port = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), "bench-naive-"));
+    const dir = childDir("naive");
     const proc = startProcess(process.execPath, [NAIVE_MAIN, String(port), targetHost, String(targetPort)], {
       logFile: join(dir, "naive.log"),
     });

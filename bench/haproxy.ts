@@ -6,11 +6,11 @@
  * Two check profiles: the template's own (inter 3s fall 3 rise 2) and a tighter
  * one (inter 1s fall 2 rise 1) that the project's reference figures were taken with.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Spawned, startProcess, stopProcess, waitFor } from "../test/harness/proc.js";
+import { childDir } from "./workdir.js";
 
 export const HAPROXY_BIN = process.env.HAPROXY_BIN ?? "haproxy";
 
@@ -83,7 +83,7 @@ export class Haproxy {
   }
 
   static async start(config: string, ports: readonly number[]): Promise<Haproxy> {
-    const dir = mkdtempSync(join(tmpdir(), "bench-haproxy-"));
+    const dir = childDir("haproxy");
     const file = join(dir, "haproxy.cfg");
     writeFileSync(file, config);
     const proc = startProcess(HAPROXY_BIN, ["-db", "-f", file], { logFile: join(dir, "haproxy.log") });

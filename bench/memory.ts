@@ -12,9 +12,8 @@
  *    routable (the leader key is absent), so the router keeps it waiting with one
  *    socket. 10 000 of those fit.
  */
-import { mkdtempSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { patroniKeys } from "../shared/keys.js";
@@ -24,6 +23,7 @@ import { startProcess, stopProcess, waitFor } from "../test/harness/proc.js";
 import { memoryOf, NaiveProxy, RouterProc } from "./endpoints.js";
 import { Haproxy, haproxyConfig } from "./haproxy.js";
 import type { Lab } from "./lab.js";
+import { childDir } from "./workdir.js";
 
 const SINK_MAIN = fileURLToPath(new URL("./sink.js", import.meta.url));
 const SETTLE_MS = 3_000;
@@ -82,7 +82,7 @@ async function closeClients(socks: net.Socket[]): Promise<void> {
 }
 
 async function startSink() {
-  const dir = mkdtempSync(join(tmpdir(), "bench-sink-"));
+  const dir = childDir("sink");
   const proc = startProcess(process.execPath, [SINK_MAIN], { logFile: join(dir, "sink.log") });
   const ports = await waitFor(
     "the sink to listen",

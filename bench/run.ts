@@ -18,6 +18,7 @@ import { runProfile } from "./profile.js";
 import { runRegistrator } from "./registrator-part.js";
 import { type Results, render } from "./report.js";
 import { runSwitchLatency } from "./switch-latency.js";
+import { finishWorkDir } from "./workdir.js";
 
 const { config } = loadConfigOrExit(benchSpec);
 const plan = planOf(config);
@@ -113,6 +114,8 @@ async function main(): Promise<void> {
   m["loadAfter"] = load();
   m["uptimeAfter"] = uptime();
   m["durationSeconds"] = Math.round((Date.now() - t0) / 1000);
+  const kept = finishWorkDir(Object.keys(results.errors).length > 0);
+  if (kept) log(`logs of the child processes kept in ${kept}`);
   const file = save();
   process.stdout.write(render(results));
   process.stdout.write(`\nJSON: ${file}\n`);
@@ -123,6 +126,7 @@ main().catch((err: Error) => {
   log(`failed: ${err.stack ?? err}`);
   results.errors["run"] = err.message;
   try {
+    log(`logs of the child processes kept in ${finishWorkDir(true)}`);
     log(`partial results: ${save()}`);
   } catch {}
   process.exit(1);
