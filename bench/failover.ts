@@ -146,6 +146,7 @@ export interface EventSummary {
         maxUnavailableMs: number;
         failedMedian: number;
         failedTotal: number;
+        inFlightTotal: number;
         failedNewTotal: number;
         failedOnSessionTotal: number;
         notRecovered: number;
@@ -166,6 +167,7 @@ export function summarizeEvents(kind: EventKind, events: readonly EventResult[])
         maxUnavailableMs: Math.max(0, ...fs.map((f) => f.unavailableMs)),
         failedMedian: median(fs.map((f) => f.failed)),
         failedTotal: fs.reduce((s, f) => s + f.failed, 0),
+        inFlightTotal: fs.reduce((s, f) => s + f.inFlight, 0),
         failedNewTotal: fs.reduce((s, f) => s + f.failedNew, 0),
         failedOnSessionTotal: fs.reduce((s, f) => s + f.failedOnSession, 0),
         notRecovered: fs.filter((f) => !f.recovered).length,

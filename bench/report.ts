@@ -190,9 +190,9 @@ export function render(r: Results): string {
       [
         "path",
         "per-write: window ms",
-        "failed",
+        "failed (in flight)",
         "long-lived: window ms",
-        "failed (of which reconnects)",
+        "failed (reconnects, in flight)",
         "not recovered",
       ],
     ];
@@ -202,9 +202,9 @@ export function render(r: Results): string {
       rows.push([
         via,
         `${a.unavailableMs} (max ${a.maxUnavailableMs})`,
-        String(a.failedTotal),
+        `${a.failedTotal} (${a.inFlightTotal})`,
         `${b.unavailableMs} (max ${b.maxUnavailableMs})`,
-        `${b.failedTotal} (${b.failedNewTotal})`,
+        `${b.failedTotal} (${b.failedNewTotal}, ${b.inFlightTotal})`,
         String(a.notRecovered + b.notRecovered),
       ]);
     }

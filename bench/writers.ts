@@ -130,9 +130,11 @@ export interface WriterFigures {
   readonly unavailableMs: number;
   /** Failed attempts that ended after the event. */
   readonly failed: number;
-  /** Of those, failed new connections: every per-write attempt, and long-lived reconnects. */
+  /** Of those, attempts already under way when the event happened (their server went away under them). */
+  readonly inFlight: number;
+  /** Of those begun after the event, failed new connections: every per-write attempt, and long-lived reconnects. */
   readonly failedNew: number;
-  /** Of those, writes that failed on an established long-lived connection. */
+  /** Of those begun after the event, writes that failed on an established long-lived connection. */
   readonly failedOnSession: number;
   /** The writer wrote again after the event (and its last attempt succeeded). */
   readonly recovered: boolean;
@@ -171,13 +173,15 @@ export function analyse(
   const recovered = after > 0 && last !== undefined && last.ok;
   if (!recovered) longest = Math.max(longest, tEnd - prev);
   const failures = inWindow.filter((a) => !a.ok);
-  const failedNew = failures.filter((a) => mode === "per-write" || a.what === "connect").length;
+  const begunAfter = failures.filter((a) => a.start >= t0);
+  const failedNew = begunAfter.filter((a) => mode === "per-write" || a.what === "connect").length;
   const errors = [...new Set(failures.map((a) => a.error ?? "?"))].slice(0, 5);
   return {
     unavailableMs: Math.round(longest),
     failed: failures.length,
+    inFlight: failures.length - begunAfter.length,
     failedNew,
-    failedOnSession: failures.length - failedNew,
+    failedOnSession: begunAfter.length - failedNew,
     recovered,
     writes: after,
     errors,

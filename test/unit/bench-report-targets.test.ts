@@ -10,6 +10,7 @@ import type { WriterFigures } from "../../bench/writers.js";
 const wf = (unavailableMs: number, failed = 0, failedNew = failed): WriterFigures => ({
   unavailableMs,
   failed,
+  inFlight: 0,
   failedNew,
   failedOnSession: failed - failedNew,
   recovered: true,

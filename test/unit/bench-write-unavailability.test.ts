@@ -56,6 +56,15 @@ describe("write unavailability around an event", () => {
     assert.equal(f.unavailableMs, 4995);
   });
 
+  it("an attempt under way when the server died is in flight, not a failed new connection", () => {
+    const attempts = [ok(0, 5), fail(50, 9000), ok(9050, 9060)];
+    const f = analyse("per-write", attempts, 60, 10_000);
+    assert.deepEqual(
+      { failed: f.failed, inFlight: f.inFlight, failedNew: f.failedNew },
+      { failed: 1, inFlight: 1, failedNew: 0 },
+    );
+  });
+
   it("attempts that failed before the event are not its failures", () => {
     const attempts = [fail(0, 1), ok(50, 55), ok(100, 105)];
     assert.equal(analyse("per-write", attempts, 60, 500).failed, 0);
