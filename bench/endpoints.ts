@@ -36,6 +36,8 @@ export class RouterProc {
     args?: readonly string[];
     nodeArgs?: readonly string[];
     waitReady?: boolean;
+    /** `info` logs routing decisions (nothing per connection); default `warn`. */
+    logLevel?: "warn" | "info";
   }): Promise<RouterProc> {
     const port = await freePort();
     const adminPort = await freePort();
@@ -56,7 +58,7 @@ export class RouterProc {
         "--admin-listen",
         `127.0.0.1:${adminPort}`,
         "--log-level",
-        "warn",
+        o.logLevel ?? "warn",
         ...(o.args ?? []),
       ],
       { logFile: join(dir, "router.log"), cwd: dir },
@@ -97,9 +99,43 @@ export class RouterProc {
     return sum;
   }
 
+  /** The routing decisions the router logged between two wall-clock times (needs `logLevel: "info"`). */
+  decisions(fromMs: number, toMs: number): RouterDecision[] {
+    return routerDecisions(readFileSync(this.proc.logFile, "utf8"), fromMs, toMs);
+  }
+
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     await stopProcess(this.proc, signal, 20_000);
   }
+}
+
+export interface RouterDecision {
+  readonly t: number;
+  readonly msg: string;
+  readonly action?: string;
+  readonly target?: string | null;
+  readonly reason?: string;
+}
+
+const DECISION_MESSAGES = new Set(["primary decision", "routed primary changed; closing its sessions"]);
+
+/** Pure: the router's decision lines (pino JSON) logged within [fromMs, toMs]. */
+export function routerDecisions(log: string, fromMs: number, toMs: number): RouterDecision[] {
+  const out: RouterDecision[] = [];
+  for (const line of log.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    let o: { time?: string | number; msg?: string; action?: string; target?: string | null; reason?: string };
+    try {
+      o = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (!o.msg || !DECISION_MESSAGES.has(o.msg)) continue;
+    const t = typeof o.time === "number" ? o.time : Date.parse(String(o.time));
+    if (!(t >= fromMs && t <= toMs)) continue;
+    out.push({ t, msg: o.msg, action: o.action, target: o.target, reason: o.reason });
+  }
+  return out;
 }
 
 /** The naive `socket.pipe` proxy to a fixed address. */

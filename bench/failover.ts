@@ -25,6 +25,13 @@ export interface EventResult {
   readonly observedMs: number;
   readonly figures: Record<Via, Record<WriterMode, WriterFigures>>;
   readonly routerRetries: number;
+  /** The router's decisions, times in ms from the event. */
+  readonly routerDecisions: readonly {
+    atMs: number;
+    action?: string;
+    target?: string | null;
+    reason?: string;
+  }[];
 }
 
 function portOf(lab: Lab, via: Via): number {
@@ -119,6 +126,12 @@ export async function runEvent(lab: Lab, kind: EventKind, log: (m: string) => vo
     observedMs: Math.round(tEnd - t0),
     figures,
     routerRetries: retries1 - retries0,
+    routerDecisions: lab.router.decisions(t0 - 100, tEnd).map((d) => ({
+      atMs: Math.round(d.t - t0),
+      action: d.action,
+      target: d.target,
+      reason: d.reason ?? d.msg,
+    })),
   };
   log(
     `${kind} ${from} -> ${to}: Patroni ${result.patroniMs} ms; ` +

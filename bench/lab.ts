@@ -55,7 +55,11 @@ export class Lab {
         ],
       });
       const haproxy = await Haproxy.start(cfg, [docs, fast]);
-      const router = await RouterProc.start({ etcd: cluster.etcd.endpoint, scope: cluster.scope });
+      const router = await RouterProc.start({
+        etcd: cluster.etcd.endpoint,
+        scope: cluster.scope,
+        logLevel: "info",
+      });
       const lab = new Lab(cluster, haproxy, docs, fast, router, opts, cfg);
       await lab.waitAllServePrimary();
       return lab;
@@ -117,7 +121,7 @@ export class Lab {
     return {
       patroni: { nodes: this.cluster.nodes.length, ttl: this.opts.ttl, loopWait: this.opts.loopWait },
       router:
-        "node dist/router/main.js --scope S --listen 127.0.0.1:P --replica-listen off --log-level warn (defaults otherwise: --check both)",
+        "node dist/router/main.js --scope S --listen 127.0.0.1:P --replica-listen off --log-level info (defaults otherwise: --check both)",
       haproxyConfig: this.haproxyCfg,
     };
   }

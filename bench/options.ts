@@ -155,7 +155,7 @@ export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
   options: benchOptions,
   epilog: [
     "Examples:",
-    "  node dist/bench/run.js                       # everything (about 13 minutes here)",
+    "  node dist/bench/run.js                       # everything (about 14 minutes here)",
     "  node dist/bench/run.js --quick               # a few minutes",
     "  node dist/bench/run.js --parts datapath,profile --rounds 5",
   ].join("\n"),

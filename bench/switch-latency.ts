@@ -36,6 +36,13 @@ export interface SwitchSample {
   /** PUT → the new leader's REST /primary answering 200 (Patroni's promotion; ms). */
   readonly putToRestMs: number;
   readonly served: Record<ProbeVia, { putToServedMs: number; restToServedMs: number }>;
+  /** The router's decisions from the request to the first client it served, times in ms from the PUT. */
+  readonly routerDecisions: readonly {
+    atMs: number;
+    action?: string;
+    target?: string | null;
+    reason?: string;
+  }[];
 }
 
 /** Pure: the first probe served by `port` whose first byte came after `after`. */
@@ -159,6 +166,14 @@ export async function runSwitchLatency(
         deleteToPutMs: del ? round(put.t - del.t, 1) : Number.NaN,
         putToRestMs: round(tRest - put.t, 1),
         served,
+        routerDecisions: lab.router
+          .decisions(tPost - 100, put.t + served.router.putToServedMs + 100)
+          .map((d) => ({
+            atMs: Math.round(d.t - put.t),
+            action: d.action,
+            target: d.target,
+            reason: d.reason ?? d.msg,
+          })),
       };
       samples.push(s);
       log(

@@ -140,6 +140,8 @@ export interface WriterFigures {
   readonly recovered: boolean;
   readonly writes: number;
   readonly errors: readonly string[];
+  /** The first failed attempts, times in ms from the event. */
+  readonly failures: readonly { startMs: number; endMs: number; what: Attempt["what"]; error: string }[];
 }
 
 /**
@@ -185,5 +187,11 @@ export function analyse(
     recovered,
     writes: after,
     errors,
+    failures: failures.slice(0, 10).map((a) => ({
+      startMs: Math.round(a.start - t0),
+      endMs: Math.round(a.end - t0),
+      what: a.what,
+      error: a.error ?? "?",
+    })),
   };
 }

@@ -16,6 +16,7 @@ const wf = (unavailableMs: number, failed = 0, failedNew = failed): WriterFigure
   recovered: true,
   writes: 10,
   errors: [],
+  failures: [],
 });
 
 function event(router: number, docs: number, fast: number, routerFailedNew = 0) {
@@ -26,6 +27,7 @@ function event(router: number, docs: number, fast: number, routerFailedNew = 0) 
     patroniMs: 2000,
     observedMs: 9000,
     routerRetries: 0,
+    routerDecisions: [],
     figures: {
       router: { "per-write": wf(router, routerFailedNew), "long-lived": wf(router - 100, 1, 0) },
       "haproxy-docs": { "per-write": wf(docs, 60), "long-lived": wf(docs, 5, 4) },
