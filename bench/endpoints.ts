@@ -1,0 +1,180 @@
+/**
+ * The things clients connect to in the benchmark, each a child process on free
+ * loopback ports: our router (the built CLI, as an operator runs it), the naive
+ * pipe proxy, and (see haproxy.ts) HAProxy.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../test/harness/ports.js";
+import { type Spawned, startProcess, stopProcess, waitFor } from "../test/harness/proc.js";
+import { listening } from "./haproxy.js";
+import { childDir } from "./workdir.js";
+
+const ROUTER_MAIN = fileURLToPath(new URL("../router/main.js", import.meta.url));
+const NAIVE_MAIN = fileURLToPath(new URL("./naive-proxy.js", import.meta.url));
+
+export class RouterProc {
+  private constructor(
+    readonly proc: Spawned,
+    readonly port: number,
+    readonly adminPort: number,
+    readonly dir: string,
+  ) {}
+
+  get pid(): number {
+    return this.proc.child.pid!;
+  }
+
+  /**
+   * Starts `node [nodeArgs] dist/router/main.js` for one scope, logging at warn.
+   * `waitReady` waits for /readyz (a routable primary); otherwise only for /healthz.
+   */
+  static async start(o: {
+    etcd: string;
+    scope: string;
+    args?: readonly string[];
+    nodeArgs?: readonly string[];
+    waitReady?: boolean;
+    /** `info` logs routing decisions (nothing per connection); default `warn`. */
+    logLevel?: "warn" | "info";
+  }): Promise<RouterProc> {
+    const port = await freePort();
+    const adminPort = await freePort();
+    const dir = childDir("router");
+    const proc = startProcess(
+      process.execPath,
+      [
+        ...(o.nodeArgs ?? []),
+        ROUTER_MAIN,
+        "--etcd",
+        o.etcd,
+        "--scope",
+        o.scope,
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--replica-listen",
+        "off",
+        "--admin-listen",
+        `127.0.0.1:${adminPort}`,
+        "--log-level",
+        o.logLevel ?? "warn",
+        ...(o.args ?? []),
+      ],
+      { logFile: join(dir, "router.log"), cwd: dir },
+    );
+    const r = new RouterProc(proc, port, adminPort, dir);
+    const path = o.waitReady === false ? "/healthz" : "/readyz";
+    await waitFor(
+      `the router's ${path}`,
+      async () => {
+        if (proc.child.exitCode !== null) throw new Error(`router exited: ${proc.tail(20)}`);
+        return (await r.get(path)).status === 200;
+      },
+      { timeoutMs: 30_000 },
+    );
+    return r;
+  }
+
+  async get(path: string): Promise<{ status: number; text: string }> {
+    const res = await fetch(`http://127.0.0.1:${this.adminPort}${path}`, {
+      signal: AbortSignal.timeout(5000),
+    });
+    return { status: res.status, text: await res.text() };
+  }
+
+  /** Samples of one metric from /metrics: labels text → value. */
+  async metric(name: string): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const line of (await this.get("/metrics")).text.split("\n")) {
+      const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+      if (m && m[1] === name) out.set(m[2] ?? "", Number(m[3]));
+    }
+    return out;
+  }
+
+  async metricSum(name: string): Promise<number> {
+    let sum = 0;
+    for (const v of (await this.metric(name)).values()) sum += v;
+    return sum;
+  }
+
+  /** The routing decisions the router logged between two wall-clock times (needs `logLevel: "info"`). */
+  decisions(fromMs: number, toMs: number): RouterDecision[] {
+    return routerDecisions(readFileSync(this.proc.logFile, "utf8"), fromMs, toMs);
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    await stopProcess(this.proc, signal, 20_000);
+  }
+}
+
+export interface RouterDecision {
+  readonly t: number;
+  readonly msg: string;
+  readonly action?: string;
+  readonly target?: string | null;
+  readonly reason?: string;
+}
+
+const DECISION_MESSAGES = new Set(["primary decision", "routed primary changed; closing its sessions"]);
+
+/** Pure: the router's decision lines (pino JSON) logged within [fromMs, toMs]. */
+export function routerDecisions(log: string, fromMs: number, toMs: number): RouterDecision[] {
+  const out: RouterDecision[] = [];
+  for (const line of log.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    let o: { time?: string | number; msg?: string; action?: string; target?: string | null; reason?: string };
+    try {
+      o = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (!o.msg || !DECISION_MESSAGES.has(o.msg)) continue;
+    const t = typeof o.time === "number" ? o.time : Date.parse(String(o.time));
+    if (!(t >= fromMs && t <= toMs)) continue;
+    out.push({ t, msg: o.msg, action: o.action, target: o.target, reason: o.reason });
+  }
+  return out;
+}
+
+/** The naive `socket.pipe` proxy to a fixed address. */
+export class NaiveProxy {
+  private constructor(
+    readonly proc: Spawned,
+    readonly port: number,
+  ) {}
+
+  get pid(): number {
+    return this.proc.child.pid!;
+  }
+
+  static async start(targetPort: number, targetHost = "127.0.0.1"): Promise<NaiveProxy> {
+    const port = await freePort();
+    const dir = childDir("naive");
+    const proc = startProcess(process.execPath, [NAIVE_MAIN, String(port), targetHost, String(targetPort)], {
+      logFile: join(dir, "naive.log"),
+    });
+    await waitFor(
+      "the naive proxy to listen",
+      async () => {
+        if (proc.child.exitCode !== null) throw new Error(`naive proxy exited: ${proc.tail(20)}`);
+        return listening(port);
+      },
+      { timeoutMs: 10_000, intervalMs: 50 },
+    );
+    return new NaiveProxy(proc, port);
+  }
+
+  async stop(): Promise<void> {
+    await stopProcess(this.proc, "SIGTERM", 5_000);
+  }
+}
+
+/** Resident memory of a process from /proc (MB). */
+export function memoryOf(pid: number): { rssMb: number; hwmMb: number; anonMb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? Number.NaN);
+  const mb = (x: number) => Math.round((x / 1024) * 10) / 10;
+  return { rssMb: mb(kb("VmRSS")), hwmMb: mb(kb("VmHWM")), anonMb: mb(kb("RssAnon")) };
+}

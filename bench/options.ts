@@ -1,0 +1,206 @@
+/** The benchmark's command line, and the figures --quick changes. */
+import { fileURLToPath } from "node:url";
+import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+
+export const PARTS = [
+  "datapath",
+  "profile",
+  "memory",
+  "planned",
+  "unplanned",
+  "latency",
+  "registrator",
+] as const;
+export type Part = (typeof PARTS)[number];
+
+const DEFAULT_RESULTS = fileURLToPath(new URL("../../bench/results/", import.meta.url));
+
+function intList(raw: string): readonly number[] {
+  const xs = raw.split(",").map((s) => s.trim());
+  if (xs.some((x) => !/^\d+$/.test(x) || Number(x) < 1)) throw new ParseFailure();
+  return Object.freeze(xs.map(Number));
+}
+
+const benchOptions = {
+  parts: valueOption(
+    {
+      flag: "parts",
+      description: "which parts to run, comma-separated",
+      accepted: `a comma-separated list of ${PARTS.join(", ")}`,
+      metavar: "PART[,...]",
+      default: PARTS as readonly Part[],
+      defaultLabel: PARTS.join(","),
+    },
+    (raw) => {
+      const xs = raw.split(",").map((s) => s.trim());
+      if (xs.length === 0 || xs.some((x) => !(PARTS as readonly string[]).includes(x)))
+        throw new ParseFailure();
+      return Object.freeze(xs as Part[]);
+    },
+  ),
+  quick: opt.bool({
+    flag: "quick",
+    description: "shorter rounds and fewer repetitions (a few minutes in all)",
+  }),
+  rounds: opt.int({
+    flag: "rounds",
+    description: "data path rounds per target (0: 3, or 2 with --quick)",
+    default: 0,
+    min: 0,
+    max: 100,
+  }),
+  seconds: opt.int({
+    flag: "seconds",
+    description: "seconds per pgbench round (0: 5, or 2 with --quick)",
+    default: 0,
+    min: 0,
+    max: 600,
+  }),
+  clients: valueOption(
+    {
+      flag: "clients",
+      description: "pgbench client counts",
+      accepted: "a comma-separated list of positive integers",
+      metavar: "N[,...]",
+      default: Object.freeze([1, 8, 64]) as readonly number[],
+      defaultLabel: "1,8,64",
+    },
+    intList,
+  ),
+  scale: opt.int({ flag: "scale", description: "pgbench scale factor", default: 1, min: 1, max: 1000 }),
+  switchovers: opt.int({
+    flag: "switchovers",
+    description: "planned switchovers under writers (0: 3, or 1 with --quick)",
+    default: 0,
+    min: 0,
+    max: 100,
+  }),
+  failovers: opt.int({
+    flag: "failovers",
+    description: "kill -9 failovers under writers (0: 2, or 1 with --quick)",
+    default: 0,
+    min: 0,
+    max: 100,
+  }),
+  latencySwitchovers: opt.int({
+    flag: "latency-switchovers",
+    description: "switchovers for the switch latency (0: 20, or 10 with --quick)",
+    default: 0,
+    min: 0,
+    max: 1000,
+  }),
+  registratorStarts: opt.int({
+    flag: "registrator-starts",
+    description: "containers started one by one (0: 100, or 30 with --quick)",
+    default: 0,
+    min: 0,
+    max: 1000,
+  }),
+  registratorSync: opt.int({
+    flag: "registrator-sync",
+    description: "containers at the registrator's start (0: 200, or 60 with --quick)",
+    default: 0,
+    min: 0,
+    max: 1000,
+  }),
+  memoryClients: valueOption(
+    {
+      flag: "memory-clients",
+      description:
+        "connected idle clients per memory figure (each needs 2 descriptors in a proxy; 20 000 per process here)",
+      accepted: "a comma-separated list of positive integers up to 9000",
+      metavar: "N[,...]",
+      default: Object.freeze([1000, 8000]) as readonly number[],
+      defaultLabel: "1000,8000",
+    },
+    (raw) => {
+      const xs = intList(raw);
+      if (xs.some((x) => x > 9000)) throw new ParseFailure("at most 9000");
+      return xs;
+    },
+  ),
+  heldClients: opt.int({
+    flag: "held-clients",
+    description: "clients held by the router with no primary",
+    default: 10_000,
+    min: 0,
+    max: 15_000,
+  }),
+  profileSeconds: opt.int({
+    flag: "profile-seconds",
+    description: "seconds of pgbench under the CPU profiler (0: 15, or 8 with --quick)",
+    default: 0,
+    min: 0,
+    max: 600,
+  }),
+  ttl: opt.int({
+    flag: "ttl",
+    description: "Patroni's ttl for the cluster (s)",
+    default: 10,
+    min: 5,
+    max: 120,
+  }),
+  out: opt.string({
+    flag: "out",
+    description: "directory for the JSON results",
+    default: DEFAULT_RESULTS,
+    metavar: "DIR",
+  }),
+};
+
+export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
+  program: "bench",
+  summary:
+    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (and the registrator against the real dockerd); prints a table and writes JSON.",
+  options: benchOptions,
+  epilog: [
+    "Examples:",
+    "  node dist/bench/run.js                       # everything (about 14 minutes here)",
+    "  node dist/bench/run.js --quick               # a few minutes",
+    "  node dist/bench/run.js --parts datapath,profile --rounds 5",
+  ].join("\n"),
+};
+
+export type BenchConfig = ConfigOf<typeof benchOptions>;
+
+export interface Plan {
+  readonly parts: readonly Part[];
+  readonly quick: boolean;
+  readonly rounds: number;
+  readonly seconds: number;
+  readonly clients: readonly number[];
+  readonly scale: number;
+  readonly switchovers: number;
+  readonly failovers: number;
+  readonly latencySwitchovers: number;
+  readonly registratorStarts: number;
+  readonly registratorSync: number;
+  readonly memoryClients: readonly number[];
+  readonly heldClients: number;
+  readonly profileSeconds: number;
+  readonly ttl: number;
+  readonly out: string;
+}
+
+/** Pure: the figures of this run; a 0 means "the default for the mode" (--quick or full). */
+export function planOf(c: BenchConfig): Plan {
+  const pick = (given: number, full: number, quick: number) => (given > 0 ? given : c.quick ? quick : full);
+  return Object.freeze({
+    parts: PARTS.filter((p) => c.parts.includes(p)),
+    quick: c.quick,
+    rounds: pick(c.rounds, 3, 2),
+    seconds: pick(c.seconds, 5, 2),
+    clients: c.clients,
+    scale: c.scale,
+    switchovers: pick(c.switchovers, 3, 1),
+    failovers: pick(c.failovers, 2, 1),
+    latencySwitchovers: pick(c.latencySwitchovers, 20, 10),
+    registratorStarts: pick(c.registratorStarts, 100, 30),
+    registratorSync: pick(c.registratorSync, 200, 60),
+    memoryClients: c.memoryClients,
+    heldClients: c.heldClients,
+    profileSeconds: pick(c.profileSeconds, 15, 8),
+    ttl: c.ttl,
+    out: c.out,
+  });
+}

@@ -1,0 +1,288 @@
+/** The printed table and the verdicts against the targets. Pure functions of the results document. */
+import type { Cell } from "./datapath.js";
+import type { EventSummary, Via } from "./failover.js";
+import type { MemoryFigure } from "./memory.js";
+import type { Inclusive, SelfTime } from "./profile.js";
+import type { Summary } from "./stats.js";
+
+export interface Results {
+  readonly machine: Record<string, unknown>;
+  readonly options: Record<string, unknown>;
+  readonly ttl: number;
+  setup?: Record<string, unknown>;
+  dataPath?: { cells: Cell[] };
+  planned?: { summary: EventSummary };
+  unplanned?: { summary: EventSummary };
+  switchLatency?: { summary: Record<string, unknown> };
+  registrator?: Record<string, unknown>;
+  memory?: MemoryFigure[];
+  profile?: { tps: number; profile: string; top: SelfTime[]; inclusive?: Inclusive[] };
+  errors: Record<string, string>;
+}
+
+export interface Verdict {
+  readonly target: string;
+  readonly measured: string;
+  readonly ok: boolean | null;
+}
+
+function table(rows: readonly (readonly string[])[]): string {
+  const widths: number[] = [];
+  for (const r of rows) {
+    for (const [i, c] of r.entries()) widths[i] = Math.max(widths[i] ?? 0, c.length);
+  }
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+const f = (x: number | undefined, digits = 0) =>
+  x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(digits);
+
+/** The larger of the two writers' median windows: write unavailability as a client sees it. */
+export function windowOf(s: EventSummary, via: Via): number {
+  return Math.max(s.via[via]["per-write"].unavailableMs, s.via[via]["long-lived"].unavailableMs);
+}
+
+export function verdicts(r: Results): Verdict[] {
+  const out: Verdict[] = [];
+  const cell = (w: string, c: number) => r.dataPath?.cells.find((x) => x.workload === w && x.clients === c);
+  const s8 = cell("select-only", 8);
+  if (s8) {
+    const x = s8.ratios.routerHaproxy;
+    out.push({
+      target: "router >= 1.0x HAProxy TPS (select-only, 8 clients)",
+      measured: `${f(x, 2)}x`,
+      ok: x >= 1,
+    });
+  }
+  const s1 = cell("select-only", 1);
+  if (s1) {
+    out.push({
+      target: "one-client latency <= HAProxy's (select-only)",
+      measured: `${f(s1.latencyMs.router, 3)} ms vs ${f(s1.latencyMs.haproxy, 3)} ms (${f(s1.ratios.latencyRouterHaproxy, 2)}x)`,
+      ok: s1.ratios.latencyRouterHaproxy <= 1,
+    });
+  }
+  const p = r.planned?.summary;
+  if (p) {
+    const router = windowOf(p, "router");
+    const best = Math.min(windowOf(p, "haproxy-docs"), windowOf(p, "haproxy-fast"));
+    out.push({
+      target: "planned switchover: unavailability <= 1/2 of HAProxy's (the better of its two configs)",
+      measured: `${router} ms vs ${best} ms`,
+      ok: router <= best / 2,
+    });
+    const failedNew = p.via.router["per-write"].failedNewTotal + p.via.router["long-lived"].failedNewTotal;
+    out.push({
+      target: "planned switchover: zero failed new-connection attempts through the router",
+      measured: `${failedNew} over ${p.n} switchover(s)`,
+      ok: failedNew === 0,
+    });
+  }
+  const u = r.unplanned?.summary;
+  if (u) {
+    const w = windowOf(u, "router");
+    out.push({
+      target: `unplanned failover: unavailability <= ttl + 1 s (${r.ttl + 1} s)`,
+      measured: `${w} ms`,
+      ok: w <= (r.ttl + 1) * 1000,
+    });
+  }
+  const sl = r.switchLatency?.summary as
+    | { router: { putToServedMs: Summary; restToServedMs: Summary } }
+    | undefined;
+  if (sl) {
+    const a = sl.router.putToServedMs;
+    const b = sl.router.restToServedMs;
+    out.push({
+      target: "switch latency p99 <= 50 ms (leader key PUT -> first client served by the new primary)",
+      measured: `p50 ${a.p50} ms, p99 ${a.p99} ms (n=${a.n})`,
+      ok: a.p99 <= 50,
+    });
+    out.push({
+      target: "switch latency p99 <= 50 ms (new leader's REST /primary 200 -> first client served)",
+      measured: `p50 ${b.p50} ms, p99 ${b.p99} ms (n=${b.n})`,
+      ok: b.p99 <= 50,
+    });
+  }
+  const reg = r.registrator?.["startToKeyMs"] as Summary | undefined;
+  if (reg) {
+    out.push({
+      target: "registrator: container start -> key in etcd p99 <= 100 ms",
+      measured: `p50 ${reg.p50} ms, p99 ${reg.p99} ms (n=${reg.n})`,
+      ok: reg.p99 <= 100,
+    });
+  }
+  for (const m of r.memory?.filter((x) => x.proxy === "router" && x.clients >= 8000) ?? []) {
+    out.push({
+      target: `router memory < 200 MB with ${m.clients} ${m.state} idle clients`,
+      measured: `${m.rssMb} MB resident`,
+      ok: m.rssMb < 200,
+    });
+  }
+  return out;
+}
+
+export function render(r: Results): string {
+  const parts: string[] = [];
+  const m = r.machine as {
+    date?: string;
+    host?: string;
+    cpus?: string;
+    loadBefore?: number[];
+    loadAfter?: number[];
+    cpuBusyBeforeRun?: number;
+  };
+  const busy =
+    m.cpuBusyBeforeRun === undefined ? "" : `; CPU ${Math.round(m.cpuBusyBeforeRun * 100)}% busy just before`;
+  parts.push(
+    `pgha benchmark — ${m.date} on ${m.host} (${m.cpus}); load average before ${m.loadBefore?.join(" ")}, after ${m.loadAfter?.join(" ")}${busy}`,
+  );
+  if (r.dataPath) {
+    const o = r.options as { rounds?: number; seconds?: number };
+    const rows: string[][] = [
+      [
+        "workload",
+        "clients",
+        "direct",
+        "haproxy",
+        "naive",
+        "router",
+        "router/haproxy",
+        "router/direct",
+        "haproxy/direct",
+        "naive/direct",
+      ],
+    ];
+    for (const c of r.dataPath.cells) {
+      const cellText = (t: "direct" | "haproxy" | "naive" | "router") =>
+        `${f(c.tps[t])} (${f(c.latencyMs[t], 3)})`;
+      rows.push([
+        c.workload,
+        String(c.clients),
+        cellText("direct"),
+        cellText("haproxy"),
+        cellText("naive"),
+        cellText("router"),
+        f(c.ratios.routerHaproxy, 2),
+        f(c.ratios.routerDirect, 2),
+        f(c.ratios.haproxyDirect, 2),
+        f(c.ratios.naiveDirect, 2),
+      ]);
+    }
+    parts.push(
+      `\n1. Data path: pgbench TPS (average latency ms), median of ${o.rounds} interleaved rounds x ${o.seconds} s; ratios are medians of per-round ratios\n` +
+        table(rows),
+    );
+  }
+  for (const [title, s] of [
+    ["2. Planned switchover (Patroni REST /switchover)", r.planned?.summary],
+    ["3. Unplanned failover (kill -9 of Patroni + postmaster)", r.unplanned?.summary],
+  ] as const) {
+    if (!s) continue;
+    const rows: string[][] = [
+      [
+        "path",
+        "per-write: window ms",
+        "failed (in flight)",
+        "long-lived: window ms",
+        "failed (reconnects, in flight)",
+        "not recovered",
+      ],
+    ];
+    for (const via of ["router", "haproxy-docs", "haproxy-fast"] as const) {
+      const a = s.via[via]["per-write"];
+      const b = s.via[via]["long-lived"];
+      rows.push([
+        via,
+        `${a.unavailableMs} (max ${a.maxUnavailableMs})`,
+        `${a.failedTotal} (${a.inFlightTotal})`,
+        `${b.unavailableMs} (max ${b.maxUnavailableMs})`,
+        `${b.failedTotal} (${b.failedNewTotal}, ${b.inFlightTotal})`,
+        String(a.notRecovered + b.notRecovered),
+      ]);
+    }
+    parts.push(
+      `\n${title}: n=${s.n}, Patroni's own switch ${s.patroniMs} ms (median); windows are medians, failed attempts are totals (one attempt per 50 ms)\n` +
+        table(rows),
+    );
+  }
+  const sl = r.switchLatency?.summary as
+    | Record<string, Record<string, Summary> | Summary | number>
+    | undefined;
+  if (sl) {
+    const rows: string[][] = [["measure", "p50 ms", "p99 ms", "max ms", "n"]];
+    const add = (label: string, s: Summary | undefined) =>
+      s && rows.push([label, f(s.p50, 1), f(s.p99, 1), f(s.max, 1), String(s.n)]);
+    add("Patroni: leader PUT -> REST /primary 200", sl["putToRestMs"] as Summary);
+    const router = sl["router"] as Record<string, Summary>;
+    add("router: leader PUT -> first client served", router["putToServedMs"]);
+    add("router: REST /primary 200 -> first client served", router["restToServedMs"]);
+    add(
+      "haproxy-docs: leader PUT -> first client served",
+      (sl["haproxy-docs"] as Record<string, Summary>)["putToServedMs"],
+    );
+    add(
+      "haproxy-fast: leader PUT -> first client served",
+      (sl["haproxy-fast"] as Record<string, Summary>)["putToServedMs"],
+    );
+    parts.push(`\n4. Switch latency over planned switchovers\n${table(rows)}`);
+  }
+  if (r.registrator) {
+    const g = r.registrator as Record<string, unknown>;
+    const s = g["startToKeyMs"] as Summary | undefined;
+    const b = g["startToKeyBaselineMs"] as Summary | undefined;
+    const rss = g["rssAfterSync"] as { rssMb?: number } | undefined;
+    parts.push(
+      `\n5. Registrator (real dockerd): start -> key p50 ${s?.p50} ms, p99 ${s?.p99} ms (baseline pipeline p50 ${b?.p50}, p99 ${b?.p99}; ratio p50 ${g["startToKeyRatioP50"]}); ` +
+        `initial sync of ${g["sync"]} containers ${g["syncInternalMs"]} ms (baseline ${g["syncBaselineMs"]} ms); resident ${rss?.rssMb} MB`,
+    );
+  }
+  if (r.memory) {
+    const rows: string[][] = [["process", "clients", "state", "resident MB", "baseline MB", "KB/client"]];
+    for (const x of r.memory) {
+      rows.push([
+        x.proxy,
+        String(x.clients),
+        x.state,
+        f(x.rssMb, 1),
+        f(x.baselineRssMb, 1),
+        f(x.perClientKb, 1),
+      ]);
+    }
+    parts.push(
+      `\n6. Memory with idle clients (connected: client + upstream socket; held: client socket only)\n${table(rows)}`,
+    );
+  }
+  if (r.profile) {
+    const rows: string[][] = [["self ms", "% all", "% busy", "function", "where"]];
+    for (const t of r.profile.top) rows.push([String(t.selfMs), f(t.pct, 1), f(t.busyPct, 1), t.fn, t.where]);
+    parts.push(
+      `\nRouter CPU profile (pgbench select-only, 8 clients, ${r.profile.tps} tps): top self time\n${table(rows)}`,
+    );
+    const inc = r.profile.inclusive ?? [];
+    if (inc.length > 0) {
+      const irows = [
+        ["% all", "router function on the stack", "where"],
+        ...inc.map((t) => [f(t.pct, 1), t.fn, t.where]),
+      ];
+      parts.push(`${table(irows)}`);
+    }
+  }
+  const v = verdicts(r);
+  if (v.length > 0) {
+    const rows = [
+      ["target", "measured", "verdict"],
+      ...v.map((x) => [x.target, x.measured, x.ok ? "met" : "MISSED"]),
+    ];
+    parts.push(`\nTargets\n${table(rows)}`);
+  }
+  for (const [part, err] of Object.entries(r.errors)) parts.push(`\n${part}: FAILED — ${err}`);
+  return parts.join("\n") + "\n";
+}

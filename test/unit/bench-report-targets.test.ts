@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Cell } from "../../bench/datapath.js";
+import { type EventSummary, summarizeEvents } from "../../bench/failover.js";
+import { planOf } from "../../bench/options.js";
+import { lastJsonDocument } from "../../bench/registrator-part.js";
+import { type Results, render, verdicts } from "../../bench/report.js";
+import type { WriterFigures } from "../../bench/writers.js";
+
+const wf = (unavailableMs: number, failed = 0, failedNew = failed): WriterFigures => ({
+  unavailableMs,
+  failed,
+  inFlight: 0,
+  failedNew,
+  failedOnSession: failed - failedNew,
+  recovered: true,
+  writes: 10,
+  errors: [],
+  failures: [],
+});
+
+function event(router: number, docs: number, fast: number, routerFailedNew = 0) {
+  return {
+    kind: "planned" as const,
+    from: "pg1",
+    to: "pg2",
+    patroniMs: 2000,
+    observedMs: 9000,
+    routerRetries: 0,
+    routerDecisions: [],
+    figures: {
+      router: { "per-write": wf(router, routerFailedNew), "long-lived": wf(router - 100, 1, 0) },
+      "haproxy-docs": { "per-write": wf(docs, 60), "long-lived": wf(docs, 5, 4) },
+      "haproxy-fast": { "per-write": wf(fast, 3), "long-lived": wf(fast, 2, 1) },
+    },
+  };
+}
+
+function results(cells: Cell[], planned: EventSummary): Results {
+  return {
+    machine: { date: "d", host: "h" },
+    options: { rounds: 3, seconds: 5 },
+    ttl: 10,
+    dataPath: { cells },
+    planned: { summary: planned },
+    errors: {},
+  };
+}
+
+const cell = (routerHaproxy: number, latencyRouterHaproxy: number, clients: number): Cell =>
+  ({
+    workload: "select-only",
+    clients,
+    rounds: { direct: [], haproxy: [], naive: [], router: [] },
+    tps: { direct: 30000, haproxy: 25000, naive: 18000, router: 25000 * routerHaproxy },
+    latencyMs: { direct: 0.05, haproxy: 0.09, naive: 0.085, router: 0.09 * latencyRouterHaproxy },
+    ratios: {
+      routerHaproxy,
+      routerDirect: 0.8,
+      haproxyDirect: 0.85,
+      naiveDirect: 0.65,
+      latencyRouterHaproxy,
+    },
+  }) as Cell;
+
+describe("benchmark targets", () => {
+  it("planned switchover: medians over events, compared with the better HAProxy config; failed new connections summed", () => {
+    const s = summarizeEvents("planned", [
+      event(1000, 6000, 4000),
+      event(1400, 7000, 4400),
+      event(1200, 6500, 3000, 1),
+    ]);
+    assert.equal(s.via.router["per-write"].unavailableMs, 1200);
+    assert.equal(s.via["haproxy-fast"]["per-write"].unavailableMs, 4000);
+    assert.equal(s.via.router["per-write"].failedNewTotal, 1);
+    const v = verdicts(results([], s));
+    assert.deepEqual(
+      v.map((x) => x.ok),
+      [true, false],
+    );
+  });
+
+  it("data path: router TPS at 8 clients against HAProxy, one-client latency against HAProxy", () => {
+    const table: [number, number, boolean[]][] = [
+      [1.02, 0.95, [true, true]],
+      [0.87, 1.48, [false, false]],
+    ];
+    for (const [tpsRatio, latRatio, want] of table) {
+      const s = summarizeEvents("planned", [event(1000, 6000, 4000)]);
+      const v = verdicts(results([cell(1, latRatio, 1), cell(tpsRatio, 1, 8)], s)).slice(0, 2);
+      assert.deepEqual(
+        v.map((x) => x.ok),
+        want,
+      );
+    }
+  });
+
+  it("the table names every part that ran and every target", () => {
+    const s = summarizeEvents("planned", [event(1000, 6000, 4000)]);
+    const text = render(results([cell(0.9, 1.2, 1), cell(0.9, 1.2, 8)], s));
+    for (const want of ["1. Data path", "2. Planned switchover", "Targets", "MISSED", "haproxy-fast"]) {
+      assert.ok(text.includes(want), want);
+    }
+  });
+});
+
+describe("benchmark plumbing", () => {
+  it("--quick shortens what was not given explicitly", () => {
+    const base = {
+      parts: ["datapath"] as const,
+      quick: true,
+      rounds: 0,
+      seconds: 7,
+      clients: [1, 8],
+      scale: 1,
+      switchovers: 0,
+      failovers: 0,
+      latencySwitchovers: 0,
+      registratorStarts: 0,
+      registratorSync: 0,
+      memoryClients: [1000],
+      heldClients: 10000,
+      profileSeconds: 0,
+      ttl: 10,
+      out: "/tmp/x",
+    };
+    const p = planOf(base);
+    assert.equal(p.rounds, 2);
+    assert.equal(p.seconds, 7);
+    assert.equal(p.latencySwitchovers, 10);
+    assert.equal(planOf({ ...base, quick: false }).latencySwitchovers, 20);
+  });
+
+  it("the registrator benchmark's result is the JSON document its output ends with", () => {
+    const out = 'warming up\n{\n  "startToKeyMs": { "p99": 12 },\n  "sync": 200\n}\n';
+    assert.deepEqual(lastJsonDocument(out), { startToKeyMs: { p99: 12 }, sync: 200 });
+    assert.throws(() => lastJsonDocument("nothing here\n"), /no JSON result/);
+  });
+});
