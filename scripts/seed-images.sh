@@ -16,7 +16,7 @@ mkdir -p "$cache"
 log() { printf 'seed-images: %s\n' "$*" >&2; }
 # A stand-in made by an older version of this script is made again (official images carry
 # their own labels, never ours).
-STANDIN=3
+STANDIN=4
 have() {
   local label comment
   label=$(docker image inspect -f '{{index .Config.Labels "org.pgha.standin"}}' "$1" 2>/dev/null) || return 1
@@ -37,12 +37,15 @@ seed_debian() {
   local img=debian:bookworm-slim
   have "$img" && { log "$img present"; return; }
   try_pull "$img" && { log "$img pulled"; return; }
-  local tarball="$cache/bookworm-minbase.tar"
+  local tarball="$cache/bookworm-minbase-$STANDIN.tar"
   if [ ! -s "$tarball" ]; then
     command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
     local root
     # Not under /tmp: it may be mounted nodev, and debootstrap makes device nodes.
     root=$(mktemp -d "$cache/rootfs.XXXXXX")
+    # mktemp makes the directory 0700, and it becomes the image's `/`: some storage drivers
+    # (vfs) keep that mode, and then no user but root can reach any file.
+    chmod 0755 "$root"
     log "no registry: building $img with debootstrap from $mirror (about 30 s)"
     debootstrap --variant=minbase bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
       { log "debootstrap failed; see $cache/debootstrap.log"; rm -rf "$root"; exit 1; }
