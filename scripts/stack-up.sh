@@ -118,7 +118,7 @@ fi
 profile=()
 [ "$monitoring" = 1 ] && profile=(--profile monitoring)
 say "starting project $project (cluster $scope)"
-compose "${profile[@]}" up -d --no-build
+compose "${profile[@]}" up -d --no-build >&2
 
 say "waiting up to ${wait_s}s for the router to route to a primary (http://$host:$admin_port/readyz)"
 deadline=$(($(date +%s) + wait_s))
