@@ -1,5 +1,5 @@
 /**
- * The Docker edge (dockerode). `run()` keeps one event stream open for as long as
+ * The Docker edge (docker-api.ts). `run()` keeps one event stream open for as long as
  * the registrator lives:
  *
  *   subscribe to events (from the daemon's clock a second back, so nothing falls
@@ -8,12 +8,10 @@
  *
  * It never gives up and never exits the process.
  */
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Readable } from "node:stream";
-import Docker from "dockerode";
 import type { Logger } from "../shared/logger.js";
 import { Backoff, sleep } from "../shared/time.js";
+import { DockerApi } from "./docker-api.js";
 import { type ContainerEvent, decodeEvent, JsonLineDecoder, WATCHED_ACTIONS } from "./docker-events.js";
 import { DockerError, toDockerError } from "./errors.js";
 import type { Observation } from "./lifecycle.js";
@@ -32,21 +30,12 @@ export interface SourceHandlers {
   readonly onConnected: () => Promise<void>;
 }
 
-/** dockerode for a unix socket or tcp:// endpoint (TLS from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set). */
-export function createDockerClient(endpoint: DockerEndpoint, env: NodeJS.ProcessEnv = process.env): Docker {
-  if (endpoint.kind === "unix") return new Docker({ socketPath: endpoint.socketPath });
-  const certPath = env["DOCKER_CERT_PATH"];
-  if (env["DOCKER_TLS_VERIFY"] && certPath) {
-    return new Docker({
-      host: endpoint.host,
-      port: endpoint.port,
-      protocol: "https",
-      ca: readFileSync(join(certPath, "ca.pem")),
-      cert: readFileSync(join(certPath, "cert.pem")),
-      key: readFileSync(join(certPath, "key.pem")),
-    });
-  }
-  return new Docker({ host: endpoint.host, port: endpoint.port, protocol: "http" });
+/** A client for a unix socket or tcp:// endpoint (TLS from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set). */
+export function createDockerClient(
+  endpoint: DockerEndpoint,
+  env: NodeJS.ProcessEnv = process.env,
+): DockerApi {
+  return DockerApi.forEndpoint(endpoint, env);
 }
 
 export class DockerSource {
@@ -54,7 +43,7 @@ export class DockerSource {
   private readonly abort = new AbortController();
 
   constructor(
-    private readonly docker: Docker,
+    private readonly docker: DockerApi,
     private readonly log: Logger,
     private readonly metrics: RegistratorMetrics,
   ) {}
@@ -78,7 +67,7 @@ export class DockerSource {
   /** IDs of the running (and paused) containers. */
   async listRunning(): Promise<string[]> {
     try {
-      const list = await this.docker.listContainers({ all: false, abortSignal: this.callSignal() });
+      const list = await this.docker.listContainers(this.callSignal());
       return list.map((c) => c.Id);
     } catch (err) {
       throw toDockerError(err, "list containers");
@@ -98,11 +87,13 @@ export class DockerSource {
       let stream: Readable | null = null;
       try {
         const since = await this.daemonTime();
-        stream = (await this.docker.getEvents({
-          since: Math.round(since * 1000) / 1000,
-          filters: { type: ["container"], event: [...WATCHED_ACTIONS] },
-          abortSignal: signal,
-        })) as unknown as Readable;
+        stream = await this.docker.events(
+          {
+            since: Math.round(since * 1000) / 1000,
+            filters: { type: ["container"], event: WATCHED_ACTIONS },
+          },
+          signal,
+        );
         const ended = this.follow(stream, handlers.onEvent);
         this.setConnected(true);
         this.log.info({ reconnect: failures > 0 }, "following Docker events");
@@ -162,12 +153,7 @@ export class DockerSource {
   private async daemonTime(): Promise<number> {
     let info: { SystemTime?: string };
     try {
-      const withOpts = this.docker.info as unknown as (opts: {
-        abortSignal: AbortSignal;
-      }) => Promise<unknown>;
-      info = (await withOpts.call(this.docker, { abortSignal: this.callSignal() })) as {
-        SystemTime?: string;
-      };
+      info = await this.docker.info(this.callSignal());
     } catch (err) {
       throw toDockerError(err, "info");
     }
@@ -177,7 +163,7 @@ export class DockerSource {
 
   private async inspectRaw(id: string): Promise<unknown | null> {
     try {
-      return await this.docker.getContainer(id).inspect({ abortSignal: this.callSignal() });
+      return await this.docker.inspectContainer(id, this.callSignal());
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return null;
       throw toDockerError(err, "inspect", { container: id.slice(0, 12) });

@@ -1,4 +1,4 @@
-/** Docker errors as ours: dockerode's and the socket's errors converted where Docker is called. */
+/** Docker errors as ours: the API's and the socket's errors converted where Docker is called. */
 import { PgHaError } from "../shared/errors.js";
 
 export class DockerError extends PgHaError {

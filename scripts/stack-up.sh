@@ -118,7 +118,7 @@ fi
 profile=()
 [ "$monitoring" = 1 ] && profile=(--profile monitoring)
 say "starting project $project (cluster $scope)"
-compose "${profile[@]}" up -d --no-build
+compose "${profile[@]}" up -d --no-build >&2
 
 say "waiting up to ${wait_s}s for the router to route to a primary (http://$host:$admin_port/readyz)"
 deadline=$(($(date +%s) + wait_s))
@@ -156,6 +156,6 @@ pgha: the stack is up.
   router:                http://$host:$admin_port/routes  /metrics  /readyz
 EOF
 if [ "$monitoring" = 1 ]; then echo "  prometheus:            http://$host:$prom_port/targets" >&2; fi
-echo "  stop:                  ./pgha down   (data kept; scripts/stack-down.sh --volumes deletes it)" >&2
+echo "  stop:                  ./pgha down   (data kept; ./pgha down --volumes deletes it)" >&2
 # The URL alone on stdout, for scripts: psql "$(./pgha up)"
 echo "$url"

@@ -3,11 +3,12 @@
  * process metrics on), `/healthz` (the process loop answers), `/readyz` (the
  * service's own readiness), plus service routes such as `/routes`.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { HostPort } from "./config.js";
 import type { Logger } from "./logger.js";
+import { http } from "./node-http.js";
 import { redactValue } from "./redact.js";
 
 export interface Readiness {
@@ -44,7 +45,7 @@ export class AdminServer {
   private boundAddress: AddressInfo | null = null;
 
   constructor(private readonly opts: AdminOptions) {
-    this.server = createServer((req, res) => {
+    this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         opts.log.error({ err }, "admin request failed");
         if (!res.headersSent) sendJson(res, 500, { error: "internal error" });

@@ -2,9 +2,12 @@
  * What `./pgha up` and `./pgha down` run: scripts/stack-up.sh writes the env
  * file with random passwords (mode 0600), starts the stack, waits for a
  * routable primary and prints a psql URL that works from the host;
- * scripts/stack-down.sh stops it, keeping the data unless asked.
+ * scripts/stack-down.sh stops it, keeping the data unless asked. `./pgha up`
+ * and `./pgha down` pass their arguments on, and `./pgha up` prints the URL
+ * alone on stdout (set-up speaks on stderr), so `psql "$(./pgha up)"` works.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -28,9 +31,10 @@ function readEnv(): Record<string, string> {
   return out;
 }
 
-async function script(
-  name: string,
-  args: string[] = [],
+/** Runs a command of this checkout (`scripts/stack-up.sh`, `pgha`) with the test's env file. */
+async function command(
+  path: string,
+  args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env["PATH"],
@@ -38,17 +42,22 @@ async function script(
     PGHA_ENV_FILE: envFile,
     ...(noBuild ? { PGHA_NO_BUILD: "1" } : {}),
   };
-  try {
-    const r = await run(join(REPO_ROOT, "scripts", name), args, {
-      env,
-      cwd: REPO_ROOT,
-      timeoutMs: 15 * 60_000,
-    });
-    return { code: 0, ...r };
-  } catch (err) {
-    return { code: 1, stdout: "", stderr: (err as Error).message };
-  }
+  return new Promise((resolve) => {
+    execFile(
+      join(REPO_ROOT, path),
+      args,
+      { env, cwd: REPO_ROOT, timeout: 15 * 60_000, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
 }
+
+const script = (name: string, args: string[] = []) => command(join("scripts", name), args);
+/** `./pgha up|down ARGS…`: set-up first, then the stack script with ARGS. */
+const pgha = (args: string[]) => command("pgha", args);
 
 async function volumes(): Promise<string[]> {
   const out = await docker(["volume", "ls", "-q", "--filter", `label=com.docker.compose.project=${project}`]);
@@ -139,10 +148,23 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
     );
   });
 
-  it("is idempotent: a second run keeps the passwords and the stack", async () => {
+  it("./pgha up passes its arguments on to stack-up.sh", async () => {
+    const r = await pgha(["up", "--no-such-flag"]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      /stack-up: unknown argument --no-such-flag \(accepted: --monitoring, --no-build\)/,
+    );
+    assert.equal(r.stdout, "");
+  });
+
+  it("./pgha up again: set-up on stderr, the URL alone on stdout, passwords and stack kept", async () => {
     const before = readFileSync(envFile, "utf8");
-    const r = await script("stack-up.sh");
+    const r = await pgha(["up", "--no-build"]);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /pgha: setup done in/);
+    assert.doesNotMatch(r.stderr, /build-images:/, "--no-build reached stack-up.sh");
+    assert.equal(r.stdout, `postgresql://admin@127.0.0.1:${port}/postgres\n`);
     assert.equal(readFileSync(envFile, "utf8"), before);
   });
 
@@ -157,8 +179,9 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       env: { ...process.env, PGPASSWORD: readEnv()["POSTGRES_PASSWORD"]!, PGCONNECT_TIMEOUT: "10" },
     });
     assert.equal(q.stdout.trim(), "survives down and up");
-    const purge = await script("stack-down.sh", ["--volumes"]);
+    const purge = await pgha(["down", "--volumes"]);
     assert.equal(purge.code, 0, purge.stderr);
+    assert.equal(purge.stdout, "");
     assert.deepEqual(await volumes(), []);
   });
 });

@@ -61,7 +61,7 @@ describe("registrator image", () => {
       "sh",
       IMAGE,
       "-c",
-      "for p in typescript @biomejs/biome @types/dockerode pg; do [ -e node_modules/$p ] && echo $p; done; true",
+      "for p in typescript @biomejs/biome @types/dockerode dockerode pg; do [ -e node_modules/$p ] && echo $p; done; true",
     );
     assert.equal(dev, "", "no dev dependencies");
   });
