@@ -221,9 +221,11 @@ export function render(r: Results): string {
     const add = (label: string, s: Summary | undefined) =>
       s && rows.push([label, f(s.p50, 1), f(s.p99, 1), f(s.max, 1), String(s.n)]);
     add("Patroni: leader PUT -> REST /primary 200", sl["putToRestMs"] as Summary);
+    add("Patroni: leader PUT -> /primary 200 saying role master", sl["putToMasterMs"] as Summary);
     const router = sl["router"] as Record<string, Summary>;
     add("router: leader PUT -> first client served", router["putToServedMs"]);
     add("router: REST /primary 200 -> first client served", router["restToServedMs"]);
+    add("router: /primary saying master -> first client served", router["masterToServedMs"]);
     add(
       "haproxy-docs: leader PUT -> first client served",
       (sl["haproxy-docs"] as Record<string, Summary>)["putToServedMs"],

@@ -7,7 +7,10 @@
  *                byte a client received from the new primary;
  *   rest→served  from the new leader's REST /primary first answering 200 (polled
  *                every 10 ms from the PUT on) to that same first byte: the share
- *                that is the router's own (Patroni's promotion is not).
+ *                that is the router's own (Patroni's promotion is not);
+ *   master→served  from the first /primary 200 whose body says role master (PostgreSQL
+ *                has left recovery; Patroni 3 answers 200 from the moment it holds the
+ *                lock, while the server is still read-only) to that first byte.
  */
 import type { Etcd3 } from "etcd3";
 import { patroniKeys } from "../shared/keys.js";
@@ -35,7 +38,12 @@ export interface SwitchSample {
   readonly deleteToPutMs: number;
   /** PUT → the new leader's REST /primary answering 200 (Patroni's promotion; ms). */
   readonly putToRestMs: number;
-  readonly served: Record<ProbeVia, { putToServedMs: number; restToServedMs: number }>;
+  /** PUT → its /primary answering 200 with role master in the body (out of recovery; ms). */
+  readonly putToMasterMs: number;
+  readonly served: Record<
+    ProbeVia,
+    { putToServedMs: number; restToServedMs: number; masterToServedMs: number }
+  >;
   /** The router's decisions from the request to the first client it served, times in ms from the PUT. */
   readonly routerDecisions: readonly {
     atMs: number;
@@ -139,9 +147,18 @@ export async function runSwitchLatency(
         () => failed,
         5,
       );
-      // REST /primary of the new leader, polled from the PUT on, concurrently with the request.
-      const tRest = await pollUntil(
-        async () => ((await target.rest("/primary", 1000).catch(() => null))?.status === 200 ? now() : null),
+      // REST /primary of the new leader, polled from the PUT on, concurrently with the request:
+      // when it first answers 200, and when its body first says the server left recovery.
+      let tRest = Number.NaN;
+      const tMaster = await pollUntil(
+        async () => {
+          const r = await target.rest("/primary", 1000).catch(() => null);
+          if (r?.status !== 200) return null;
+          const t = now();
+          if (Number.isNaN(tRest)) tRest = t;
+          const role = (r.body as { role?: unknown } | null)?.role;
+          return role === "master" || role === "primary" ? t : null;
+        },
         () => failed,
         REST_POLL_MS,
       );
@@ -158,13 +175,18 @@ export async function runSwitchLatency(
           },
           { timeoutMs: 60_000, intervalMs: 20 },
         ).catch(() => Number.NaN);
-        served[via] = { putToServedMs: round(t - put.t, 1), restToServedMs: round(t - tRest, 1) };
+        served[via] = {
+          putToServedMs: round(t - put.t, 1),
+          restToServedMs: round(t - tRest, 1),
+          masterToServedMs: round(t - tMaster, 1),
+        };
       }
       const s: SwitchSample = {
         from,
         to,
         deleteToPutMs: del ? round(put.t - del.t, 1) : Number.NaN,
         putToRestMs: round(tRest - put.t, 1),
+        putToMasterMs: round(tMaster - put.t, 1),
         served,
         routerDecisions: lab.router
           .decisions(tPost - 100, put.t + served.router.putToServedMs + 100)
@@ -177,8 +199,9 @@ export async function runSwitchLatency(
       };
       samples.push(s);
       log(
-        `switch ${i + 1}/${count} ${from} -> ${to}: put→rest ${s.putToRestMs} ms; router put→served ` +
-          `${served.router.putToServedMs} ms (rest→served ${served.router.restToServedMs}); haproxy-docs ` +
+        `switch ${i + 1}/${count} ${from} -> ${to}: put→rest ${s.putToRestMs} ms, put→master ` +
+          `${s.putToMasterMs} ms; router put→served ${served.router.putToServedMs} ms (rest→served ` +
+          `${served.router.restToServedMs}, master→served ${served.router.masterToServedMs}); haproxy-docs ` +
           `${served["haproxy-docs"].putToServedMs} ms, haproxy-fast ${served["haproxy-fast"].putToServedMs} ms`,
       );
       await lab.waitAllServePrimary(120_000);
@@ -192,16 +215,19 @@ export async function runSwitchLatency(
   const hist1 = await lab.router.metric("router_switch_seconds_sum");
   const histN1 = await lab.router.metric("router_switch_seconds_count");
   const routerMetricMeanMs = round(((sum(hist1) - sum(hist0)) / (sum(histN1) - sum(histN0))) * 1000, 1);
-  const pick = (via: ProbeVia, k: "putToServedMs" | "restToServedMs") => samples.map((s) => s.served[via][k]);
+  const pick = (via: ProbeVia, k: "putToServedMs" | "restToServedMs" | "masterToServedMs") =>
+    samples.map((s) => s.served[via][k]);
   return {
     samples,
     summary: {
       n: samples.length,
       putToRestMs: summary(samples.map((s) => s.putToRestMs)),
+      putToMasterMs: summary(samples.map((s) => s.putToMasterMs)),
       deleteToPutMs: summary(samples.map((s) => s.deleteToPutMs)),
       router: {
         putToServedMs: summary(pick("router", "putToServedMs")),
         restToServedMs: summary(pick("router", "restToServedMs")),
+        masterToServedMs: summary(pick("router", "masterToServedMs")),
       },
       "haproxy-docs": { putToServedMs: summary(pick("haproxy-docs", "putToServedMs")) },
       "haproxy-fast": { putToServedMs: summary(pick("haproxy-fast", "putToServedMs")) },

@@ -3,8 +3,10 @@
  * over one keep-alive undici Pool per API origin, each with a deadline of
  * --rest-timeout. Every --rest-interval all planned checks run; `checkNow()` runs
  * them at once (on every etcd change); members in the fast set are re-checked
- * every FAST_CHECK_MS (a new leader awaiting confirmation). Results are an
- * immutable Health map replaced on each answer.
+ * every FAST_CHECK_MS for at most FAST_WINDOW_MS (a new leader awaiting
+ * confirmation). Patroni 3's REST API speaks HTTP/1.0 and closes each connection,
+ * so a check costs a connect; the pools keep connections where the server allows.
+ * Results are an immutable Health map replaced on each answer.
  */
 import { readFileSync } from "node:fs";
 import { Pool } from "undici";
@@ -12,8 +14,13 @@ import type { Logger } from "../shared/logger.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { Health, MemberHealth, Probe } from "./selection.js";
 
-/** Re-check period for a leader awaiting REST confirmation. */
-export const FAST_CHECK_MS = 50;
+/**
+ * Re-check period for a leader awaiting REST confirmation (a check still under way when the
+ * period ends is followed by the next one as soon as it answers).
+ */
+export const FAST_CHECK_MS = 10;
+/** How long a member stays in the fast set before it falls back to --rest-interval. */
+export const FAST_WINDOW_MS = 5_000;
 
 export type CheckKind = "primary" | "replica";
 
@@ -44,7 +51,8 @@ export class HealthChecker {
   private readonly pools = new Map<string, Pool>();
   private readonly inflight = new Set<string>();
   private readonly again = new Set<string>();
-  private fast: ReadonlySet<string> = new Set();
+  /** Members in the fast set, with when each entered it. */
+  private fast = new Map<string, number>();
   private interval: NodeJS.Timeout | null = null;
   private fastTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -95,9 +103,12 @@ export class HealthChecker {
     }
   }
 
-  /** Members whose /primary is re-checked every FAST_CHECK_MS. */
+  /** Members whose /primary is re-checked every FAST_CHECK_MS (for FAST_WINDOW_MS from when they entered). */
   setFast(names: ReadonlySet<string>): void {
-    this.fast = names;
+    const now = Date.now();
+    const next = new Map<string, number>();
+    for (const name of names) next.set(name, this.fast.get(name) ?? now);
+    this.fast = next;
     if (names.size > 0 && this.fastTimer === null && !this.closed) {
       this.fastTimer = setInterval(() => this.runFast(), FAST_CHECK_MS);
       this.fastTimer.unref();
@@ -112,8 +123,12 @@ export class HealthChecker {
   }
 
   private runFast(): void {
+    const now = Date.now();
     for (const p of this.plan) {
-      if (this.fast.has(p.name) && p.checks.includes("primary")) this.check(p, "primary");
+      const since = this.fast.get(p.name);
+      if (since !== undefined && now - since < FAST_WINDOW_MS && p.checks.includes("primary")) {
+        this.check(p, "primary");
+      }
     }
   }
 

@@ -16,9 +16,11 @@ import type { RouterMetrics } from "./metrics.js";
 import type { CheckMode, ReplicaFallback, RouteSpec } from "./options.js";
 import {
   type DcsStatus,
+  type Health,
   LAG_HYSTERESIS,
   type PrimaryDecision,
   pickReplica,
+  primaryVerdict,
   type ReplicaDecision,
   replicaLag,
   sameDecision,
@@ -227,19 +229,32 @@ export class ClusterRoute {
       this.metrics.switchSeconds.observe({ route: this.scope }, (now - this.leaderChangedAt) / 1000);
     }
     if (d.action === "route") this.lastRouted = d.target;
-    // A leader awaiting confirmation is re-checked every FAST_CHECK_MS.
-    const fast = new Set<string>();
-    if (d.action !== "route" && this.opts.mode !== "etcd") {
-      if (this.view.leader !== null) fast.add(this.view.leader);
-      if (this.opts.mode === "rest") for (const m of this.view.members) fast.add(m.name);
-    }
-    this.checker.setFast(fast);
+    this.checker.setFast(this.awaitingRest(d, health, now));
 
     if (this.spec.replicaListen !== null) this.evaluateReplicas(now);
     if (d.action === "route" && !wasRoutable) this.onRoutable();
   }
 
   private lastRouted: PrimaryDecision["target"] = null;
+
+  /**
+   * The members whose REST answer the decision waits for (re-checked every FAST_CHECK_MS): the
+   * leader while no primary is routed (or the routed one is paused) and its /primary has not
+   * confirmed it. Not the leader of a pending switchover: that wait is for etcd, not REST.
+   */
+  private awaitingRest(d: PrimaryDecision, health: Health, now: number): Set<string> {
+    const fast = new Set<string>();
+    if (d.action === "route" || this.opts.mode === "etcd") return fast;
+    if (this.opts.mode === "rest") {
+      for (const m of this.view.members) fast.add(m.name);
+      return fast;
+    }
+    const leader = this.view.members.find((m) => m.name === this.view.leader);
+    if (leader?.valid && primaryVerdict(health.get(leader.name)?.primary, leader.apiUrl, now) !== "ok") {
+      fast.add(leader.name);
+    }
+    return fast;
+  }
 
   private changePrimary(d: PrimaryDecision, now: number): void {
     const old = this.primaryBackend;

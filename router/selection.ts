@@ -114,7 +114,11 @@ export function probeVerdict(probe: Probe | undefined, apiUrl: string | null, no
 
 /**
  * probeVerdict for /primary: a 200 whose body says the server is still in recovery (or
- * is not running: stopping, restarting) does not make a primary yet.
+ * is not running: stopping, restarting, or Patroni's query failed) does not make a primary
+ * yet. Patroni 3 answers /primary 200 as soon as it holds the leader lock; the body's role
+ * comes from pg_is_in_recovery(), and when that query fails the body carries Patroni's own
+ * role (`promoted` while promoting) and state `unknown`. Such answers are ambiguous, never
+ * a refusal: only a status other than 200, or no answer at all, says "not the primary".
  */
 export function primaryVerdict(probe: Probe | undefined, apiUrl: string | null, now: number): ProbeVerdict {
   const v = probeVerdict(probe, apiUrl, now);
@@ -124,6 +128,15 @@ export function primaryVerdict(probe: Probe | undefined, apiUrl: string | null, 
   if (role !== null && role !== "master" && role !== "primary") return "unknown";
   if (state !== null && state !== "running") return "unknown";
   return v;
+}
+
+/** Why a /primary answer whose verdict is `unknown` does not confirm the member (for reasons). */
+function unconfirmed(probe: Probe | undefined, apiUrl: string): string {
+  if (probe === undefined || probe.apiUrl !== apiUrl) return "not checked yet";
+  if (probe.status !== 200) return "no answer yet";
+  const role = probe.role ?? null;
+  if (role !== null && role !== "master" && role !== "primary") return `answers 200 with role ${role}`;
+  return `answers 200 with state ${probe.state ?? "unknown"}`;
 }
 
 function isDue(scheduledAt: string | null, now: number): boolean {
@@ -157,17 +170,18 @@ export function dcsTrustMs(view: ClusterView): number {
 
 /**
  * The member the DCS names as primary, or why there is none. With `roleFromRest`, a
- * leader whose member record still says `replica` is accepted here: Patroni rewrites the
- * record up to a loop after the promotion, and REST /primary (checked next) is the
- * node's own word on its role.
+ * leader whose member record says `replica` or `promoting` is accepted here: Patroni
+ * rewrites the record up to a loop after the promotion (Patroni 3.0.2 writes `replica`,
+ * then `promoted`, then `master`), and REST /primary (checked next) is the node's own word
+ * on its role. Any other role (`demoted`, `standby_leader`, unknown) is definitive.
  */
 function dcsPrimary(view: ClusterView, roleFromRest: boolean): ValidMember | string {
   if (view.leader === null) return "no leader key";
   const m = view.members.find((x) => x.name === view.leader);
   if (m === undefined) return `leader ${view.leader} is not among the members`;
   if (!m.valid) return `leader ${view.leader}'s member record is unusable: ${m.reason}`;
-  const promoting = roleFromRest && m.role === "replica";
-  if (m.role !== "primary" && !promoting) return `leader ${m.name} has role ${m.role}`;
+  const settling = roleFromRest && (m.role === "replica" || m.role === "promoting");
+  if (m.role !== "primary" && !settling) return `leader ${m.name} has role ${m.role}`;
   if (!m.running) return `leader ${m.name} is ${m.state}`;
   return m;
 }
@@ -217,26 +231,32 @@ export function selectPrimary(
     return route(target, `${m.name} holds the leader key`);
   }
 
-  // both: the leader key and REST /primary must agree.
+  // both: the leader key and REST /primary must agree. Definitive signals (the leader key
+  // gone or moved, a record saying demoted, /primary answering non-200, REST_FALL missed
+  // checks) fence; an ambiguous answer about the routed primary only pauses it.
   if (m.apiUrl === null) return none(`leader ${m.name} has no api_url to confirm it`);
   const probe = health.get(m.name)?.primary;
   const verdict = primaryVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
   if (verdict === "refused") return none(`leader ${m.name} answers /primary with ${probe!.status}`);
-  if (m.role !== "primary" && verdict !== "ok") return none(`leader ${m.name} has role ${m.role}`);
-  if (verdict === "unknown") {
-    return wasRouted
-      ? pause(
-          target,
-          `${m.name} /primary does not confirm it now (starting, stopping or not checked); holding new clients`,
-        )
-      : none(`awaiting REST confirmation of ${m.name}`);
-  }
   if (verdict === "unreachable") {
     if (wasRouted && (probe?.failures ?? 0) < REST_FALL) {
       return pause(target, `${m.name} /primary did not answer; holding new clients`);
     }
     return none(`leader ${m.name}'s REST API does not answer`);
+  }
+  if (verdict === "unknown") {
+    if (wasRouted) {
+      return pause(
+        target,
+        `${m.name} /primary does not confirm it now (${unconfirmed(probe, m.apiUrl)}); holding new clients`,
+      );
+    }
+    return none(
+      m.role === "primary"
+        ? `awaiting REST confirmation of ${m.name}`
+        : `leader ${m.name} has role ${m.role}; awaiting REST confirmation`,
+    );
   }
   const pending = pendingSwitchover(view, m.name, ctx.failoverSeenAt, now);
   if (pending !== null) return pause(target, pending);

@@ -10,7 +10,12 @@
 import { clusterPrefix, splitClusterKey } from "./keys.js";
 import type { PrefixSnapshot } from "./watch.js";
 
-export type MemberRole = "primary" | "replica" | "standby_leader" | "unknown";
+/**
+ * `promoting` is Patroni's `promoted`: the member took the leader lock and ran `pg_ctl promote`,
+ * and PostgreSQL may still be leaving recovery; Patroni writes `master` once it has (up to a loop
+ * later, while the server may already take writes).
+ */
+export type MemberRole = "primary" | "promoting" | "replica" | "standby_leader" | "unknown";
 
 export interface ValidMember {
   readonly valid: true;
@@ -93,6 +98,8 @@ function normaliseRole(role: unknown): MemberRole {
     case "master":
     case "primary":
       return "primary";
+    case "promoted":
+      return "promoting";
     case "replica":
     case "sync_standby":
     case "standby":

@@ -166,6 +166,43 @@ describe("router: failover behaviour", () => {
     await c.waitReady({ replicas: 2 });
   });
 
+  it("five planned switchovers in a row: no new connection fails, and a new primary once routed stays routed", async () => {
+    // Patroni 3.0.2 writes the new leader's record as `replica`, then `promoted`, then `master`,
+    // and its /primary body may say `promoted`/`unknown` for a moment: none of that may fence
+    // the primary the router has just released its held clients to.
+    const changesBefore = await r.metric("router_primary_changes_total");
+    const w = writer(20);
+    let attempts: Attempt[];
+    const moves: string[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
+        // Patroni answers 503 when its loop finds the candidate not ready yet: ask again.
+        const { from, to } = await waitFor(
+          "Patroni to accept a switchover",
+          () => c.switchover().catch(() => null),
+          { timeoutMs: 60_000, intervalMs: 2000 },
+        );
+        moves.push(`${from}->${to}`);
+        const since = w.attempts.length;
+        await waitFor(
+          `a write through the router on ${to}`,
+          () => w.attempts.slice(since).some((a) => a.member === to),
+          { timeoutMs: 30_000 },
+        );
+        await sleep(1500); // Patroni settles the record within a loop (loop_wait 2 s)
+      }
+    } finally {
+      attempts = await w.stop();
+    }
+    const failed = attempts.filter((a) => !a.ok);
+    assert.deepEqual(failed, [], `no client saw an error over ${moves.join(", ")}`);
+    // One change per switchover (the old primary fenced); a new primary un-routed again adds one.
+    const changes = (await r.metric("router_primary_changes_total")) - changesBefore;
+    assert.equal(changes, moves.length, `routed-primary changes over ${moves.length} switchovers`);
+    await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
+  });
+
   it("Patroni dies but its PostgreSQL keeps running: the router fences that primary and follows the new leader", async () => {
     const old = (await c.leader())!;
     const node = c.node(old);

@@ -111,6 +111,7 @@ describe("Patroni DCS decoder", () => {
     const roles: [string, string][] = [
       ["master", "primary"],
       ["primary", "primary"],
+      ["promoted", "promoting"],
       ["replica", "replica"],
       ["standby_leader", "standby_leader"],
       ["standby-leader", "standby_leader"],

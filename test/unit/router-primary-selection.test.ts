@@ -193,6 +193,86 @@ const cases: Case[] = [
     want: "route",
     target: "pg2",
   },
+  // Patroni 3.0.2 mid-promotion: the record says `promoted` (decoded `promoting`) for up to a
+  // loop after PostgreSQL has left recovery; /primary answers 200 from the moment the lock is
+  // held, with the body's role from pg_is_in_recovery() (or, when its query fails, Patroni's own
+  // role and state `unknown`). None of that is a reason to fence a routed primary.
+  {
+    name: "routed new primary whose record turns `promoted` while /primary confirms it: route",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master", state: "running" } } }),
+    previous: t("pg2", 5002),
+    want: "route",
+    target: "pg2",
+  },
+  {
+    name: "new leader whose record says `promoted` and whose /primary body says master: route at once",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master", state: "running" } } }),
+    want: "route",
+    target: "pg2",
+  },
+  {
+    name: "new leader whose record says `promoted`, not yet checked: none, awaiting confirmation",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    want: "none",
+    reason: /pg2 has role promoting; awaiting REST confirmation/,
+  },
+  {
+    name: "routed primary, record `promoted`, /primary 200 whose body says replica: pause, not fenced",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "replica", state: "running" } } }),
+    previous: t("pg2", 5002),
+    want: "pause",
+    target: "pg2",
+    reason: /answers 200 with role replica/,
+  },
+  {
+    name: "routed primary whose /primary 200 body says state unknown (Patroni's query failed): pause",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "master")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "promoted", state: "unknown" } } }),
+    previous: t("pg2", 5002),
+    want: "pause",
+    target: "pg2",
+  },
+  {
+    name: "routed primary whose record says `promoted` and that misses one check: pause",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    health: health({ pg2: { primary: probe(5002, null, 1) } }),
+    previous: t("pg2", 5002),
+    want: "pause",
+    target: "pg2",
+  },
+  {
+    name: "routed primary whose record says `promoted` and that misses two checks: none (fence)",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    health: health({ pg2: { primary: probe(5002, null, 2) } }),
+    previous: t("pg2", 5002),
+    want: "none",
+  },
+  {
+    name: "routed primary whose record says `promoted` and /primary answers 503: none (fence)",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
+    health: health({ pg2: { primary: probe(5002, 503) } }),
+    previous: t("pg2", 5002),
+    want: "none",
+    reason: /503/,
+  },
+  {
+    name: "routed primary whose record says `demoted` is definitive: none (fence), whatever REST says",
+    view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "demoted")),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master", state: "running" } } }),
+    previous: t("pg2", 5002),
+    want: "none",
+    reason: /role unknown/,
+  },
+  {
+    name: "the leader key moves off the routed primary to an unconfirmed member: none (fence the old one)",
+    view: view({ key: "leader", value: "pg2" }, PG1, PG2),
+    health: health({ pg1: { primary: probe(5001, 200) } }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
   {
     name: "--check rest: a 200 whose body says replica is not a primary",
     view: view(PG1, PG2),
@@ -405,6 +485,33 @@ describe("selectPrimary: the primary port's target from the cluster view and RES
       assert.deepEqual(selectPrimary(v, h, ctx, NOW), d);
     });
   }
+
+  it("a planned switchover as Patroni 3.0.2 writes it: routed once confirmed, never un-routed meanwhile", () => {
+    const leader = { key: "leader", value: "pg2" };
+    const body = (role: string, state = "running") => ({ ...probe(5002, 200), role, state });
+    // [record role of pg2, its /primary answer (undefined: not checked), the action wanted]
+    const steps: [string, Probe | undefined, PrimaryAction][] = [
+      ["replica", undefined, "none"], // the leader key PUT, before any REST check
+      ["replica", body("replica"), "none"], // lock held, PostgreSQL still in recovery
+      ["replica", body("master"), "route"], // out of recovery: REST agrees
+      ["promoted", body("master"), "route"], // the record catches up, in two writes
+      ["promoted", body("promoted", "unknown"), "pause"], // a REST query that failed meanwhile
+      ["promoted", body("master"), "route"],
+      ["master", body("master"), "route"],
+    ];
+    let previous: Target | null = null;
+    let routedOnce = false;
+    for (const [i, [role, answer, want]] of steps.entries()) {
+      const v = view(leader, member("pg1", 5001, "replica"), member("pg2", 5002, role));
+      const h = health(answer === undefined ? {} : { pg2: { primary: answer } });
+      const d = selectPrimary(v, h, { mode: "both", dcs: LIVE, previous, failoverSeenAt: null }, NOW);
+      assert.equal(d.action, want, `step ${i} (${role}): ${d.reason}`);
+      if (routedOnce) assert.equal(d.target?.name, "pg2", `step ${i}: the routed primary is kept`);
+      if (d.action === "route") routedOnce = true;
+      previous = d.target ?? previous;
+      if (d.action === "none") previous = null;
+    }
+  });
 
   it("routes to the member named by the leader key even when another also claims role primary", () => {
     const v = view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "master"));
