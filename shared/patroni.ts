@@ -131,15 +131,19 @@ function truthy(v: unknown): boolean {
   return v === true || v === "true" || v === 1;
 }
 
-/** `postgres://host:port/db` → host and port; null when unusable (no port included). */
-export function parseConnUrl(raw: unknown): { host: string; port: number } | null {
+function parseUrl(raw: unknown): URL | null {
   if (typeof raw !== "string") return null;
-  let u: URL;
   try {
-    u = new URL(raw);
+    return new URL(raw);
   } catch {
     return null;
   }
+}
+
+/** `postgres://host:port/db` → host and port; null when unusable (no port included). */
+export function parseConnUrl(raw: unknown): { host: string; port: number } | null {
+  const u = parseUrl(raw);
+  if (u === null) return null;
   if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") return null;
   if (u.port === "" || u.hostname === "") return null;
   const port = Number(u.port);
@@ -150,13 +154,8 @@ export function parseConnUrl(raw: unknown): { host: string; port: number } | nul
 
 /** `http://host:8008/patroni` → `http://host:8008`; null when unusable. */
 export function parseApiUrl(raw: unknown): string | null {
-  if (typeof raw !== "string") return null;
-  let u: URL;
-  try {
-    u = new URL(raw);
-  } catch {
-    return null;
-  }
+  const u = parseUrl(raw);
+  if (u === null) return null;
   if ((u.protocol !== "http:" && u.protocol !== "https:") || u.hostname === "") return null;
   const path = u.pathname.replace(/\/+$/, "").replace(/\/patroni$/, "");
   return `${u.protocol}//${u.host}${path}`;

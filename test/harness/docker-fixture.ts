@@ -30,6 +30,11 @@ export class DockerFixture {
 
   /** `docker run -d` of the test image (sleep infinity unless a command is given); returns the container ID. */
   async run(short: string, args: readonly string[] = [], command: readonly string[] = ["sleep", "infinity"]) {
+    return this.runImage(short, TEST_IMAGE, args, command);
+  }
+
+  /** `docker run -d --name <prefix>-<short>` of any image, labelled for cleanup(); returns the container ID. */
+  async runImage(short: string, image: string, args: readonly string[], command: readonly string[] = []) {
     return this.docker(
       "run",
       "-d",
@@ -40,9 +45,16 @@ export class DockerFixture {
       "--label",
       this.runLabel,
       ...args,
-      TEST_IMAGE,
+      image,
       ...command,
     );
+  }
+
+  /** What an image holds under /app/dist, and the listing of /app and /tmp (for build leftovers). */
+  async imageContents(image: string): Promise<{ dist: string[]; app: string }> {
+    const dist = await this.docker("run", "--rm", "--entrypoint", "ls", image, "/app/dist");
+    const app = await this.docker("run", "--rm", "--entrypoint", "ls", image, "-a", "/app", "/tmp");
+    return { dist: dist.split("\n").sort(), app };
   }
 
   async network(short: string): Promise<string> {

@@ -50,9 +50,8 @@ describe("registrator image", () => {
   });
 
   it("holds only the compiled registrator, shared code and production modules", async () => {
-    const dist = await docker.docker("run", "--rm", "--entrypoint", "ls", IMAGE, "/app/dist");
-    assert.deepEqual(dist.split("\n").sort(), ["registrator", "shared"]);
-    const app = await docker.docker("run", "--rm", "--entrypoint", "ls", IMAGE, "-a", "/app", "/tmp");
+    const { dist, app } = await docker.imageContents(IMAGE);
+    assert.deepEqual(dist, ["registrator", "shared"]);
     assert.doesNotMatch(app, /build-ca|ca\.crt|typescript|\.ts\b/);
     const dev = await docker.docker(
       "run",
@@ -68,25 +67,11 @@ describe("registrator image", () => {
 
   it("runs as a non-root user with the socket read-only, gets healthy, registers, and revokes on stop", async () => {
     const name = docker.name("registrator");
-    await docker.docker(
-      "run",
-      "-d",
-      "--name",
-      name,
-      "--label",
-      "pgha.test=1",
-      "--label",
-      `pgha.test.run=${docker.prefix}`,
-      "--group-add",
-      gid,
-      "-v",
-      "/var/run/docker.sock:/var/run/docker.sock:ro",
+    await docker.runImage(
+      "registrator",
       IMAGE,
-      "-hostname",
-      host,
-      "-ttl",
-      "30",
-      `etcd://${etcd.endpoint}/img`,
+      ["--group-add", gid, "-v", "/var/run/docker.sock:/var/run/docker.sock:ro"],
+      ["-hostname", host, "-ttl", "30", `etcd://${etcd.endpoint}/img`],
     );
     const c = (await docker.inspect("registrator")) as {
       Config: { User: string };
@@ -112,21 +97,11 @@ describe("registrator image", () => {
 
   it("without the socket's group: says so and keeps retrying instead of exiting", async () => {
     const name = docker.name("nogroup");
-    await docker.docker(
-      "run",
-      "-d",
-      "--name",
-      name,
-      "--label",
-      "pgha.test=1",
-      "--label",
-      `pgha.test.run=${docker.prefix}`,
-      "-v",
-      "/var/run/docker.sock:/var/run/docker.sock:ro",
+    await docker.runImage(
+      "nogroup",
       IMAGE,
-      "-hostname",
-      `${host}-nogroup`,
-      `etcd://${etcd.endpoint}/nogroup`,
+      ["-v", "/var/run/docker.sock:/var/run/docker.sock:ro"],
+      ["-hostname", `${host}-nogroup`, `etcd://${etcd.endpoint}/nogroup`],
     );
     await waitFor(
       "the permission hint",

@@ -47,9 +47,8 @@ describe("router image", () => {
   });
 
   it("holds only the compiled router, shared code and production modules", async () => {
-    const dist = await docker.docker("run", "--rm", "--entrypoint", "ls", IMAGE, "/app/dist");
-    assert.deepEqual(dist.split("\n").sort(), ["router", "shared"]);
-    const app = await docker.docker("run", "--rm", "--entrypoint", "ls", IMAGE, "-a", "/app", "/tmp");
+    const { dist, app } = await docker.imageContents(IMAGE);
+    assert.deepEqual(dist, ["router", "shared"]);
     assert.doesNotMatch(app, /build-ca|ca\.crt|typescript|\.ts\b/);
     assert.notEqual(await docker.docker("run", "--rm", "--entrypoint", "id", IMAGE, "-u"), "0");
   });
@@ -65,15 +64,7 @@ describe("router image", () => {
   it("gets healthy, routes to the leader, and exits 0 on docker stop", async () => {
     const [port, admin] = [await freePort(), await freePort()];
     const name = docker.name("router");
-    await docker.docker(
-      "run",
-      "-d",
-      "--name",
-      name,
-      "--label",
-      "pgha.test=1",
-      "--label",
-      `pgha.test.run=${docker.prefix}`,
+    await docker.runImage("router", IMAGE, [
       "--network",
       "host",
       "-e",
@@ -86,8 +77,7 @@ describe("router image", () => {
       "ROUTER_REPLICA_LISTEN=off",
       "-e",
       `ROUTER_ADMIN_LISTEN=127.0.0.1:${admin}`,
-      IMAGE,
-    );
+    ]);
     await waitFor(
       "the container to be healthy",
       async () => (await docker.docker("inspect", "-f", "{{.State.Health.Status}}", name)) === "healthy",
