@@ -27,7 +27,7 @@ async function prom<T>(path: string): Promise<T> {
 describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router", "prometheus"]);
-    stack = await ComposeStack.up("monitoring", { profiles: ["monitoring"] });
+    stack = await ComposeStack.up("monitoring", { profiles: ["monitoring"], cli: "v2" });
     await stack.waitReady();
   });
 

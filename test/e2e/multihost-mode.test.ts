@@ -29,6 +29,8 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
       env: { HOST_IP: hostIp, PGHA_ETCD_PORT: String(etcdPort), ETCD_HOST_PORT: `${hostIp}:${etcdPort}` },
       // Host A: etcd, its registrator, the router and pg1.
       services: ["etcd", "registrator", "router", "pg1"],
+      // The original system's hosts ran the classic docker-compose.
+      cli: "v1",
     });
     // Hosts B and C: their agents (one registrator serves this one machine).
     await stack.compose(["up", "-d", "--no-deps", "--no-build", "pg2", "pg3"]);

@@ -77,7 +77,7 @@ function startWriter(stopAfter: Promise<void>): Promise<WriterResult> {
 describe("no acknowledged write is lost when the primary is killed", { timeout: 15 * 60_000 }, () => {
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
-    stack = await ComposeStack.up("nolost", { env: { PATRONI_SYNCHRONOUS_MODE: "true" } });
+    stack = await ComposeStack.up("nolost", { env: { PATRONI_SYNCHRONOUS_MODE: "true" }, cli: "v1" });
     await stack.waitReady();
     const c = new pg.Client(stack.pg());
     await c.connect();

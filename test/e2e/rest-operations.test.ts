@@ -39,7 +39,7 @@ async function replicaOf(role: "replica" | "sync_standby"): Promise<Agent> {
 describe("REST operations on the compose stack", { timeout: 15 * 60_000 }, () => {
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
-    stack = await ComposeStack.up("restops");
+    stack = await ComposeStack.up("restops", { cli: "v2" });
     leader = await stack.waitReady();
     await query("create table ops (id int primary key, note text)");
     await query("insert into ops values (1, 'before the operations')");

@@ -32,7 +32,11 @@ export interface StackOptions {
   readonly services?: readonly string[];
   /** Extra settings for the env file (they win over the defaults). */
   readonly env?: Readonly<Record<string, string>>;
+  /** The Compose CLI: v2 (`docker compose`) or v1 (Debian's `docker-compose` 1.29). The stack must work with both. */
+  readonly cli: ComposeCli;
 }
+
+export type ComposeCli = "v1" | "v2";
 
 /** A member as Patroni's REST /cluster reports it. */
 export interface ClusterMember {
@@ -54,9 +58,10 @@ export class ComposeStack {
     readonly settings: Readonly<Record<string, string>>,
     readonly profiles: readonly string[],
     readonly files: readonly string[],
+    readonly cli: ComposeCli,
   ) {}
 
-  static async up(what: string, opts: StackOptions = {}): Promise<ComposeStack> {
+  static async up(what: string, opts: StackOptions): Promise<ComposeStack> {
     const project = uniquePrefix(`e2e-${what}`).slice(0, -1);
     const dir = mkdtempSync(join(tmpdir(), `${project}-`));
     const settings: Record<string, string> = {
@@ -100,8 +105,14 @@ export class ComposeStack {
       Object.freeze(settings),
       opts.profiles ?? [],
       files,
+      opts.cli,
     );
     try {
+      // The CLI asked for is the one that runs (scripts/compose.sh picks by PGHA_COMPOSE).
+      const version = await stack.compose(["version", "--short"]);
+      if (!version.startsWith(opts.cli === "v2" ? "2." : "1.")) {
+        throw new Error(`Compose ${opts.cli} was asked for, but ${version} runs`);
+      }
       await stack.compose(["up", "-d", "--no-build", ...(opts.services ?? [])], 5 * 60_000);
     } catch (err) {
       await stack.destroy();
@@ -144,11 +155,15 @@ export class ComposeStack {
     return { host: "127.0.0.1", port, user: "admin", password: this.password, database: "postgres" };
   }
 
-  /** Runs the compose CLI (v2 or 1.29) on this project, with nothing of the caller's environment but PATH and HOME. */
+  /** Runs the compose CLI (`cli`: v2 or 1.29) on this project, with nothing of the caller's environment but PATH and HOME. */
   async compose(args: readonly string[], timeoutMs = 120_000): Promise<string> {
     const profileArgs = this.profiles.flatMap((p) => ["--profile", p]);
     const fileArgs = this.files.flatMap((f) => ["-f", f]);
-    const env: NodeJS.ProcessEnv = { PATH: process.env["PATH"], HOME: process.env["HOME"] };
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env["PATH"],
+      HOME: process.env["HOME"],
+      PGHA_COMPOSE: this.cli,
+    };
     if (process.env["DOCKER_HOST"]) env["DOCKER_HOST"] = process.env["DOCKER_HOST"];
     const r = await run(
       join(REPO_ROOT, "scripts", "compose.sh"),
