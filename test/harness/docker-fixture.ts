@@ -1,7 +1,8 @@
 /**
  * Docker objects for tests, through the docker CLI: every container and network
  * gets the label pgha.test=1 plus a per-fixture label and a unique name prefix,
- * and cleanup() removes them all (call it in after()).
+ * and cleanup() removes them all (call it in after()). `host` points the CLI at
+ * another daemon than the machine's (`docker -H <host>`), e.g. a PrivateDockerd.
  */
 import { randomBytes } from "node:crypto";
 import type { Loose } from "./fixtures.js";
@@ -13,14 +14,16 @@ export class DockerFixture {
   readonly prefix: string;
   private readonly runLabel: string;
   private readonly networks = new Set<string>();
+  private readonly hostArgs: readonly string[];
 
-  constructor(tag = "reg") {
+  constructor(tag = "reg", opts: { host?: string } = {}) {
     this.prefix = `pgha-${tag}-${randomBytes(3).toString("hex")}`;
     this.runLabel = `pgha.test.run=${this.prefix}`;
+    this.hostArgs = opts.host ? ["-H", opts.host] : [];
   }
 
   async docker(...args: string[]): Promise<string> {
-    return (await run("docker", args, { timeoutMs: 60_000 })).stdout.trim();
+    return (await run("docker", [...this.hostArgs, ...args], { timeoutMs: 60_000 })).stdout.trim();
   }
 
   /** Full name of a container or network of this fixture. */
