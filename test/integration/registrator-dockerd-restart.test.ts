@@ -1,12 +1,13 @@
 /**
  * A real dockerd restart: the registrator (a real child process, DOCKER_HOST at a
  * private dockerd this file starts, stops and starts again) and a real etcd.
- * While Docker is down the registrator keeps running, reports not ready and
- * counts its reconnect attempts; once Docker is back it reconnects and etcd
- * matches Docker again: a container with --restart=always on its new host port,
- * nothing for a container that stayed stopped or that Docker removed, and, with
- * --live-restore, the containers that kept running keep their keys while one
- * whose process died during the outage loses its own.
+ * While Docker is down (stopped cleanly, or killed) the registrator keeps
+ * running, reports not ready and counts its reconnect attempts; once Docker is
+ * back it reconnects and etcd matches Docker again: a container with
+ * --restart=always on its new host port, nothing for a container that stayed
+ * stopped or that Docker removed (--rm), and, with --live-restore, the
+ * containers that kept running keep their keys while one whose process died
+ * during the outage loses its own.
  */
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:net";
