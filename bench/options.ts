@@ -1,6 +1,7 @@
 /** The benchmark's command line, and the figures --quick changes. */
 import { fileURLToPath } from "node:url";
 import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+import type { Workload } from "./pgbench.js";
 
 export const PARTS = [
   "datapath",
@@ -12,6 +13,8 @@ export const PARTS = [
   "registrator",
 ] as const;
 export type Part = (typeof PARTS)[number];
+
+export const WORKLOADS: readonly Workload[] = ["select-only", "tpcb-like"];
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../bench/results/", import.meta.url));
 
@@ -66,6 +69,22 @@ const benchOptions = {
       defaultLabel: "1,8,64",
     },
     intList,
+  ),
+  workloads: valueOption(
+    {
+      flag: "workloads",
+      description: "pgbench workloads of the data path",
+      accepted: `a comma-separated list of ${WORKLOADS.join(", ")}`,
+      metavar: "W[,...]",
+      default: WORKLOADS,
+      defaultLabel: WORKLOADS.join(","),
+    },
+    (raw) => {
+      const xs = raw.split(",").map((s) => s.trim());
+      if (xs.length === 0 || xs.some((x) => !(WORKLOADS as readonly string[]).includes(x)))
+        throw new ParseFailure();
+      return Object.freeze(xs as Workload[]);
+    },
   ),
   scale: opt.int({ flag: "scale", description: "pgbench scale factor", default: 1, min: 1, max: 1000 }),
   switchovers: opt.int({
@@ -158,6 +177,7 @@ export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
     "  node dist/bench/run.js                       # everything (about 14 minutes here)",
     "  node dist/bench/run.js --quick               # a few minutes",
     "  node dist/bench/run.js --parts datapath,profile --rounds 5",
+    "  node dist/bench/run.js --parts datapath --workloads select-only --clients 1,8",
   ].join("\n"),
 };
 
@@ -169,6 +189,7 @@ export interface Plan {
   readonly rounds: number;
   readonly seconds: number;
   readonly clients: readonly number[];
+  readonly workloads: readonly Workload[];
   readonly scale: number;
   readonly switchovers: number;
   readonly failovers: number;
@@ -191,6 +212,7 @@ export function planOf(c: BenchConfig): Plan {
     rounds: pick(c.rounds, 3, 2),
     seconds: pick(c.seconds, 5, 2),
     clients: c.clients,
+    workloads: WORKLOADS.filter((w) => c.workloads.includes(w)),
     scale: c.scale,
     switchovers: pick(c.switchovers, 3, 1),
     failovers: pick(c.failovers, 2, 1),

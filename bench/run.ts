@@ -75,7 +75,7 @@ async function main(): Promise<void> {
             rounds: plan.rounds,
             seconds: plan.seconds,
             clients: plan.clients,
-            workloads: ["select-only", "tpcb-like"],
+            workloads: plan.workloads,
             scale: plan.scale,
           },
           log,

@@ -95,6 +95,25 @@ describe("benchmark targets", () => {
     }
   });
 
+  it("switch latency: judged from the leader PUT, from /primary 200, and from /primary saying role master", () => {
+    const sum = (p99: number) => ({ n: 20, p50: p99 / 2, p99, min: 1, max: p99 });
+    const r: Results = {
+      machine: {},
+      options: {},
+      ttl: 10,
+      switchLatency: {
+        summary: {
+          router: { putToServedMs: sum(240), restToServedMs: sum(200), masterToServedMs: sum(30) },
+        },
+      },
+      errors: {},
+    };
+    assert.deepEqual(
+      verdicts(r).map((v) => v.ok),
+      [false, false, true],
+    );
+  });
+
   it("the table names every part that ran and every target", () => {
     const s = summarizeEvents("planned", [event(1000, 6000, 4000)]);
     const text = render(results([cell(0.9, 1.2, 1), cell(0.9, 1.2, 8)], s));
@@ -112,6 +131,7 @@ describe("benchmark plumbing", () => {
       rounds: 0,
       seconds: 7,
       clients: [1, 8],
+      workloads: ["tpcb-like", "select-only"] as const,
       scale: 1,
       switchovers: 0,
       failovers: 0,
@@ -128,6 +148,7 @@ describe("benchmark plumbing", () => {
     assert.equal(p.rounds, 2);
     assert.equal(p.seconds, 7);
     assert.equal(p.latencySwitchovers, 10);
+    assert.deepEqual(p.workloads, ["select-only", "tpcb-like"]);
     assert.equal(planOf({ ...base, quick: false }).latencySwitchovers, 20);
   });
 
