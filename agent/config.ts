@@ -19,6 +19,8 @@ import {
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { LOG_LEVELS, type LogLevel } from "../shared/logger.js";
+import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup-config.js";
+import { backupOptions } from "./backup-options.js";
 
 const PROGRAM = "agent";
 
@@ -292,13 +294,16 @@ export const agentOptions = {
   }),
 };
 
-export const agentSpec: ProgramSpec<typeof agentOptions, undefined> = {
+const allOptions = { ...agentOptions, ...backupOptions };
+
+export const agentSpec: ProgramSpec<typeof allOptions, undefined> = {
   program: PROGRAM,
   summary:
     "Discovers this node's public PostgreSQL and Patroni addresses, renders patroni.yml and runs Patroni.",
-  options: agentOptions,
+  options: allOptions,
   epilog: [
-    "Every password may instead be read from a file: <NAME>_FILE=/run/secrets/... (e.g. POSTGRES_PASSWORD_FILE).",
+    "Every password and key may instead be read from a file: <NAME>_FILE=/run/secrets/... (e.g. POSTGRES_PASSWORD_FILE, AWS_SECRET_ACCESS_KEY_FILE).",
+    "Without BACKUP_S3_BUCKET (WAL_S3_BUCKET) or BACKUP_POSIX_PATH, WAL archiving is off and replicas are cloned with pg_basebackup.",
     "Other PATRONI_* variables reach Patroni unchanged (PATRONI_LOG_LEVEL, PATRONI_RESTAPI_*, ...).",
   ].join("\n"),
 };
@@ -346,6 +351,10 @@ export interface AgentConfig {
   readonly dataDir: string;
   readonly configFile: string;
   readonly logLevel: LogLevel;
+  /** pgBackRest: null when no repository is configured (archiving off). */
+  readonly backup: BackupConfig | null;
+  /** The agent's own /metrics; null when off. */
+  readonly metricsListen: HostPort | null;
 }
 
 /** Env names whose value may come from `<NAME>_FILE`. */
@@ -355,6 +364,7 @@ export const FILE_BACKED = [
   "SUPERUSER_PASSWORD",
   "RESTAPI_PASSWORD",
   "ETCD_PASSWORD",
+  ...BACKUP_FILE_BACKED,
 ] as const;
 
 /**
@@ -492,6 +502,8 @@ export function parseAgentConfig(
     dataDir: c.dataDir,
     configFile: c.configFile,
     logLevel: c.logLevel,
+    backup: buildBackupConfig(c, c.scope),
+    metricsListen: c.metricsListen,
   };
   return { kind: "config", config: Object.freeze(config) };
 }

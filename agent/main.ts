@@ -5,6 +5,7 @@
  */
 import { ConfigError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
+import { startBackups, writeBackupFiles } from "./backup-setup.js";
 import { parseAgentConfig } from "./config.js";
 import { DiscoveryError, resolveAddresses } from "./discovery.js";
 import { lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
@@ -61,6 +62,7 @@ async function main(): Promise<number> {
   prepareDataDir(cfg.dataDir, postgres, log);
   writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
   writeSecretFile(bootstrapSqlPath(cfg.configFile), bootstrapSql(cfg.admin), postgres);
+  writeBackupFiles(cfg, postgres, log);
   log.info(
     { configFile: cfg.configFile, etcd: cfg.etcd.hosts, sync: cfg.dcs.synchronousMode },
     "patroni.yml written",
@@ -68,19 +70,24 @@ async function main(): Promise<number> {
 
   const home = postgres?.home ?? process.env["HOME"] ?? "/tmp";
   const [command, args] = patroniCommand(postgres, cfg.configFile);
+  const rest = new PatroniRest(`http://127.0.0.1:${RESTAPI_PORT}`, cfg.restapi);
   supervisor = new PatroniSupervisor({
     command,
     args,
     env: patroniEnv(process.env, home, postgres ? "postgres" : (process.env["USER"] ?? "")),
     cwd: home,
     self: cfg.name,
-    rest: new PatroniRest(`http://127.0.0.1:${RESTAPI_PORT}`, cfg.restapi),
+    rest,
     switchoverOnStop: cfg.stop.switchover,
     switchoverTimeoutMs: cfg.stop.timeoutSeconds * 1000,
     log,
   });
   if (early.signal.aborted) return 0;
-  return supervisor.run();
+  const exited = supervisor.run();
+  const backups = await startBackups(cfg, rest, postgres !== null, log);
+  const code = await exited;
+  await backups.stop();
+  return code;
 }
 
 main().then(

@@ -59,7 +59,7 @@ export function pgIdent(superuser: string): string[] {
 export type PatroniConfig = Record<string, unknown>;
 
 export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): PatroniConfig {
-  const backup = backupSettings();
+  const backup = backupSettings(cfg.backup);
   const etcd3: Record<string, unknown> = { hosts: cfg.etcd.hosts.map(formatHostPort) };
   if (cfg.etcd.username) {
     etcd3["username"] = cfg.etcd.username;
@@ -87,12 +87,13 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         postgresql: {
           use_pg_rewind: true,
           use_slots: true,
-          parameters: { ...DEFAULT_PG_PARAMETERS, ...backup.parameters },
+          parameters: { ...DEFAULT_PG_PARAMETERS },
         },
       },
       initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
       // Patroni appends the superuser's local connection string: psql runs the file there.
       post_bootstrap: `psql -X -q -v ON_ERROR_STOP=1 -f ${bootstrapSqlPath(cfg.configFile)}`,
+      ...(backup.bootstrap ?? {}),
     },
     postgresql: {
       listen: `0.0.0.0:${POSTGRES_PORT}`,
@@ -108,7 +109,8 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       },
       pg_hba: pgHba(cfg.replication.username),
       pg_ident: pgIdent(cfg.superuser.username),
-      parameters: { unix_socket_directories: IMAGE_PATHS.socketDir },
+      parameters: { unix_socket_directories: IMAGE_PATHS.socketDir, ...backup.parameters },
+      ...(backup.recoveryConf ? { recovery_conf: { ...backup.recoveryConf } } : {}),
       create_replica_methods: [...backup.createReplicaMethods],
       ...backup.methodOptions,
     },
@@ -129,13 +131,23 @@ export function quoteLiteral(value: string): string {
 /**
  * The admin user (POSTGRES_USERNAME) and what it may do, created when the
  * cluster is bootstrapped. PostgreSQL 15 no longer lets every user create in
- * the public schema, so the admin is given it explicitly.
+ * the public schema, so the admin is given it explicitly. A cluster restored
+ * from a backup already has the role: it gets the password of this run.
  */
 export function bootstrapSql(admin: { readonly username: string; readonly password: string }): string {
   const role = quoteIdent(admin.username);
+  const options = `LOGIN CREATEDB CREATEROLE PASSWORD ${quoteLiteral(admin.password)}`;
   return [
     "-- Run by Patroni once, on the node that creates the cluster (post_bootstrap).",
-    `CREATE ROLE ${role} WITH LOGIN CREATEDB CREATEROLE PASSWORD ${quoteLiteral(admin.password)};`,
+    "DO $bootstrap$",
+    "BEGIN",
+    `  IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = ${quoteLiteral(admin.username)}) THEN`,
+    `    ALTER ROLE ${role} WITH ${options};`,
+    "  ELSE",
+    `    CREATE ROLE ${role} WITH ${options};`,
+    "  END IF;",
+    "END",
+    "$bootstrap$;",
     `GRANT CREATE, CONNECT, TEMPORARY ON DATABASE postgres TO ${role};`,
     `GRANT ALL ON SCHEMA public TO ${role};`,
     "",

@@ -27,6 +27,20 @@ export class PatroniRest {
     }
   }
 
+  /** GET /patroni: this node's role and state; null when Patroni does not answer. */
+  async status(timeoutMs = 2000): Promise<{ role: string; state: string } | null> {
+    try {
+      const res = await fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
+      const body = (await res.json()) as { role?: unknown; state?: unknown };
+      return {
+        role: typeof body.role === "string" ? body.role : "unknown",
+        state: typeof body.state === "string" ? body.state : "unknown",
+      };
+    } catch {
+      return null;
+    }
+  }
+
   /** POST /switchover; Patroni answers once the new leader holds the lock (or it gave up). */
   async switchover(
     leader: string,

@@ -1,0 +1,95 @@
+/**
+ * The WAL archive as PostgreSQL and pgBackRest see it: pg_stat_archiver, the
+ * segments waiting to be archived, and the last error pgBackRest's asynchronous
+ * push left in its spool. Read by the agent (root) over the local socket.
+ */
+import { execFile } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { summarizeError } from "./pgbackrest.js";
+
+export interface ArchiveStatus {
+  readonly archivedCount: number;
+  readonly failedCount: number;
+  readonly lastArchivedWal: string;
+  readonly lastArchivedAt: number;
+  readonly lastFailedWal: string;
+  readonly lastFailedAt: number;
+  /** Segments PostgreSQL has finished and not yet archived (`.ready`). */
+  readonly readySegments: number;
+}
+
+const QUERY = `SELECT archived_count, failed_count, coalesce(last_archived_wal, ''),
+  coalesce(extract(epoch FROM last_archived_time) * 1000, 0)::bigint, coalesce(last_failed_wal, ''),
+  coalesce(extract(epoch FROM last_failed_time) * 1000, 0)::bigint,
+  (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
+FROM pg_stat_archiver`;
+
+/** Parses psql's unaligned row; null when it is not one. */
+export function parseArchiverRow(text: string): ArchiveStatus | null {
+  const f = text.trim().split("|");
+  if (f.length !== 7) return null;
+  const n = (s: string | undefined) => (s !== undefined && /^\d+$/.test(s) ? Number(s) : Number.NaN);
+  const s = {
+    archivedCount: n(f[0]),
+    failedCount: n(f[1]),
+    lastArchivedWal: f[2]!,
+    lastArchivedAt: n(f[3]),
+    lastFailedWal: f[4]!,
+    lastFailedAt: n(f[5]),
+    readySegments: n(f[6]),
+  };
+  return Object.values(s).some((v) => typeof v === "number" && Number.isNaN(v)) ? null : Object.freeze(s);
+}
+
+/** Failing when the last failure is newer than the last success. */
+export function archiveFailing(s: ArchiveStatus): boolean {
+  return s.lastFailedAt > s.lastArchivedAt;
+}
+
+export function readArchiveStatus(
+  socketDir: string,
+  port: number,
+  superuser: string,
+): Promise<ArchiveStatus | null> {
+  return new Promise((resolve) => {
+    execFile(
+      "psql",
+      [
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "-h",
+        socketDir,
+        "-p",
+        String(port),
+        "-U",
+        superuser,
+        "-d",
+        "postgres",
+        "-c",
+        QUERY,
+      ],
+      { timeout: 10_000, env: { PATH: process.env["PATH"], PGCONNECT_TIMEOUT: "5" } },
+      (err, stdout) => resolve(err ? null : parseArchiverRow(stdout.toString())),
+    );
+  });
+}
+
+/** The newest error pgBackRest's asynchronous push left in the spool, summarised; undefined when none. */
+export function readPushError(spool: string, stanza: string): string | undefined {
+  const dir = join(spool, "archive", stanza, "out");
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith(".error"));
+  } catch {
+    return undefined;
+  }
+  for (const name of names.sort().reverse()) {
+    try {
+      return summarizeError(readFileSync(join(dir, name), "utf8"));
+    } catch {}
+  }
+  return undefined;
+}

@@ -1,0 +1,59 @@
+/**
+ * What the operator commands (backup-list, backup-now) and Patroni's hooks
+ * (replica creation, restore at bootstrap) need to know about this node's
+ * backups, written by the agent beside pgbackrest.conf. It holds no secret.
+ */
+import { readFileSync } from "node:fs";
+import type { RestoreConfig } from "./backup-config.js";
+import type { AgentConfig } from "./config.js";
+import { IMAGE_PATHS, POSTGRES_PORT, RESTAPI_PORT } from "./patroni-config.js";
+
+export interface BackupJob {
+  readonly stanza: string;
+  readonly dataDir: string;
+  readonly restApi: string;
+  readonly postgres: { readonly socketDir: string; readonly port: number; readonly superuser: string };
+  readonly replica: {
+    readonly enabled: boolean;
+    readonly thresholdMb: number;
+    readonly thresholdPercent: number;
+  };
+  readonly restore: Pick<RestoreConfig, "set" | "target"> | null;
+}
+
+export function backupJob(cfg: AgentConfig): BackupJob | null {
+  const b = cfg.backup;
+  if (!b) return null;
+  return {
+    stanza: b.stanza,
+    dataDir: cfg.dataDir,
+    restApi: `http://127.0.0.1:${RESTAPI_PORT}`,
+    postgres: { socketDir: IMAGE_PATHS.socketDir, port: POSTGRES_PORT, superuser: cfg.superuser.username },
+    replica: b.replica,
+    restore: b.restore ? { set: b.restore.set, target: b.restore.target } : null,
+  };
+}
+
+/** The job file, or null when backups are not configured in this container. */
+export function readBackupJob(path: string): BackupJob | null {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+  const j = JSON.parse(text) as BackupJob;
+  return typeof j.stanza === "string" ? j : null;
+}
+
+/** `--key=value` and `--flag` arguments into a map; the rest are positional. */
+export function parseHookArgs(argv: readonly string[]): { flags: Map<string, string>; rest: string[] } {
+  const flags = new Map<string, string>();
+  const rest: string[] = [];
+  for (const a of argv) {
+    const m = /^--([^=]+)(?:=(.*))?$/s.exec(a);
+    if (m) flags.set(m[1]!, m[2] ?? "true");
+    else rest.push(a);
+  }
+  return { flags, rest };
+}
