@@ -17,18 +17,21 @@ export interface ArchiveStatus {
   readonly lastFailedAt: number;
   /** Segments PostgreSQL has finished and not yet archived (`.ready`). */
   readonly readySegments: number;
+  /** When the oldest of them was finished (epoch ms; 0 when none waits). */
+  readonly oldestReadyAt: number;
 }
 
 const QUERY = `SELECT archived_count, failed_count, coalesce(last_archived_wal, ''),
   coalesce(extract(epoch FROM last_archived_time) * 1000, 0)::bigint, coalesce(last_failed_wal, ''),
   coalesce(extract(epoch FROM last_failed_time) * 1000, 0)::bigint,
-  (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
-FROM pg_stat_archiver`;
+  r.n, coalesce(extract(epoch FROM r.oldest) * 1000, 0)::bigint
+FROM pg_stat_archiver,
+  (SELECT count(*) AS n, min(modification) AS oldest FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') r`;
 
 /** Parses psql's unaligned row; null when it is not one. */
 export function parseArchiverRow(text: string): ArchiveStatus | null {
   const f = text.trim().split("|");
-  if (f.length !== 7) return null;
+  if (f.length !== 8) return null;
   const n = (s: string | undefined) => (s !== undefined && /^\d+$/.test(s) ? Number(s) : Number.NaN);
   const s = {
     archivedCount: n(f[0]),
@@ -38,13 +41,19 @@ export function parseArchiverRow(text: string): ArchiveStatus | null {
     lastFailedWal: f[4]!,
     lastFailedAt: n(f[5]),
     readySegments: n(f[6]),
+    oldestReadyAt: n(f[7]),
   };
   return Object.values(s).some((v) => typeof v === "number" && Number.isNaN(v)) ? null : Object.freeze(s);
 }
 
-/** Failing when the last failure is newer than the last success. */
-export function archiveFailing(s: ArchiveStatus): boolean {
-  return s.lastFailedAt > s.lastArchivedAt;
+/**
+ * Failing when the last failure is newer than the last success, or when a
+ * segment has waited longer than pgBackRest gives a push (an endpoint that
+ * accepts connections and never answers fails only after its own timeouts).
+ */
+export function archiveFailing(s: ArchiveStatus, now: number, stallMs: number): boolean {
+  if (s.lastFailedAt > s.lastArchivedAt) return true;
+  return s.readySegments > 0 && s.oldestReadyAt > 0 && now - s.oldestReadyAt > stallMs;
 }
 
 export function readArchiveStatus(

@@ -64,6 +64,7 @@ export interface BackupConfig {
   readonly retryIntervalMs: number;
   readonly processMax: number;
   readonly compressType: CompressType;
+  readonly ioTimeoutSeconds: number;
   readonly archive: {
     readonly queueMax: string;
     readonly timeoutSeconds: number;
@@ -294,6 +295,7 @@ export function buildBackupConfig(c: Opts, scope: string): BackupConfig | null {
     retryIntervalMs: c.retryInterval * 1000,
     processMax: c.processMax,
     compressType: c.compressType,
+    ioTimeoutSeconds: c.ioTimeout,
     archive: Object.freeze({
       queueMax: c.archiveQueueMax,
       timeoutSeconds: c.archiveTimeout,

@@ -101,9 +101,18 @@ export function parseBackupInfo(text: string, stanza: string): BackupInfo {
   const archives = Array.isArray(entry["archive"]) ? entry["archive"].map(obj) : [];
   const mins = archives.map((a) => str(a["min"])).filter((s): s is string => !!s);
   const maxes = archives.map((a) => str(a["max"])).filter((s): s is string => !!s);
+  const code = num(status["code"]) ?? (entry["name"] === undefined ? 1 : 99);
+  // "other" says little: the repositories' own statuses say why.
+  const repoMessages = (Array.isArray(entry["repo"]) ? entry["repo"] : [])
+    .map((r) => obj(obj(r)["status"]))
+    .filter((st) => num(st["code"]) !== 0)
+    .map((st) => str(st["message"]))
+    .filter((m): m is string => !!m);
+  let message = str(status["message"]) ?? (entry["name"] === undefined ? "missing stanza" : "no status");
+  if (code === 99 && repoMessages.length > 0) message = repoMessages.join("\n");
   return Object.freeze({
-    code: num(status["code"]) ?? (entry["name"] === undefined ? 1 : 99),
-    message: str(status["message"]) ?? (entry["name"] === undefined ? "missing stanza" : "no status"),
+    code,
+    message,
     backups: Object.freeze(backups),
     archiveMin: mins.sort()[0],
     archiveMax: maxes.sort().at(-1),

@@ -170,17 +170,22 @@ export class BackupManager {
     const { log, metrics } = this.d;
     const s = await this.d.archiveStatus();
     if (!s) return;
-    const failing = archiveFailing(s);
-    metrics.setArchive(s, failing);
+    const stallMs = (this.d.cfg.archive.timeoutSeconds + this.d.cfg.checkIntervalMs / 1000) * 1000;
+    const failing = archiveFailing(s, this.now(), stallMs);
+    metrics.setArchive(s, failing, this.now());
     if (failing) {
-      const error = this.d.pushError() ?? "see /var/log/pgbackrest";
-      if (this.archiveFailingSince === undefined || error !== this.archiveError) {
+      const waited = s.oldestReadyAt > 0 ? Math.round((this.now() - s.oldestReadyAt) / 1000) : 0;
+      const error =
+        this.d.pushError() ??
+        (waited > 0 ? `a WAL segment has waited ${waited} s for the repository` : "see /var/log/pgbackrest");
+      const sameKind = error.replace(/\d+ s/, "") === this.archiveError.replace(/\d+ s/, "");
+      if (this.archiveFailingSince === undefined || !sameKind) {
         log.error(
           { wal: s.lastFailedWal, waiting: s.readySegments, failures: s.failedCount, error },
           "WAL archiving is failing; PostgreSQL keeps the WAL until it succeeds",
         );
       }
-      this.archiveFailingSince ??= s.lastFailedAt || this.now();
+      this.archiveFailingSince ??= Math.min(s.oldestReadyAt || this.now(), this.now());
       this.archiveError = error;
     } else if (this.archiveFailingSince !== undefined) {
       log.info(

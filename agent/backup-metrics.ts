@@ -23,8 +23,9 @@ export class BackupMetrics {
   readonly lastFailed: Gauge;
   readonly failing: Gauge;
   readonly ready: Gauge;
+  readonly oldestReady: Gauge;
 
-  constructor(registry: Registry, now: () => number = Date.now) {
+  constructor(registry: Registry, stanza: string, now: () => number = Date.now) {
     const registers = [registry];
     this.configured = new Gauge({
       name: "pgha_backup_configured",
@@ -51,9 +52,10 @@ export class BackupMetrics {
     new Gauge({
       name: "pgha_backup_last_good_age_seconds",
       help: "age of the newest good backup in the repository (absent until one is known)",
+      labelNames: ["stanza"],
       registers,
       collect() {
-        if (self.lastGoodStopMs !== undefined) this.set((now() - self.lastGoodStopMs) / 1000);
+        if (self.lastGoodStopMs !== undefined) this.set({ stanza }, (now() - self.lastGoodStopMs) / 1000);
       },
     });
     this.count = new Gauge({
@@ -105,6 +107,11 @@ export class BackupMetrics {
       help: "WAL segments waiting to be archived",
       registers,
     });
+    this.oldestReady = new Gauge({
+      name: "pgha_archive_oldest_waiting_seconds",
+      help: "how long the oldest WAL segment waiting to be archived has waited (0: none waits)",
+      registers,
+    });
   }
 
   setInfo(info: BackupInfo): void {
@@ -120,7 +127,8 @@ export class BackupMetrics {
     this.lastGoodStopMs = newestGood(info)?.stopMs;
   }
 
-  setArchive(s: ArchiveStatus, failing: boolean): void {
+  setArchive(s: ArchiveStatus, failing: boolean, now: number): void {
+    this.oldestReady.set(s.oldestReadyAt > 0 ? Math.max(0, (now - s.oldestReadyAt) / 1000) : 0);
     this.archived.set(s.archivedCount);
     this.failed.set(s.failedCount);
     if (s.lastArchivedAt > 0) this.lastArchived.set(s.lastArchivedAt / 1000);

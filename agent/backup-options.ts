@@ -233,6 +233,14 @@ export const backupOptions = {
     min: 1,
     max: 86_400,
   }),
+  ioTimeout: opt.seconds({
+    flag: "backup-io-timeout",
+    env: "BACKUP_IO_TIMEOUT",
+    description: "pgBackRest's wait for the repository to answer one request",
+    default: 60,
+    min: 1,
+    max: 3600,
+  }),
   walSwitchInterval: opt.seconds({
     flag: "backup-wal-switch-interval",
     env: "BACKUP_WAL_SWITCH_INTERVAL",

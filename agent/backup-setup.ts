@@ -72,8 +72,8 @@ export async function startBackups(
   log: Logger,
 ): Promise<RunningBackups> {
   const registry = createRegistry("pgha_agent");
-  const metrics = new BackupMetrics(registry);
   const b = cfg.backup;
+  const metrics = new BackupMetrics(registry, b?.stanza ?? "");
   let manager: BackupManager | null = null;
   if (b) {
     manager = new BackupManager({

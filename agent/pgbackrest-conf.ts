@@ -62,6 +62,7 @@ export function renderPgbackrestConf(b: BackupConfig, pg: PgTarget): string {
     line("archive-async", "y"),
     line("archive-push-queue-max", b.archive.queueMax),
     line("archive-timeout", b.archive.timeoutSeconds),
+    line("io-timeout", b.ioTimeoutSeconds),
     line("spool-path", PGBACKREST_PATHS.spool),
     line("log-path", PGBACKREST_PATHS.log),
     line("log-level-console", "warn"),

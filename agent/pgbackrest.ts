@@ -44,8 +44,32 @@ export function summarizeError(text: string): string {
   const s3Code = /<Code>([^<]+)<\/Code>/.exec(text)?.[1];
   const s3Message = /<Message>([^<]+)<\/Message>/.exec(text)?.[1];
   if (s3Code) parts.push(s3Message ? `${s3Code}: ${s3Message}` : s3Code);
+  const hint = hintFor(text);
   const line = parts.join("; ").replace(/\s+/g, " ");
-  return line.length > 400 ? `${line.slice(0, 397)}...` : line;
+  const short = line.length > 400 ? `${line.slice(0, 397)}...` : line;
+  return hint ? `${short} (${hint})` : short;
+}
+
+/** What an operator should look at, from the symptom. */
+export function hintFor(text: string): string | undefined {
+  if (/certificate|\bTLS\b|\bSSL\b/i.test(text)) {
+    return "check the endpoint's certificate, BACKUP_S3_CA_FILE and BACKUP_S3_VERIFY_TLS";
+  }
+  if (/failed with 403|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch/.test(text)) {
+    return "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions";
+  }
+  if (/NoSuchBucket|failed with 404/.test(text)) return "check the bucket name and the endpoint";
+  if (
+    /HostConnectError|unable to connect|Connection refused|unable to get address|timeout|timed out/i.test(
+      text,
+    )
+  ) {
+    return "check the endpoint and the network; WAL waits in pg_wal meanwhile";
+  }
+  if (/do not match the database|system-id/i.test(text)) {
+    return "the repository holds another cluster under this stanza: set BACKUP_STANZA or BACKUP_REPO_PATH";
+  }
+  return undefined;
 }
 
 export interface PgBackRestOptions {

@@ -58,7 +58,7 @@ export function parseSchedule(raw: string): Schedule {
   if (text === "off" || text === "none" || text === "") return { kind: "off", text: "off" };
   const every = /^@every (\S+)$/.exec(text);
   if (every) {
-    const seconds = parseDurationSeconds(every[1]!, 60, 86_400 * 366);
+    const seconds = parseDurationSeconds(every[1]!, 1, 86_400 * 366);
     return { kind: "every", text, ms: seconds * 1000 };
   }
   const expr = SHORTHANDS[text] ?? text;
