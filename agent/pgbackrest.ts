@@ -52,7 +52,7 @@ export function summarizeError(text: string): string {
 
 /** What an operator should look at, from the symptom. */
 export function hintFor(text: string): string | undefined {
-  if (/certificate|\bTLS\b|\bSSL\b/i.test(text)) {
+  if (/certificate|verify/i.test(text)) {
     return "check the endpoint's certificate, BACKUP_S3_CA_FILE and BACKUP_S3_VERIFY_TLS";
   }
   if (/failed with 403|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch/.test(text)) {

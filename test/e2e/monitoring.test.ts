@@ -1,7 +1,8 @@
 /**
  * The compose stack's `monitoring` profile: Prometheus scrapes the router,
- * the registrator and every Patroni, all targets up, and it holds the router's
- * primary-changes metric.
+ * the registrator, every Patroni and every agent, all targets up, and it holds
+ * the router's primary-changes metric and the age of the last good backup
+ * (the stack backs up to its shared posix volume here).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -27,7 +28,11 @@ async function prom<T>(path: string): Promise<T> {
 describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router", "prometheus"]);
-    stack = await ComposeStack.up("monitoring", { profiles: ["monitoring"], cli: "v2" });
+    stack = await ComposeStack.up("monitoring", {
+      profiles: ["monitoring"],
+      cli: "v2",
+      env: { BACKUP_POSIX_PATH: "/backup" },
+    });
     await stack.waitReady();
   });
 
@@ -35,7 +40,7 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
     await stack?.destroy();
   });
 
-  it("Prometheus reports every target up: router, registrator and each Patroni", async () => {
+  it("Prometheus reports every target up: router, registrator, each Patroni and each agent", async () => {
     let last: Target[] = [];
     try {
       await waitFor(
@@ -52,6 +57,9 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
     }
     const instances = last.map((t) => `${t.labels.job} ${t.labels.instance}`).sort();
     assert.deepEqual(instances, [
+      "agent pg1:8009",
+      "agent pg2:8009",
+      "agent pg3:8009",
       "patroni pg1:8008",
       "patroni pg2:8008",
       "patroni pg3:8008",
@@ -64,6 +72,28 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
       `/api/v1/query?query=${encodeURIComponent("sum(patroni_primary)")}`,
     );
     assert.equal(primaries.result[0]?.value[1], "1");
+  });
+
+  it("Prometheus has the age of the last good backup and the archive's health from the agents", async () => {
+    const query = async (q: string) =>
+      (
+        await prom<{ result: { metric: Record<string, string>; value: [number, string] }[] }>(
+          `/api/v1/query?query=${encodeURIComponent(q)}`,
+        )
+      ).result;
+    const ages = await waitFor(
+      "the agents to report a good backup",
+      async () => {
+        const r = await query("pgha_backup_last_good_age_seconds");
+        return r.length === 3 ? r : null;
+      },
+      { timeoutMs: 120_000, intervalMs: 1000 },
+    );
+    for (const a of ages) assert.ok(Number(a.value[1]) >= 0, JSON.stringify(a));
+    const failing = await query("sum(pgha_archive_failing)");
+    assert.equal(failing[0]?.value[1], "0");
+    const schedulers = await query("sum(pgha_backup_scheduler_active)");
+    assert.equal(schedulers[0]?.value[1], "1", "one node, the leader, runs the schedule");
   });
 
   it("Prometheus has the router's primary-changes metric, and sees it count a switchover", async () => {

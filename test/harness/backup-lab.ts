@@ -136,6 +136,9 @@ export class BackupLab {
       WAL_S3_BUCKET: S3_BUCKET,
       WALE_S3_ENDPOINT: `https+path://${S3_HOST_NAME}:${this.s3Proxy!.port}`,
       BACKUP_S3_CA_FILE: CA_IN_CONTAINER,
+      // An endpoint that vanishes is noticed in seconds, not minutes.
+      BACKUP_ARCHIVE_TIMEOUT: "20",
+      BACKUP_IO_TIMEOUT: "10",
     };
   }
 
