@@ -37,6 +37,14 @@ export interface LabOptions {
   readonly repo: "s3" | "posix";
 }
 
+export interface ListedBackup {
+  readonly label: string;
+  readonly type: string;
+  readonly error: boolean;
+  readonly timestamp: { readonly start: number; readonly stop: number };
+  readonly info: { readonly size: number; readonly repository: { readonly size: number } };
+}
+
 interface NodeInfo {
   readonly container: string;
   readonly pgPort: number;
@@ -233,10 +241,8 @@ export class BackupLab {
   }
 
   /** `backup-list --json` in the node, decoded. */
-  async backups(name: string): Promise<{ label: string; type: string; error: boolean }[]> {
-    const out = JSON.parse(await this.exec(name, ["backup-list", "--json"])) as {
-      backup?: { label: string; type: string; error: boolean }[];
-    }[];
+  async backups(name: string): Promise<ListedBackup[]> {
+    const out = JSON.parse(await this.exec(name, ["backup-list", "--json"])) as { backup?: ListedBackup[] }[];
     return out[0]?.backup ?? [];
   }
 
