@@ -178,6 +178,7 @@ describe("backups to S3, disaster recovery and point-in-time recovery", { timeou
       password: lab.admin.password,
       database: "postgres",
     });
+    client.on("error", () => undefined);
     await client.connect();
     let writing = true;
     let failures = 0;

@@ -11,6 +11,8 @@
  *   await lab.wipeCluster();            // every node, its data and the cluster's etcd keys
  *   await lab.destroy();                // always, in after()
  */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Etcd3 } from "etcd3";
 import { createEtcdClient } from "../../shared/etcd.js";
 import {
@@ -19,6 +21,7 @@ import {
   dockerExec,
   imageOf,
   logsTail,
+  REPO_ROOT,
   randomSecret,
   removeLabelled,
   TEST_LABEL,
@@ -274,7 +277,26 @@ export class BackupLab {
     }
   }
 
+  /** Keeps every node's log in .cache/e2e-logs/<label>/ (git-ignored), for a failure's post-mortem. */
+  async saveLogs(): Promise<void> {
+    const dir = join(REPO_ROOT, ".cache", "e2e-logs", this.label);
+    mkdirSync(dir, { recursive: true });
+    const out = await docker([
+      "ps",
+      "-a",
+      "--filter",
+      `label=${TEST_LABEL}=${this.label}`,
+      "--format",
+      "{{.Names}}",
+    ]);
+    for (const name of out.split("\n").filter(Boolean)) {
+      const r = await run("docker", ["logs", "-t", name], { timeoutMs: 30_000 }).catch(() => null);
+      if (r) writeFileSync(join(dir, `${name}.log`), r.stdout + r.stderr);
+    }
+  }
+
   async destroy(): Promise<void> {
+    await this.saveLogs().catch(() => undefined);
     this.etcd.close();
     await removeLabelled(this.label);
     await this.s3Proxy?.close();
