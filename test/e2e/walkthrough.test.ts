@@ -262,6 +262,16 @@ describe("the original walkthrough with our images", { timeout: 15 * 60_000 }, (
     assert.equal(anonymous, "401");
     // PostgreSQL as the superuser over the socket, as root in the container.
     assert.equal(await dockerExec(john, ["psql", "-Atc", "select count(*) from walkthrough"]), "1");
+    // No backup settings: archiving off, the agent says so, and nothing else changes.
+    assert.equal(await dockerExec(john, ["psql", "-Atc", "show archive_mode"]), "off");
+    const listed = await dockerExec(john, ["backup-list"]).then(
+      () => "ran",
+      (err: Error) => err.message,
+    );
+    assert.match(listed, /backups are not configured in this container/);
+    const metrics = await dockerExec(john, ["curl", "-fsS", "localhost:8009/metrics"]);
+    assert.match(metrics, /^pgha_backup_configured 0$/m);
+    assert.match(metrics, /^pgha_backup_scheduler_active 0$/m);
   });
 
   it("runs paul: it clones john and streams from it", async () => {
