@@ -17,7 +17,7 @@ import { createLogger } from "../shared/logger.js";
 import { lsnToBytes, newestGood } from "./backup-info.js";
 import { type BackupJob, parseHookArgs, readBackupJob } from "./backup-job.js";
 import { chooseReplicaSource, selectRestoreSet } from "./backup-plan.js";
-import { PgBackRest, summarizeError } from "./pgbackrest.js";
+import { LOCK_ACQUIRE_EXIT, PgBackRest, summarizeError } from "./pgbackrest.js";
 import { PGBACKREST_PATHS } from "./pgbackrest-conf.js";
 
 const log = createLogger({ name: "pgha-backup", level: process.env["LOG_LEVEL"] ?? "info" });
@@ -115,6 +115,9 @@ async function restore(job: BackupJob, flags: Map<string, string>): Promise<numb
   return 0;
 }
 
+/** How long backup-now waits for a running backup of the stanza to end. */
+const LOCK_WAIT_MS = 30 * 60_000;
+
 async function now(job: BackupJob, rest: string[]): Promise<number> {
   const type = rest[0] ?? "full";
   if (!["full", "diff", "incr"].includes(type)) {
@@ -132,10 +135,15 @@ async function now(job: BackupJob, rest: string[]): Promise<number> {
     );
     return 1;
   }
-  const r = await pgbackrest(job).run([`--type=${type}`, "--log-level-console=info", "backup"], {
-    inherit: true,
-  });
-  return r.code;
+  const br = pgbackrest(job);
+  const giveUpAt = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    const r = await br.run([`--type=${type}`, "--log-level-console=info", "backup"], { inherit: true });
+    if (r.code !== LOCK_ACQUIRE_EXIT || Date.now() > giveUpAt) return r.code;
+    // A scheduled backup holds the stanza's lock: this one starts when it is done.
+    process.stderr.write("backup-now: another backup of this stanza is running; starting when it ends\n");
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+  }
 }
 
 async function list(job: BackupJob, flags: Map<string, string>): Promise<number> {

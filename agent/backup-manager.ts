@@ -12,7 +12,7 @@ import type { BackupConfig } from "./backup-config.js";
 import { type BackupInfo, newestGood } from "./backup-info.js";
 import type { BackupMetrics } from "./backup-metrics.js";
 import { type NodeRole, planBackup } from "./backup-plan.js";
-import { BackupError, type PgBackRest, summarizeError } from "./pgbackrest.js";
+import { BackupError, LOCK_ACQUIRE_EXIT, type PgBackRest, summarizeError } from "./pgbackrest.js";
 
 export interface ManagerDeps {
   readonly cfg: BackupConfig;
@@ -216,6 +216,9 @@ export class BackupManager {
         metrics.setInfo(this.info);
         const last = newestGood(this.info);
         log.info({ type, label: last?.label, seconds, bytes: last?.size }, "backup finished");
+      } else if (r.code === LOCK_ACQUIRE_EXIT) {
+        // An operator's backup-now holds the lock: the plan looks again on the next tick.
+        log.info({ type, seconds }, "backup not started: another backup of this stanza is running");
       } else {
         this.lastFailureAt = this.now();
         metrics.runs.inc({ type, result: "failed" });

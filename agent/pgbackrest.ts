@@ -14,6 +14,9 @@ export class BackupError extends PgHaError {
   }
 }
 
+/** pgBackRest's exit code when another command holds the stanza's lock (LockAcquireError). */
+export const LOCK_ACQUIRE_EXIT = 50;
+
 export interface RunResult {
   readonly code: number;
   readonly stdout: string;
