@@ -169,6 +169,43 @@ describe("backups to S3, disaster recovery and point-in-time recovery", { timeou
     });
   });
 
+  it("a replica whose backup is too far behind (the original MB or % threshold) is cloned from the leader", async () => {
+    // Two WAL switches with writes between them: at least 16 MB of WAL since the backup.
+    await lab.psql("pg1", "CREATE TABLE churn (i int); INSERT INTO churn VALUES (1)");
+    await lab.psql("pg1", "SELECT pg_switch_wal()");
+    await lab.psql("pg1", "INSERT INTO churn VALUES (2)");
+    await lab.psql("pg1", "SELECT pg_switch_wal()");
+    const cases: { name: string; env: Record<string, string>; why: RegExp }[] = [
+      // The original image's names: 1 MB (the percentage out of the way), then 30 % of a 22 MB backup.
+      {
+        name: "mb",
+        env: { WALE_BACKUP_THRESHOLD_MEGABYTES: "1", WALE_BACKUP_THRESHOLD_PERCENTAGE: "100000" },
+        why: /over the MB threshold/,
+      },
+      { name: "pct", env: { WALE_BACKUP_THRESHOLD_PERCENTAGE: "30" }, why: /over the percentage threshold/ },
+    ];
+    await Promise.all(cases.map((c) => lab.runNode(c.name, c.env)));
+    for (const c of cases) {
+      await lab.step(() =>
+        waitFor(
+          `${c.name} to stream from pg1`,
+          async () =>
+            (await lab.psql(
+              "pg1",
+              `SELECT state FROM pg_stat_replication WHERE application_name = '${c.name}'`,
+            )) === "streaming",
+          { timeoutMs: 180_000, intervalMs: 1000 },
+        ),
+      );
+      const logs = await lab.logs(c.name);
+      assert.ok(logHas(logs, /replica from backup: no; cloning the leader/, c.why), `${c.name}: ${c.why}`);
+      assert.match(logs, /replica has been created using basebackup/);
+      assert.doesNotMatch(logs, /"msg":"replica created from backup"/);
+      assert.equal(await count(c.name, "batch = 'A'"), 1000);
+    }
+    for (const c of cases) await lab.removeNode(c.name);
+  });
+
   it("the repository unreachable for 60 s under writes: PostgreSQL serves, the archive catches up, no gap", async () => {
     const node = lab.nodes.get("pg1")!;
     const client = new pg.Client({
