@@ -89,6 +89,19 @@ describe("router: failover behaviour", () => {
 
   it("etcd stopped for 20 s: routing continues on the primary that still answers /primary, and resumes cleanly", async () => {
     const leader = (await c.leader())!;
+    // Failsafe mode keeps a leader through a DCS outage only once the leader has written the
+    // /failsafe key naming every member and read it back (its next loop): before that,
+    // Patroni demotes at once ("demoting self because DCS is not accessible").
+    const failsafeKey = `${c.namespace}${c.scope}/failsafe`;
+    await waitFor(
+      "the failsafe key to name every member",
+      async () => {
+        const v = (await c.etcd.dump(failsafeKey))[failsafeKey];
+        return v !== undefined && c.nodes.every((n) => n.name in JSON.parse(v));
+      },
+      { timeoutMs: 30_000 },
+    );
+    await sleep(3 * 2_000); // a few of Patroni's loop_wait (2 s in the harness)
     await c.etcd.stop();
     try {
       await waitFor(
