@@ -301,8 +301,12 @@ function probeLsn(probe: Probe | undefined, apiUrl: string | null, now: number):
  */
 export function replicaLag(view: ClusterView, m: ValidMember, health: Health, now: number): number | null {
   const leader = view.members.find((x) => x.name === view.leader);
+  // The leader's position only grows: a REST answer that has aged past PROBE_MAX_AGE_MS (or
+  // whose next check failed) is still a lower bound, so it keeps counting. Dropping it would
+  // fall back to etcd's older optime and bring a lagging replica back for a moment.
+  const leaderProbe = leader?.valid === true ? health.get(leader.name)?.primary : undefined;
   const leaderRest =
-    leader?.valid === true ? probeLsn(health.get(leader.name)?.primary, leader.apiUrl, now) : null;
+    leader?.valid === true && leaderProbe?.apiUrl === leader.apiUrl ? (leaderProbe.lsn ?? null) : null;
   const leaderLsn =
     view.leaderLsn === null
       ? leaderRest

@@ -165,6 +165,29 @@ const cases: Case[] = [
     excluded: { pg3: /max-lag/ },
   },
   {
+    name: "the leader's REST position still counts once its answer has aged: a lagging replica does not come back",
+    view: view(replicaAt("pg2", 5002, 0)),
+    health: new Map<string, MemberHealth>([
+      [
+        "pg1",
+        {
+          primary: {
+            status: null,
+            failures: 1,
+            at: NOW - 60_000,
+            apiUrl: "http://127.0.0.1:6001",
+            lsn: LEADER_LSN + 20 * MiB,
+            role: "master",
+          },
+        },
+      ],
+      ["pg2", ok(5002, 200, LEADER_LSN)],
+    ]),
+    previous: [],
+    eligible: [],
+    excluded: { pg2: /max-lag/ },
+  },
+  {
     name: "the leader's position from REST /primary counts when newer than etcd's",
     view: view(replicaAt("pg2", 5002, 0)),
     health: new Map<string, MemberHealth>([
