@@ -26,3 +26,16 @@ export type Loose = Record<string, any>;
 export function mutableFixture(relative: string): Loose {
   return structuredClone(readJsonFixture(relative)) as Loose;
 }
+
+/** The agent's required environment, with the address given (no discovery), for its unit tests. */
+export const AGENT_ENV: Readonly<Record<string, string>> = Object.freeze({
+  NAME: "pg1",
+  PATRONI_SCOPE: "demo",
+  ETCD_HOST_PORT: "etcd:2379",
+  DOCKER_HOST_IP: "10.0.0.5",
+  POSTGRES_USERNAME: "admin",
+  POSTGRES_PASSWORD: "a",
+  REPLICATION_PASSWORD: "b",
+  SUPERUSER_PASSWORD: "c",
+  RESTAPI_PASSWORD: "d",
+});

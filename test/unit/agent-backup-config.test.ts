@@ -3,18 +3,9 @@ import { describe, it } from "node:test";
 import { parseEndpoint, parseTargetTime, regionOfEndpoint } from "../../agent/backup-config.js";
 import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
 import { ConfigError } from "../../shared/errors.js";
+import { AGENT_ENV } from "../harness/fixtures.js";
 
-const BASE: Record<string, string> = {
-  NAME: "pg1",
-  PATRONI_SCOPE: "demo",
-  ETCD_HOST_PORT: "etcd:2379",
-  DOCKER_HOST_IP: "10.0.0.5",
-  POSTGRES_USERNAME: "admin",
-  POSTGRES_PASSWORD: "a",
-  REPLICATION_PASSWORD: "b",
-  SUPERUSER_PASSWORD: "c",
-  RESTAPI_PASSWORD: "d",
-};
+const BASE = AGENT_ENV;
 const S3: Record<string, string> = {
   AWS_ACCESS_KEY_ID: "AKIAEXAMPLE",
   AWS_SECRET_ACCESS_KEY: "secret/key+1",
