@@ -9,7 +9,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Etcd3 } from "etcd3";
-import { createEtcdClient } from "../../shared/etcd.js";
 import {
   bridgeGateway,
   docker,
@@ -22,6 +21,7 @@ import {
   publishedPort,
   randomSecret,
   removeLabelled,
+  startEtcdContainer,
   TEST_LABEL,
   uniquePrefix,
 } from "../harness/docker.js";
@@ -123,31 +123,8 @@ describe("the original walkthrough with our images", { timeout: 15 * 60_000 }, (
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
     hostIp = await bridgeGateway();
-    etcdPort = await freePort(hostIp);
     routerPort = await freePort();
-    await docker([
-      "run",
-      "-d",
-      "--name",
-      etcdName,
-      "--label",
-      `${TEST_LABEL}=${label}`,
-      "-p",
-      `${hostIp}:${etcdPort}:2379`,
-      "-e",
-      `ETCD_ADVERTISE_CLIENT_URLS=http://${hostIp}:${etcdPort}`,
-      imageOf("etcd"),
-    ]);
-    etcd = createEtcdClient({ hosts: [{ host: hostIp, port: etcdPort }] });
-    await waitFor(
-      "etcd to answer",
-      () =>
-        etcd
-          .get("/")
-          .string()
-          .then(() => true),
-      { timeoutMs: 30_000 },
-    );
+    ({ client: etcd, port: etcdPort } = await startEtcdContainer(etcdName, label, hostIp));
   });
 
   after(async () => {

@@ -14,7 +14,6 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Etcd3 } from "etcd3";
-import { createEtcdClient } from "../../shared/etcd.js";
 import {
   bridgeGateway,
   docker,
@@ -24,6 +23,7 @@ import {
   REPO_ROOT,
   randomSecret,
   removeLabelled,
+  startEtcdContainer,
   TEST_LABEL,
   uniquePrefix,
 } from "./docker.js";
@@ -93,38 +93,15 @@ export class BackupLab {
       } else {
         await docker(["volume", "create", "--label", `${TEST_LABEL}=${label}`, `${prefix}repo`]);
       }
-      const etcdPort = await freePort(hostIp);
-      await docker([
-        "run",
-        "-d",
-        "--name",
-        `${prefix}etcd`,
-        "--label",
-        `${TEST_LABEL}=${label}`,
-        "-p",
-        `${hostIp}:${etcdPort}:2379`,
-        "-e",
-        `ETCD_ADVERTISE_CLIENT_URLS=http://${hostIp}:${etcdPort}`,
-        imageOf("etcd"),
-      ]);
-      etcd = createEtcdClient({ hosts: [{ host: hostIp, port: etcdPort }] });
-      const client = etcd;
-      await waitFor(
-        "etcd to answer",
-        () =>
-          client
-            .get("/")
-            .string()
-            .then(() => true),
-        { timeoutMs: 30_000 },
-      );
+      const started = await startEtcdContainer(`${prefix}etcd`, label, hostIp);
+      etcd = started.client;
       return new BackupLab(
         prefix,
         label,
         `${prefix}cluster`,
         hostIp,
-        `${hostIp}:${etcdPort}`,
-        client,
+        `${hostIp}:${started.port}`,
+        started.client,
         opts.repo,
         s3,
         proxy,

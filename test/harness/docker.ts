@@ -7,7 +7,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { run } from "./proc.js";
+import type { Etcd3 } from "etcd3";
+import { createEtcdClient } from "../../shared/etcd.js";
+import { freePort } from "./ports.js";
+import { run, waitFor } from "./proc.js";
 
 export const REPO_ROOT = join(new URL(".", import.meta.url).pathname, "..", "..", "..");
 export const TEST_LABEL = "pgha.test";
@@ -128,4 +131,40 @@ export async function removeLabelled(value: string): Promise<void> {
     .split("\n")
     .filter(Boolean);
   if (volumes.length > 0) await docker(["volume", "rm", "-f", ...volumes]).catch(() => undefined);
+}
+
+/**
+ * Runs the stack's etcd image as a labelled container published on hostIp (the bridge
+ * gateway, so containers reach it too) on a free port; resolves once it answers.
+ */
+export async function startEtcdContainer(
+  name: string,
+  label: string,
+  hostIp: string,
+): Promise<{ client: Etcd3; port: number }> {
+  const port = await freePort(hostIp);
+  await docker([
+    "run",
+    "-d",
+    "--name",
+    name,
+    "--label",
+    `${TEST_LABEL}=${label}`,
+    "-p",
+    `${hostIp}:${port}:2379`,
+    "-e",
+    `ETCD_ADVERTISE_CLIENT_URLS=http://${hostIp}:${port}`,
+    imageOf("etcd"),
+  ]);
+  const client = createEtcdClient({ hosts: [{ host: hostIp, port }] });
+  await waitFor(
+    "etcd to answer",
+    () =>
+      client
+        .get("/")
+        .string()
+        .then(() => true),
+    { timeoutMs: 30_000 },
+  );
+  return { client, port };
 }
