@@ -10,6 +10,9 @@ import type { Logger } from "../shared/logger.js";
 import type { PatroniRest } from "./rest.js";
 import { planStop } from "./stop-plan.js";
 
+/** Installed from agent/bin into the image's /usr/local/bin. */
+export const PATRONI_LAUNCHER = "pgha-patroni";
+
 export interface SupervisorOptions {
   readonly command: string;
   readonly args: readonly string[];
@@ -39,14 +42,17 @@ export function patroniEnv(
   return out;
 }
 
-/** Patroni's command line: through setpriv to the postgres account when we are root. */
+/**
+ * Patroni's command line: `pgha-patroni` (agent/bin: Patroni's own entry point with Nagle off
+ * on its etcd connections), through setpriv to the postgres account when we are root.
+ */
 export function patroniCommand(
   account: { readonly uid: number } | null,
   configFile: string,
 ): [command: string, args: string[]] {
   return account
-    ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", "patroni", configFile]]
-    : ["patroni", [configFile]];
+    ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", PATRONI_LAUNCHER, configFile]]
+    : [PATRONI_LAUNCHER, [configFile]];
 }
 
 export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {

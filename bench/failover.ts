@@ -77,6 +77,7 @@ export async function runEvent(lab: Lab, kind: EventKind, log: (m: string) => vo
     const leader = await lab.primary();
     from = leader.name;
     to = lab.nextCandidate(from).name;
+    if (kind === "planned") await lab.cluster.waitSwitchoverPossible(to);
     t0 = now();
     if (kind === "planned") {
       const r = await leader.restPost("/switchover", { leader: from, candidate: to });

@@ -132,6 +132,7 @@ export async function runSwitchLatency(
       const from = leader.name;
       const target = lab.nextCandidate(from);
       const to = target.name;
+      await c.waitSwitchoverPossible(to);
       const tPost = now();
       let failed: string | null = null;
       const post = leader

@@ -9,16 +9,32 @@
  * PostgreSQL refuses to run as root, so when the tests run as root Patroni is
  * started as the postgres user with setpriv.
  */
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { EtcdServer } from "./etcd.js";
 import { freePort } from "./ports.js";
 import { run, type Spawned, startProcess, stopProcess, waitFor } from "./proc.js";
 
 export const PG_BIN_DIR = process.env.PG_BIN_DIR ?? "/usr/lib/postgresql/15/bin";
-export const PATRONI_BIN = process.env.PATRONI_BIN ?? "patroni";
+/**
+ * What starts Patroni: the agent's launcher (Patroni with Nagle off on its etcd connections),
+ * copied into each cluster's directory so that the postgres account can run it wherever the
+ * checkout is; `PATRONI_BIN=patroni` runs Patroni's own script instead.
+ */
+export const PATRONI_BIN = process.env.PATRONI_BIN ?? null;
+const PATRONI_LAUNCHER_SRC = fileURLToPath(new URL("../../../agent/bin/pgha-patroni", import.meta.url));
 export const PATRONICTL_BIN = process.env.PATRONICTL_BIN ?? "patronictl";
 
 const SUPERUSER = { username: "postgres", password: "harness-superuser-pw" };
@@ -42,6 +58,8 @@ export interface ClusterOptions {
   readonly parameters?: Readonly<Record<string, string | number | boolean>>;
   /** Wait for a leader and all replicas streaming (default true). */
   readonly waitReady?: boolean;
+  /** What starts Patroni: the agent's launcher unless `PATRONI_BIN` or this says otherwise. */
+  readonly patroniBin?: string;
 }
 
 /** One member as Patroni's REST /cluster reports it. */
@@ -54,6 +72,9 @@ export interface RestMember {
   readonly timeline?: number;
   readonly lag?: number | string;
 }
+
+/** Patroni's default maximum_lag_on_failover (bytes). */
+const MAX_LAG_ON_FAILOVER = 1_048_576;
 
 const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
@@ -104,9 +125,10 @@ export class PatroniNode {
   start(): void {
     if (this.running) return;
     const env = { ...process.env, HOME: this.dir, PATH: `${PG_BIN_DIR}:${process.env.PATH ?? ""}` };
+    const bin = this.cluster.opts.patroniBin ?? PATRONI_BIN ?? this.cluster.launcher;
     const [cmd, args] = asRoot
-      ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", PATRONI_BIN, this.configFile]]
-      : [PATRONI_BIN, [this.configFile]];
+      ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", bin, this.configFile]]
+      : [bin, [this.configFile]];
     this.proc = startProcess(cmd, args, { logFile: join(this.dir, "patroni.log"), env, cwd: this.dir });
   }
 
@@ -193,6 +215,8 @@ export class PatroniCluster {
       opts.namespace ?? "/service/",
       opts,
     );
+    copyFileSync(PATRONI_LAUNCHER_SRC, c.launcher);
+    chmodSync(c.launcher, 0o755);
     if (asRoot) chownSync(dir, uid("postgres"), gid("postgres"));
     try {
       for (let i = 1; i <= (opts.nodes ?? 3); i++) await c.addNode(`pg${i}`);
@@ -204,6 +228,11 @@ export class PatroniCluster {
       throw new Error(`Patroni cluster did not come up: ${(err as Error).message}\n${logs}`);
     }
     return c;
+  }
+
+  /** The agent's Patroni launcher, copied into the cluster's directory. */
+  get launcher(): string {
+    return join(this.dir, "pgha-patroni");
   }
 
   /** Adds a member (not started) with its own ports, dir and config. */
@@ -349,11 +378,38 @@ export class PatroniCluster {
     return members.find((m) => m.role === "leader")?.name ?? null;
   }
 
+  /**
+   * Waits until Patroni would accept a switchover to `candidate`: on the leader's timeline and
+   * within maximum_lag_on_failover of the leader's last position in etcd (/cluster's lag comes
+   * from the member key, which only trails what the candidate has). Right after a bootstrap or
+   * a switchover a replica can be a WAL segment behind for a moment, and Patroni answers such
+   * a request with 503 "Switchover failed".
+   */
+  async waitSwitchoverPossible(candidate: string, timeoutMs = 30_000): Promise<void> {
+    await waitFor(
+      `${candidate} within ${MAX_LAG_ON_FAILOVER} bytes of the leader (a switchover to it accepted)`,
+      async () => {
+        const members = await this.restCluster();
+        const leader = members.find((m) => m.role === "leader");
+        const c = members.find((m) => m.name === candidate);
+        return (
+          leader !== undefined &&
+          c !== undefined &&
+          c.timeline === leader.timeline &&
+          typeof c.lag === "number" &&
+          c.lag <= MAX_LAG_ON_FAILOVER
+        );
+      },
+      { timeoutMs, intervalMs: 100 },
+    );
+  }
+
   /** Planned switchover through the leader's REST API; resolves when Patroni reports it done. */
   async switchover(candidate?: string): Promise<{ from: string; to: string }> {
     const from = await waitFor("a leader", () => this.leader());
     const to = candidate ?? this.nodes.find((n) => n.name !== from && n.running)?.name;
     if (!to) throw new Error("no switchover candidate");
+    await this.waitSwitchoverPossible(to);
     const r = await this.node(from).restPost("/switchover", { leader: from, candidate: to });
     if (r.status !== 200) throw new Error(`switchover ${from} -> ${to} failed: ${r.status} ${r.text}`);
     return { from, to };
