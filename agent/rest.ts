@@ -27,6 +27,16 @@ export class PatroniRest {
     }
   }
 
+  /** GET /patroni as Patroni answers it (role, state, xlog, replication...); null when it does not answer. */
+  async patroni(timeoutMs = 2000): Promise<unknown> {
+    try {
+      const res = await fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
+      return (await res.json()) as unknown;
+    } catch {
+      return null;
+    }
+  }
+
   /** GET /patroni: this node's role and state; null when Patroni does not answer. */
   async status(timeoutMs = 2000): Promise<{ role: string; state: string } | null> {
     try {

@@ -1,7 +1,16 @@
 /**
  * What a stopping node does first: a leader with a healthy replica hands over
  * (a planned switchover instead of a failover); anything else just stops.
- * Pure: Patroni's REST /cluster answer in, a decision with its reason out.
+ * Pure: Patroni's REST /cluster and the leader's own /patroni answers in, a
+ * decision with its reason out.
+ *
+ * A candidate must be streaming from this leader (its walreceiver in the leader's
+ * pg_stat_replication, which /patroni lists under `replication`): a clean shutdown
+ * sends every WAL record to connected walreceivers before it ends, so such a
+ * replica has all of it. /cluster's `lag` alone is not enough: it is computed from
+ * positions Patroni writes to etcd once per loop, so a replica that has not
+ * connected yet (after its basebackup, before its slot exists) shows lag 0 while
+ * the leader has moved on; Patroni would promote it and lose those writes.
  */
 
 export type StopPlan =
@@ -27,9 +36,22 @@ function tagTrue(tags: unknown, name: string): boolean {
   return typeof tags === "object" && tags !== null && (tags as Record<string, unknown>)[name] === true;
 }
 
+/** Names of the members streaming from the leader, from its own GET /patroni; null if unknown. */
+export function streamingFrom(leaderStatus: unknown): ReadonlySet<string> | null {
+  if (typeof leaderStatus !== "object" || leaderStatus === null) return null;
+  const replication = (leaderStatus as { replication?: unknown }).replication;
+  const names = new Set<string>();
+  if (!Array.isArray(replication)) return names; // Patroni leaves it out when nobody streams
+  for (const r of replication as { application_name?: unknown; state?: unknown }[]) {
+    if (typeof r?.application_name === "string" && r.state === "streaming") names.add(r.application_name);
+  }
+  return names;
+}
+
 export function planStop(
   self: string,
   cluster: unknown,
+  leaderStatus: unknown,
   opts: { readonly enabled: boolean; readonly maxLagBytes?: number },
 ): StopPlan {
   if (!opts.enabled) return { action: "stop", reason: "switchover on stop is disabled" };
@@ -48,6 +70,10 @@ export function planStop(
   if (me?.role !== "leader") {
     return { action: "stop", reason: `not the leader (role ${String(me?.role ?? "unknown")})` };
   }
+  const streaming = streamingFrom(leaderStatus);
+  if (streaming === null) {
+    return { action: "stop", reason: "replication state unknown (Patroni's REST /patroni did not answer)" };
+  }
   const maxLag = opts.maxLagBytes ?? DEFAULT_MAX_LAG_BYTES;
   const candidates = members.filter(
     (m): m is RestMember & { name: string; lag: number } =>
@@ -58,10 +84,13 @@ export function planStop(
       HEALTHY_STATES.has(m.state) &&
       typeof m.lag === "number" &&
       m.lag <= maxLag &&
+      streaming.has(m.name) &&
       (typeof me.timeline !== "number" || typeof m.timeline !== "number" || m.timeline === me.timeline) &&
       !tagTrue(m.tags, "nofailover"),
   );
-  if (candidates.length === 0) return { action: "stop", reason: "no healthy replica to hand over to" };
+  if (candidates.length === 0) {
+    return { action: "stop", reason: "no healthy replica streaming from this leader to hand over to" };
+  }
   // In synchronous mode Patroni accepts only a synchronous standby; it is also the one surely caught up.
   const sorted = [...candidates].sort(
     (a, b) =>

@@ -117,8 +117,8 @@ export class PatroniSupervisor {
     const { log, rest, self } = this.o;
     log.info({ signal }, "stop requested");
     if (this.o.switchoverOnStop) {
-      const cluster = await rest.cluster();
-      const plan = planStop(self, cluster, { enabled: true });
+      const [cluster, status] = await Promise.all([rest.cluster(), rest.patroni()]);
+      const plan = planStop(self, cluster, status, { enabled: true });
       log.info(
         plan,
         plan.action === "switchover" ? "switching over before stopping" : "stopping without switchover",

@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
+import { streamingFrom } from "../../agent/stop-plan.js";
 import { EtcdServer } from "./etcd.js";
 import { freePort } from "./ports.js";
 import { run, type Spawned, startProcess, stopProcess, waitFor } from "./proc.js";
@@ -357,6 +358,9 @@ export class PatroniCluster {
         for (const r of replicas) {
           if ((await this.node(r.name).rest("/replica")).status !== 200) return null;
         }
+        // Streaming from the leader, not only "running" with a lag from positions in etcd.
+        const streaming = streamingFrom((await leaderNode.rest("/patroni")).body);
+        if (replicas.filter((r) => streaming?.has(r.name)).length < want) return null;
         return leader.name;
       },
       { timeoutMs: opts.timeoutMs ?? 60_000, intervalMs: 250 },
@@ -379,11 +383,12 @@ export class PatroniCluster {
   }
 
   /**
-   * Waits until Patroni would accept a switchover to `candidate`: on the leader's timeline and
-   * within maximum_lag_on_failover of the leader's last position in etcd (/cluster's lag comes
-   * from the member key, which only trails what the candidate has). Right after a bootstrap or
-   * a switchover a replica can be a WAL segment behind for a moment, and Patroni answers such
-   * a request with 503 "Switchover failed".
+   * Waits until a switchover to `candidate` is accepted and loses nothing: on the leader's
+   * timeline, within maximum_lag_on_failover of the leader's last position in etcd (else
+   * Patroni answers 503 "Switchover failed"), and streaming from the leader. Patroni 3.0 checks
+   * only the lag, from positions written to etcd once per loop: a replica that has not
+   * connected yet after its basebackup shows lag 0, and promoting it loses what the leader
+   * wrote since (agent/stop-plan.ts makes the same check before a stopping leader hands over).
    */
   async waitSwitchoverPossible(candidate: string, timeoutMs = 30_000): Promise<void> {
     await waitFor(
@@ -392,13 +397,10 @@ export class PatroniCluster {
         const members = await this.restCluster();
         const leader = members.find((m) => m.role === "leader");
         const c = members.find((m) => m.name === candidate);
-        return (
-          leader !== undefined &&
-          c !== undefined &&
-          c.timeline === leader.timeline &&
-          typeof c.lag === "number" &&
-          c.lag <= MAX_LAG_ON_FAILOVER
-        );
+        if (leader === undefined || c === undefined || c.timeline !== leader.timeline) return false;
+        if (typeof c.lag !== "number" || c.lag > MAX_LAG_ON_FAILOVER) return false;
+        const streaming = streamingFrom((await this.node(leader.name).rest("/patroni")).body);
+        return streaming?.has(candidate) === true;
       },
       { timeoutMs, intervalMs: 100 },
     );

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { planStop, type StopPlan } from "../../agent/stop-plan.js";
+import { planStop, type StopPlan, streamingFrom } from "../../agent/stop-plan.js";
 
 const leader = { name: "pg1", role: "leader", state: "running", timeline: 2 };
 const replica = (name: string, o: Record<string, unknown> = {}) => ({
@@ -12,8 +12,32 @@ const replica = (name: string, o: Record<string, unknown> = {}) => ({
   ...o,
 });
 
+/** The leader's GET /patroni with these members' walreceivers in pg_stat_replication. */
+const leaderStatus = (streams: Record<string, string>) => ({
+  state: "running",
+  role: "master",
+  timeline: 2,
+  replication: Object.entries(streams).map(([name, state]) => ({
+    usename: "replicator",
+    application_name: name,
+    client_addr: "10.0.0.9",
+    state,
+    sync_state: "async",
+    sync_priority: 0,
+  })),
+});
+
+/** Every replica of `cluster` streaming. */
+function allStreaming(cluster: unknown): unknown {
+  const members = (cluster as { members?: { name?: unknown; role?: unknown }[] } | null)?.members ?? [];
+  const streams: Record<string, string> = {};
+  for (const m of members)
+    if (typeof m.name === "string" && m.role !== "leader") streams[m.name] = "streaming";
+  return leaderStatus(streams);
+}
+
 describe("what a stopping node does first", () => {
-  const table: [string, unknown, StopPlan["action"], string | RegExp][] = [
+  const table: [string, unknown, StopPlan["action"], string | RegExp, unknown?][] = [
     ["REST did not answer", null, "stop", /cluster state unknown/],
     ["a body without members", { foo: 1 }, "stop", /cluster state unknown/],
     ["a replica stops", { members: [{ ...leader, name: "pg2" }, replica("pg1")] }, "stop", /not the leader/],
@@ -83,20 +107,62 @@ describe("what a stopping node does first", () => {
       "stop",
       /no healthy/,
     ],
+    [
+      "a replica not streaming from the leader is no candidate, whatever its lag in etcd says",
+      { members: [leader, replica("pg2", { lag: 0 }), replica("pg3", { lag: 4096 })] },
+      "switchover",
+      "pg3",
+      leaderStatus({ pg3: "streaming" }),
+    ],
+    [
+      "a walsender still catching up is not streaming yet",
+      { members: [leader, replica("pg2")] },
+      "stop",
+      /no healthy replica streaming/,
+      leaderStatus({ pg2: "catchup" }),
+    ],
+    [
+      "nobody streams (Patroni leaves `replication` out)",
+      { members: [leader, replica("pg2")] },
+      "stop",
+      /no healthy replica streaming/,
+      { state: "running", role: "master" },
+    ],
+    [
+      "the leader's /patroni did not answer",
+      { members: [leader, replica("pg2")] },
+      "stop",
+      /replication state unknown/,
+      null,
+    ],
   ];
-  for (const [name, cluster, action, detail] of table) {
+  for (const [name, cluster, action, detail, status] of table) {
     it(name, () => {
-      const frozen = structuredClone(cluster);
-      const plan = planStop("pg1", cluster, { enabled: true });
+      const st = status === undefined ? allStreaming(cluster) : status;
+      const frozen = structuredClone([cluster, st]);
+      const plan = planStop("pg1", cluster, st, { enabled: true });
       assert.equal(plan.action, action, plan.reason);
       if (plan.action === "switchover") assert.equal(plan.candidate, detail);
       else assert.match(plan.reason, detail as RegExp);
-      assert.deepEqual(cluster, frozen, "the input is not mutated");
+      assert.deepEqual([cluster, st], frozen, "the input is not mutated");
     });
   }
 
+  it("reads the walreceivers streaming from the leader's /patroni", () => {
+    assert.deepEqual(
+      [...(streamingFrom(leaderStatus({ pg2: "streaming", pg3: "catchup", pg4: "streaming" })) ?? [])],
+      ["pg2", "pg4"],
+    );
+    assert.deepEqual(
+      streamingFrom({ replication: [null, { application_name: 5, state: "streaming" }] }),
+      new Set(),
+    );
+    assert.equal(streamingFrom("502 Bad Gateway"), null);
+  });
+
   it("does nothing first when the option is off", () => {
-    const plan = planStop("pg1", { members: [leader, replica("pg2")] }, { enabled: false });
+    const cluster = { members: [leader, replica("pg2")] };
+    const plan = planStop("pg1", cluster, allStreaming(cluster), { enabled: false });
     assert.deepEqual(plan, { action: "stop", reason: "switchover on stop is disabled" });
   });
 });
