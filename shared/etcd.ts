@@ -49,12 +49,16 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
       >,
     },
     grpcOptions: {
-      // Notice a dead peer within seconds even when no RST arrives. etcd answers pings
-      // more often than its --grpc-keepalive-min-time (5 s by default) with a GOAWAY
-      // ("too_many_pings"), so stay clearly above it.
+      // Notice a dead peer within seconds even when no RST arrives, while a stream (a
+      // watch, a lease keepalive) is open. etcd answers pings more often than its
+      // --grpc-keepalive-min-time (5 s by default) with a GOAWAY ("too_many_pings"), so
+      // stay clearly above it; and it counts every ping on a connection without a stream
+      // as a strike (gRPC's PermitWithoutStream is off in etcd), sending a client that
+      // only makes unary calls away after three: no pings without a call, then. Unary
+      // calls have their deadline.
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5000,
-      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.keepalive_permit_without_calls": 0,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 1000,
     },
