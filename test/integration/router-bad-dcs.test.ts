@@ -168,10 +168,11 @@ describe("router: malformed DCS records and held clients", () => {
       await new Promise((res) => setTimeout(res, 500));
       s.resume();
       s.end(); // half-close: the server still answers after our FIN
-      const deadline = new Promise((_, rej) =>
-        setTimeout(() => rej(new Error(`got ${total} bytes`)), 30_000),
-      );
-      await Promise.race([Promise.all([gotAll, ended]), deadline]);
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise((_, rej) => {
+        timer = setTimeout(() => rej(new Error(`got ${total} bytes`)), 30_000);
+      });
+      await Promise.race([Promise.all([gotAll, ended]), deadline]).finally(() => clearTimeout(timer));
       const all = Buffer.concat(received);
       assert.ok(all.subarray(0, ready.length).equals(ready));
       assert.ok(
