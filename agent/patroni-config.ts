@@ -41,6 +41,9 @@ export const DEFAULT_PG_PARAMETERS = Object.freeze({
 export function pgHba(replicationUser: string): string[] {
   return [
     `local all all peer map=${LOCAL_MAP}`,
+    // Patroni's own replication connection (IDENTIFY_SYSTEM: the timeline a replica reports on
+    // REST) over the socket: no SCRAM exchange on each status answer while the timeline changes.
+    `local replication ${replicationUser} peer map=${LOCAL_MAP}`,
     `host replication ${replicationUser} 0.0.0.0/0 scram-sha-256`,
     `host replication ${replicationUser} ::/0 scram-sha-256`,
     "host all all 0.0.0.0/0 scram-sha-256",
@@ -48,10 +51,16 @@ export function pgHba(replicationUser: string): string[] {
   ];
 }
 
-/** root and postgres map to the superuser; every other OS user to the role of its own name. */
-export function pgIdent(superuser: string): string[] {
+/**
+ * root and postgres map to the superuser, postgres (Patroni) also to the replication role;
+ * every other OS user to the role of its own name.
+ */
+export function pgIdent(superuser: string, replicationUser: string): string[] {
   const lines = [`${LOCAL_MAP} root ${superuser}`, `${LOCAL_MAP} postgres ${superuser}`];
   if (superuser !== "postgres") lines.push(`${LOCAL_MAP} postgres postgres`);
+  if (replicationUser !== superuser && replicationUser !== "postgres") {
+    lines.push(`${LOCAL_MAP} postgres ${replicationUser}`);
+  }
   lines.push(`${LOCAL_MAP} /^(.*)$ \\1`);
   return lines;
 }
@@ -102,13 +111,14 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       bin_dir: IMAGE_PATHS.binDir,
       pgpass: IMAGE_PATHS.pgpass,
       use_unix_socket: true,
+      use_unix_socket_repl: true,
       authentication: {
         superuser: { username: cfg.superuser.username, password: cfg.superuser.password },
         replication: { username: cfg.replication.username, password: cfg.replication.password },
         rewind: { username: cfg.superuser.username, password: cfg.superuser.password },
       },
       pg_hba: pgHba(cfg.replication.username),
-      pg_ident: pgIdent(cfg.superuser.username),
+      pg_ident: pgIdent(cfg.superuser.username, cfg.replication.username),
       parameters: { unix_socket_directories: IMAGE_PATHS.socketDir, ...backup.parameters },
       ...(backup.recoveryConf ? { recovery_conf: { ...backup.recoveryConf } } : {}),
       create_replica_methods: [...backup.createReplicaMethods],

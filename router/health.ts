@@ -200,6 +200,10 @@ export class HealthChecker {
       ...labels,
       result: status === null ? "error" : status === 200 ? "ok" : "refused",
     });
+    this.log.debug(
+      { member: p.name, check: kind, status, role, state, ms: Math.round(seconds * 1e4) / 10 },
+      "REST check",
+    );
     this.record(p, kind, status, { lsn, role, state });
   }
 

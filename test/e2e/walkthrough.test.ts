@@ -219,6 +219,11 @@ describe("the original walkthrough with our images", { timeout: 15 * 60_000 }, (
   it("the operator habits work inside the container", async () => {
     assert.match(await dockerExec(john, ["psql", "--version"]), /PostgreSQL\) 15\./);
     assert.match(await dockerExec(john, ["patronictl", "list"]), new RegExp(`${john}.*Leader.*running`));
+    // patronictl is the agent's launcher under that name: Nagle off on its etcd connections too.
+    assert.equal(
+      await dockerExec(john, ["sh", "-c", 'readlink -f "$(command -v patronictl)"']),
+      "/usr/local/bin/pgha-patroni",
+    );
     const status = JSON.parse(await dockerExec(john, ["curl", "-fsS", "localhost:8008/patroni"])) as {
       role: string;
     };
@@ -280,6 +285,27 @@ describe("the original walkthrough with our images", { timeout: 15 * 60_000 }, (
       async () => (await psql(paulUrl, "select note from walkthrough")) === "from john",
     );
     assert.equal(await psql(paulUrl, "select pg_is_in_recovery()"), "t");
+    // A replica's REST status carries its timeline, which Patroni reads over its own replication
+    // connection through the socket (peer, as the replication role): it works without a password.
+    const status = JSON.parse(await dockerExec(paul, ["curl", "-fsS", "localhost:8008/patroni"])) as {
+      role: string;
+      timeline?: number;
+    };
+    assert.equal(status.role, "replica");
+    assert.equal(status.timeline, 1);
+    assert.equal(
+      await dockerExec(paul, [
+        "setpriv",
+        "--reuid=postgres",
+        "--regid=postgres",
+        "--init-groups",
+        "psql",
+        "-Atc",
+        "IDENTIFY_SYSTEM",
+        "dbname=replication replication=true user=replicator host=/var/run/postgresql",
+      ]).then((out) => out.split("|")[1]),
+      "1",
+    );
   });
 
   it("psql connects as POSTGRES_USERNAME through the router, to the primary", async () => {

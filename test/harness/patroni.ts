@@ -55,6 +55,8 @@ export interface ClusterOptions {
   readonly tags?: Readonly<Record<string, Record<string, unknown>>>;
   /** Extra dynamic configuration (bootstrap.dcs), e.g. { failsafe_mode: true }. */
   readonly dcs?: Readonly<Record<string, unknown>>;
+  /** initdb's options at bootstrap (Patroni's list form); the agent's own by default. */
+  readonly initdb?: readonly (string | Readonly<Record<string, string | number>>)[];
   /** Extra PostgreSQL parameters. */
   readonly parameters?: Readonly<Record<string, string | number | boolean>>;
   /** Wait for a leader and all replicas streaming (default true). */
@@ -287,7 +289,7 @@ export class PatroniCluster {
             },
           },
         },
-        initdb: [{ encoding: "UTF8" }, { locale: "C" }, "data-checksums"],
+        initdb: o.initdb ?? [{ encoding: "UTF8" }, { locale: "C" }, "data-checksums"],
       },
       postgresql: {
         listen: `127.0.0.1:${node.pgPort}`,
@@ -296,8 +298,12 @@ export class PatroniCluster {
         bin_dir: PG_BIN_DIR,
         pgpass: join(node.dir, "pgpass"),
         authentication: { superuser: SUPERUSER, replication: REPLICATION, rewind: SUPERUSER },
+        // As in the agent: Patroni's own replication connection (IDENTIFY_SYSTEM, the timeline a
+        // replica's REST status reports) goes over the socket, not through SCRAM over TCP.
+        use_unix_socket_repl: true,
         pg_hba: [
           "local all all trust",
+          "local replication all trust",
           "host all all 127.0.0.1/32 scram-sha-256",
           "host replication replicator 127.0.0.1/32 scram-sha-256",
         ],

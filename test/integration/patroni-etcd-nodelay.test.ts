@@ -8,10 +8,11 @@
  * control: its etcd sockets have Nagle on, which is what the launcher is for.
  */
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { PatroniCluster } from "../harness/patroni.js";
-import { run, waitFor } from "../harness/proc.js";
+import { run, type Spawned, startProcess, stopProcess, waitFor } from "../harness/proc.js";
 
 /** Reads TCP_NODELAY of file descriptors of another process: {fd: 0|1}. */
 const READ_NODELAY = `
@@ -53,13 +54,11 @@ function socketsTo(pid: number, port: number): number[] {
   return fds;
 }
 
-async function nodelayOfEtcdSockets(c: PatroniCluster): Promise<number[]> {
-  const node = c.nodes[0]!;
-  const pid = node.pid;
-  assert.ok(pid !== undefined, "Patroni runs");
+async function nodelayOfEtcdSockets(c: PatroniCluster, pid = c.nodes[0]!.pid): Promise<number[]> {
+  assert.ok(pid !== undefined, "the process runs");
   const port = c.etcd.clientPort;
   const fds = await waitFor(
-    `Patroni (pid ${pid}) connected to etcd on port ${port}`,
+    `process ${pid} connected to etcd on port ${port}`,
     () => {
       const found = socketsTo(pid, port);
       return found.length > 0 && found;
@@ -101,6 +100,57 @@ describe("Patroni's etcd connections (as root: pidfd_getfd)", () => {
     assert.ok(
       values.every((v) => v === 0),
       `Patroni's own script now sets TCP_NODELAY itself (${values.join(",")}): the launcher may be unnecessary`,
+    );
+  });
+});
+
+/**
+ * patronictl opens its etcd connections through the same Patroni function. The image links
+ * /usr/local/bin/patronictl to the launcher; run under that name, the launcher runs patronictl.
+ * `list -W` refreshes every 2 s and keeps its etcd connection open long enough to be read.
+ */
+describe("patronictl's etcd connections (as root: pidfd_getfd)", () => {
+  let cluster: PatroniCluster;
+  const watchers: Spawned[] = [];
+
+  before(async () => {
+    cluster = await PatroniCluster.start({ nodes: 1, scope: "nodelay-ctl" });
+  });
+  after(async () => {
+    await Promise.all(watchers.map((w) => stopProcess(w, "SIGKILL")));
+    await cluster?.destroy();
+  });
+
+  function watchList(bin: string, name: string): Spawned {
+    const w = startProcess(bin, ["-c", cluster.nodes[0]!.configFile, "list", "-W"], {
+      logFile: join(cluster.dir, `${name}.log`),
+    });
+    watchers.push(w);
+    return w;
+  }
+
+  it("have TCP_NODELAY on when patronictl runs through the launcher under its own name", async () => {
+    const link = join(cluster.dir, "patronictl");
+    symlinkSync(cluster.launcher, link);
+    const w = watchList(link, "ctl-launcher");
+    await waitFor("patronictl's table", () => w.tail().includes("nodelay-ctl"), { timeoutMs: 20_000 });
+    const values = await nodelayOfEtcdSockets(cluster, w.child.pid);
+    assert.ok(values.length >= 1);
+    assert.deepEqual(
+      values.filter((v) => v === 0),
+      [],
+      `etcd sockets with Nagle on: ${values.join(",")}\n${w.tail()}`,
+    );
+  });
+
+  it("have Nagle on with Debian's patronictl (the control)", async () => {
+    const w = watchList("patronictl", "ctl-plain");
+    await waitFor("patronictl's table", () => w.tail().includes("nodelay-ctl"), { timeoutMs: 20_000 });
+    const values = await nodelayOfEtcdSockets(cluster, w.child.pid);
+    assert.ok(values.length >= 1);
+    assert.ok(
+      values.every((v) => v === 0),
+      `Debian's patronictl now sets TCP_NODELAY itself (${values.join(",")}): the link may be unnecessary`,
     );
   });
 });

@@ -143,19 +143,30 @@ describe("patroni.yml rendered from the configuration", () => {
   it("pg_hba: peer over the socket, scram-sha-256 over TCP for every user and replication", () => {
     const hba: string[] = rendered({ REPLICATION_USERNAME: "standby" }).postgresql.pg_hba;
     assert.equal(hba[0], "local all all peer map=container");
-    for (const line of hba.slice(1)) assert.match(line, /^host .* scram-sha-256$/);
+    assert.equal(hba[1], "local replication standby peer map=container");
+    for (const line of hba.slice(2)) assert.match(line, /^host .* scram-sha-256$/);
     assert.ok(hba.includes("host replication standby 0.0.0.0/0 scram-sha-256"));
     assert.ok(hba.includes("host all all 0.0.0.0/0 scram-sha-256"));
     assert.ok(!hba.some((l) => /\b(trust|md5|password)\b/.test(l)), "no weaker method");
   });
 
-  it("pg_ident: root and postgres in the container map to the superuser", () => {
-    assert.deepEqual(rendered({ SUPERUSER_USERNAME: "dba" }).postgresql.pg_ident, [
-      "container root dba",
-      "container postgres dba",
-      "container postgres postgres",
-      "container /^(.*)$ \\1",
-    ]);
+  it("pg_ident: root and postgres in the container map to the superuser, postgres also to replication", () => {
+    assert.deepEqual(
+      rendered({ SUPERUSER_USERNAME: "dba", REPLICATION_USERNAME: "standby" }).postgresql.pg_ident,
+      [
+        "container root dba",
+        "container postgres dba",
+        "container postgres postgres",
+        "container postgres standby",
+        "container /^(.*)$ \\1",
+      ],
+    );
+  });
+
+  it("Patroni's local replication connection goes over the socket", () => {
+    const r = rendered({}) as unknown as { postgresql: Record<string, unknown> };
+    assert.equal(r.postgresql["use_unix_socket_repl"], true);
+    assert.equal(r.postgresql["use_unix_socket"], true);
   });
 
   it("IPv6 public addresses are bracketed", () => {
