@@ -259,6 +259,15 @@ export const agentOptions = {
     min: 1,
     max: 3600,
   }),
+  walSegmentSize: opt.int({
+    flag: "wal-segment-size",
+    env: "WAL_SEGMENT_SIZE",
+    description:
+      "WAL segment size in MB when the cluster is created (initdb --wal-segsize; PostgreSQL's default). Smaller segments make a promotion's timeline switch quicker (it copies one segment) at the cost of more WAL files to archive",
+    default: 16,
+    min: 1,
+    max: 1024,
+  }),
   switchoverOnStop: opt.bool({
     flag: "switchover-on-stop",
     env: "SWITCHOVER_ON_STOP",
@@ -347,6 +356,8 @@ export interface AgentConfig {
     readonly synchronousMode: boolean;
     readonly synchronousModeStrict: boolean;
   };
+  /** initdb --wal-segsize (MB): a power of 2; used only when this node creates the cluster. */
+  readonly walSegmentSizeMb: number;
   readonly stop: { readonly switchover: boolean; readonly timeoutSeconds: number };
   readonly dataDir: string;
   readonly configFile: string;
@@ -468,6 +479,12 @@ export function parseAgentConfig(
     }
   }
 
+  if ((c.walSegmentSize & (c.walSegmentSize - 1)) !== 0) {
+    fail(
+      "wal-segment-size",
+      `invalid WAL_SEGMENT_SIZE ${c.walSegmentSize}: expected a power of 2 from 1 to 1024 (MB)`,
+    );
+  }
   if (c.loopWait + 2 * c.retryTimeout > c.ttl) {
     fail(
       "ttl",
@@ -498,6 +515,7 @@ export function parseAgentConfig(
       synchronousMode: c.synchronousMode,
       synchronousModeStrict: c.synchronousModeStrict,
     }),
+    walSegmentSizeMb: c.walSegmentSize,
     stop: Object.freeze({ switchover: c.switchoverOnStop, timeoutSeconds: c.switchoverTimeout }),
     dataDir: c.dataDir,
     configFile: c.configFile,

@@ -99,7 +99,13 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
           parameters: { ...DEFAULT_PG_PARAMETERS },
         },
       },
-      initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
+      initdb: [
+        { encoding: "UTF8" },
+        { locale: "C.UTF-8" },
+        "data-checksums",
+        // Patroni wants each key-value option's value as a string.
+        { "wal-segsize": String(cfg.walSegmentSizeMb) },
+      ],
       // Patroni appends the superuser's local connection string: psql runs the file there.
       post_bootstrap: `psql -X -q -v ON_ERROR_STOP=1 -f ${bootstrapSqlPath(cfg.configFile)}`,
       ...(backup.bootstrap ?? {}),

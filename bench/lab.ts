@@ -16,6 +16,8 @@ export interface LabOptions {
   /** Patroni's ttl (s); unplanned failover is judged against ttl + 1 s. */
   readonly ttl: number;
   readonly loopWait: number;
+  /** initdb --wal-segsize (MB), as the agent's WAL_SEGMENT_SIZE. */
+  readonly walSegmentSizeMb: number;
 }
 
 export class Lab {
@@ -37,6 +39,12 @@ export class Lab {
       ttl: opts.ttl,
       loopWait: opts.loopWait,
       scope: `bench${process.pid}`,
+      initdb: [
+        { encoding: "UTF8" },
+        { locale: "C" },
+        "data-checksums",
+        { "wal-segsize": String(opts.walSegmentSizeMb) },
+      ],
     });
     try {
       const docs = await freePort();
@@ -119,7 +127,12 @@ export class Lab {
   /** What the JSON records about the setup. */
   describe(): Record<string, unknown> {
     return {
-      patroni: { nodes: this.cluster.nodes.length, ttl: this.opts.ttl, loopWait: this.opts.loopWait },
+      patroni: {
+        nodes: this.cluster.nodes.length,
+        ttl: this.opts.ttl,
+        loopWait: this.opts.loopWait,
+        walSegmentSizeMb: this.opts.walSegmentSizeMb,
+      },
       router:
         "node dist/router/main.js --scope S --listen 127.0.0.1:P --replica-listen off --log-level info (defaults otherwise: --check both)",
       haproxyConfig: this.haproxyCfg,

@@ -159,6 +159,13 @@ const benchOptions = {
     min: 5,
     max: 120,
   }),
+  walSegmentSize: opt.int({
+    flag: "wal-segment-size",
+    description: "WAL segment size (MB) the cluster is created with, as the agent's WAL_SEGMENT_SIZE",
+    default: 16,
+    min: 1,
+    max: 1024,
+  }),
   out: opt.string({
     flag: "out",
     description: "directory for the JSON results",
@@ -200,6 +207,7 @@ export interface Plan {
   readonly heldClients: number;
   readonly profileSeconds: number;
   readonly ttl: number;
+  readonly walSegmentSize: number;
   readonly out: string;
 }
 
@@ -223,6 +231,7 @@ export function planOf(c: BenchConfig): Plan {
     heldClients: c.heldClients,
     profileSeconds: pick(c.profileSeconds, 15, 8),
     ttl: c.ttl,
+    walSegmentSize: c.walSegmentSize,
     out: c.out,
   });
 }

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   try {
     if (needsLab) {
       log("starting the 3-node Patroni cluster, HAProxy and the router");
-      lab = await Lab.start({ ttl: plan.ttl, loopWait: 2 });
+      lab = await Lab.start({ ttl: plan.ttl, loopWait: 2, walSegmentSizeMb: plan.walSegmentSize });
       const l = lab;
       results.setup = l.describe();
       await part("datapath", async () => {

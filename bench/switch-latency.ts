@@ -3,25 +3,30 @@
  * on the leader key, and clients opening new connections through the router (and,
  * for reference, through HAProxy) all along. Per switchover:
  *
- *   put→served   from the leader key's PUT naming the new leader to the first
- *                byte a client received from the new primary;
- *   rest→served  from the new leader's REST /primary first answering 200 (polled
- *                every 10 ms from the PUT on) to that same first byte: the share
- *                that is the router's own (Patroni's promotion is not);
- *   master→served  from the first /primary 200 whose body says role master (PostgreSQL
- *                has left recovery; Patroni 3 answers 200 from the moment it holds the
- *                lock, while the server is still read-only) to that first byte.
+ *   put→served     from the leader key's PUT naming the new leader to the first
+ *                  byte a client received from the new primary;
+ *   put→writable   from that PUT to PostgreSQL on the new leader leaving recovery, as
+ *                  a session opened there beforehand sees it (pg_is_in_recovery()
+ *                  every 2 ms): Patroni's and PostgreSQL's share;
+ *   writable→served  the rest: Patroni's REST reporting the new role, the router's
+ *                  check and decision, and the new server's answer to the held client;
+ *   put→route      from the PUT to the router's decision to route to the new leader
+ *                  (its log).
+ *
+ * Nothing here asks Patroni's REST API during the switch: each REST request costs
+ * Patroni a thread and, while the server is in recovery, a replication connection to
+ * its own PostgreSQL, so polling it would slow the very promotion being measured.
  */
 import type { Etcd3 } from "etcd3";
 import { patroniKeys } from "../shared/keys.js";
 import { sleep } from "../shared/time.js";
 import { waitFor } from "../test/harness/proc.js";
 import type { Lab } from "./lab.js";
-import { type ProbeResult, probe } from "./pgclient.js";
+import { newClient, type ProbeResult, probe } from "./pgclient.js";
 import { now, round, summary } from "./stats.js";
 
 const PROBE_PACE_MS = 50;
-const REST_POLL_MS = 10;
+const WRITABLE_POLL_MS = 2;
 
 type ProbeVia = "router" | "haproxy-docs" | "haproxy-fast";
 
@@ -36,14 +41,11 @@ export interface SwitchSample {
   readonly to: string;
   /** DELETE of the old leader key → PUT of the new one (ms). */
   readonly deleteToPutMs: number;
-  /** PUT → the new leader's REST /primary answering 200 (Patroni's promotion; ms). */
-  readonly putToRestMs: number;
-  /** PUT → its /primary answering 200 with role master in the body (out of recovery; ms). */
-  readonly putToMasterMs: number;
-  readonly served: Record<
-    ProbeVia,
-    { putToServedMs: number; restToServedMs: number; masterToServedMs: number }
-  >;
+  /** PUT → PostgreSQL on the new leader out of recovery (Patroni's promotion and PostgreSQL's; ms). */
+  readonly putToWritableMs: number;
+  /** PUT → the router's decision to route to the new leader (ms). */
+  readonly putToRouteMs: number;
+  readonly served: Record<ProbeVia, { putToServedMs: number; writableToServedMs: number }>;
   /** The router's decisions from the request to the first client it served, times in ms from the PUT. */
   readonly routerDecisions: readonly {
     atMs: number;
@@ -98,6 +100,25 @@ async function pollUntil<T>(
   }
 }
 
+/**
+ * A session on the new leader's PostgreSQL, opened before the switchover: resolves with when
+ * it first reports the server out of recovery (sessions outlive a promotion).
+ */
+async function watchWritable(lab: Lab, port: number, failure: () => string | null) {
+  const client = newClient(lab.pg(port));
+  await client.connect();
+  const writable = pollUntil(
+    async () => {
+      const r = await client.query("SELECT pg_is_in_recovery() AS r");
+      return r.rows[0].r === false ? now() : null;
+    },
+    failure,
+    WRITABLE_POLL_MS,
+  ).finally(() => client.end().catch(() => undefined));
+  writable.catch(() => undefined); // awaited later, or abandoned when the switchover fails first
+  return { writable };
+}
+
 async function watchLeader(client: Etcd3, key: string, out: LeaderEvent[]) {
   const w = await client.watch().key(key).create();
   w.on("put", (kv) => out.push({ t: now(), type: "put", value: kv.value.toString() }));
@@ -133,8 +154,9 @@ export async function runSwitchLatency(
       const target = lab.nextCandidate(from);
       const to = target.name;
       await c.waitSwitchoverPossible(to);
-      const tPost = now();
       let failed: string | null = null;
+      const { writable } = await watchWritable(lab, target.pgPort, () => failed);
+      const tPost = now();
       const post = leader
         .restPost("/switchover", { leader: from, candidate: to })
         .then((r) => {
@@ -148,21 +170,7 @@ export async function runSwitchLatency(
         () => failed,
         5,
       );
-      // REST /primary of the new leader, polled from the PUT on, concurrently with the request:
-      // when it first answers 200, and when its body first says the server left recovery.
-      let tRest = Number.NaN;
-      const tMaster = await pollUntil(
-        async () => {
-          const r = await target.rest("/primary", 1000).catch(() => null);
-          if (r?.status !== 200) return null;
-          const t = now();
-          if (Number.isNaN(tRest)) tRest = t;
-          const role = (r.body as { role?: unknown } | null)?.role;
-          return role === "master" || role === "primary" ? t : null;
-        },
-        () => failed,
-        REST_POLL_MS,
-      );
+      const tWritable = await writable;
       await post;
       if (failed) throw new Error(failed);
       const del = events.find((e) => e.t > tPost && e.t < put.t && e.type === "delete");
@@ -178,31 +186,30 @@ export async function runSwitchLatency(
         ).catch(() => Number.NaN);
         served[via] = {
           putToServedMs: round(t - put.t, 1),
-          restToServedMs: round(t - tRest, 1),
-          masterToServedMs: round(t - tMaster, 1),
+          writableToServedMs: round(t - tWritable, 1),
         };
       }
+      const decisions = lab.router.decisions(tPost - 100, put.t + served.router.putToServedMs + 100);
+      const route = decisions.find((d) => d.t >= put.t - 1 && d.action === "route" && d.target === to);
       const s: SwitchSample = {
         from,
         to,
         deleteToPutMs: del ? round(put.t - del.t, 1) : Number.NaN,
-        putToRestMs: round(tRest - put.t, 1),
-        putToMasterMs: round(tMaster - put.t, 1),
+        putToWritableMs: round(tWritable - put.t, 1),
+        putToRouteMs: route ? round(route.t - put.t, 1) : Number.NaN,
         served,
-        routerDecisions: lab.router
-          .decisions(tPost - 100, put.t + served.router.putToServedMs + 100)
-          .map((d) => ({
-            atMs: Math.round(d.t - put.t),
-            action: d.action,
-            target: d.target,
-            reason: d.reason ?? d.msg,
-          })),
+        routerDecisions: decisions.map((d) => ({
+          atMs: Math.round(d.t - put.t),
+          action: d.action,
+          target: d.target,
+          reason: d.reason ?? d.msg,
+        })),
       };
       samples.push(s);
       log(
-        `switch ${i + 1}/${count} ${from} -> ${to}: put→rest ${s.putToRestMs} ms, put→master ` +
-          `${s.putToMasterMs} ms; router put→served ${served.router.putToServedMs} ms (rest→served ` +
-          `${served.router.restToServedMs}, master→served ${served.router.masterToServedMs}); haproxy-docs ` +
+        `switch ${i + 1}/${count} ${from} -> ${to}: put→writable ${s.putToWritableMs} ms; router ` +
+          `put→route ${s.putToRouteMs} ms, put→served ${served.router.putToServedMs} ms ` +
+          `(writable→served ${served.router.writableToServedMs}); haproxy-docs ` +
           `${served["haproxy-docs"].putToServedMs} ms, haproxy-fast ${served["haproxy-fast"].putToServedMs} ms`,
       );
       await lab.waitAllServePrimary(120_000);
@@ -216,19 +223,18 @@ export async function runSwitchLatency(
   const hist1 = await lab.router.metric("router_switch_seconds_sum");
   const histN1 = await lab.router.metric("router_switch_seconds_count");
   const routerMetricMeanMs = round(((sum(hist1) - sum(hist0)) / (sum(histN1) - sum(histN0))) * 1000, 1);
-  const pick = (via: ProbeVia, k: "putToServedMs" | "restToServedMs" | "masterToServedMs") =>
+  const pick = (via: ProbeVia, k: "putToServedMs" | "writableToServedMs") =>
     samples.map((s) => s.served[via][k]);
   return {
     samples,
     summary: {
       n: samples.length,
-      putToRestMs: summary(samples.map((s) => s.putToRestMs)),
-      putToMasterMs: summary(samples.map((s) => s.putToMasterMs)),
+      putToWritableMs: summary(samples.map((s) => s.putToWritableMs)),
       deleteToPutMs: summary(samples.map((s) => s.deleteToPutMs)),
       router: {
         putToServedMs: summary(pick("router", "putToServedMs")),
-        restToServedMs: summary(pick("router", "restToServedMs")),
-        masterToServedMs: summary(pick("router", "masterToServedMs")),
+        putToRouteMs: summary(samples.map((s) => s.putToRouteMs)),
+        writableToServedMs: summary(pick("router", "writableToServedMs")),
       },
       "haproxy-docs": { putToServedMs: summary(pick("haproxy-docs", "putToServedMs")) },
       "haproxy-fast": { putToServedMs: summary(pick("haproxy-fast", "putToServedMs")) },

@@ -39,7 +39,8 @@ async function replicaOf(role: "replica" | "sync_standby"): Promise<Agent> {
 describe("REST operations on the compose stack", { timeout: 15 * 60_000 }, () => {
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
-    stack = await ComposeStack.up("restops", { cli: "v2" });
+    // A WAL segment size other than PostgreSQL's default, chosen at bootstrap (WAL_SEGMENT_SIZE).
+    stack = await ComposeStack.up("restops", { cli: "v2", env: { WAL_SEGMENT_SIZE: "4" } });
     leader = await stack.waitReady();
     await query("create table ops (id int primary key, note text)");
     await query("insert into ops values (1, 'before the operations')");
@@ -47,6 +48,12 @@ describe("REST operations on the compose stack", { timeout: 15 * 60_000 }, () =>
 
   after(async () => {
     await stack?.destroy();
+  });
+
+  it("the cluster was created with WAL_SEGMENT_SIZE, and every member has it", async () => {
+    for (const agent of AGENTS) {
+      assert.equal(await stack.exec(agent, ["psql", "-Atc", "show wal_segment_size"]), "4MB", agent);
+    }
   });
 
   it("refuses unsafe endpoints without the REST credentials", async () => {

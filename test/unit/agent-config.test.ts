@@ -207,6 +207,12 @@ describe("agent configuration from the environment", () => {
     ],
     ["a relative namespace", { ...BASE, PATRONI_NAMESPACE: "service" }, /PATRONI_NAMESPACE/],
     [
+      "a WAL segment size that is not a power of 2",
+      { ...BASE, WAL_SEGMENT_SIZE: "12" },
+      /invalid WAL_SEGMENT_SIZE 12: expected a power of 2 from 1 to 1024 \(MB\)/,
+    ],
+    ["a WAL segment size over 1 GB", { ...BASE, WAL_SEGMENT_SIZE: "2048" }, /WAL_SEGMENT_SIZE/],
+    [
       "a secret file that is missing",
       { ...without("POSTGRES_PASSWORD"), POSTGRES_PASSWORD_FILE: "/nope" },
       /cannot read POSTGRES_PASSWORD_FILE "\/nope" \(ENOENT\)/,

@@ -79,6 +79,13 @@ describe("patroni.yml rendered from the configuration", () => {
     ["use_pg_rewind", {}, "bootstrap.dcs.postgresql.use_pg_rewind", true],
     ["replication slots", {}, "bootstrap.dcs.postgresql.use_slots", true],
     ["default ttl", {}, "bootstrap.dcs.ttl", 30],
+    [
+      "initdb: UTF-8, data checksums, PostgreSQL's 16 MB WAL segments",
+      {},
+      "bootstrap.initdb",
+      [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums", { "wal-segsize": "16" }],
+    ],
+    ["a chosen WAL segment size", { WAL_SEGMENT_SIZE: "1" }, "bootstrap.initdb.3", { "wal-segsize": "1" }],
     ["default loop_wait", {}, "bootstrap.dcs.loop_wait", 10],
     ["default retry_timeout", {}, "bootstrap.dcs.retry_timeout", 10],
     [
@@ -111,12 +118,6 @@ describe("patroni.yml rendered from the configuration", () => {
     ["replicas cloned with pg_basebackup", {}, "postgresql.create_replica_methods", ["basebackup"]],
     ["no restore_command without a repository", {}, "postgresql.recovery_conf", undefined],
     ["initdb without a restore", {}, "bootstrap.method", undefined],
-    [
-      "data checksums at initdb",
-      {},
-      "bootstrap.initdb",
-      [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
-    ],
     [
       "the admin user created at bootstrap by psql with the bootstrap SQL",
       {},
