@@ -39,12 +39,7 @@ export class Lab {
       ttl: opts.ttl,
       loopWait: opts.loopWait,
       scope: `bench${process.pid}`,
-      initdb: [
-        { encoding: "UTF8" },
-        { locale: "C" },
-        "data-checksums",
-        { "wal-segsize": String(opts.walSegmentSizeMb) },
-      ],
+      walSegmentSizeMb: opts.walSegmentSizeMb,
     });
     try {
       const docs = await freePort();

@@ -99,7 +99,7 @@ export function verdicts(r: Results): Verdict[] {
     | undefined;
   if (sl) {
     const a = sl.router.putToServedMs;
-    const c = sl.router.writableToServedMs;
+    const w = sl.router.writableToServedMs;
     out.push({
       target: "switch latency p99 <= 50 ms (leader key PUT -> first client served by the new primary)",
       measured: `p50 ${a.p50} ms, p99 ${a.p99} ms (n=${a.n})`,
@@ -107,8 +107,8 @@ export function verdicts(r: Results): Verdict[] {
     });
     out.push({
       target: "switch latency p99 <= 50 ms (new primary out of recovery -> first client served)",
-      measured: `p50 ${c.p50} ms, p99 ${c.p99} ms (n=${c.n})`,
-      ok: c.p99 <= 50,
+      measured: `p50 ${w.p50} ms, p99 ${w.p99} ms (n=${w.n})`,
+      ok: w.p99 <= 50,
     });
   }
   const reg = r.registrator?.["startToKeyMs"] as Summary | undefined;

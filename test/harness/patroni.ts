@@ -55,8 +55,8 @@ export interface ClusterOptions {
   readonly tags?: Readonly<Record<string, Record<string, unknown>>>;
   /** Extra dynamic configuration (bootstrap.dcs), e.g. { failsafe_mode: true }. */
   readonly dcs?: Readonly<Record<string, unknown>>;
-  /** initdb's options at bootstrap (Patroni's list form); the agent's own by default. */
-  readonly initdb?: readonly (string | Readonly<Record<string, string | number>>)[];
+  /** initdb --wal-segsize (MB), as the agent's WAL_SEGMENT_SIZE; PostgreSQL's 16 by default. */
+  readonly walSegmentSizeMb?: number;
   /** Extra PostgreSQL parameters. */
   readonly parameters?: Readonly<Record<string, string | number | boolean>>;
   /** Wait for a leader and all replicas streaming (default true). */
@@ -289,7 +289,12 @@ export class PatroniCluster {
             },
           },
         },
-        initdb: o.initdb ?? [{ encoding: "UTF8" }, { locale: "C" }, "data-checksums"],
+        initdb: [
+          { encoding: "UTF8" },
+          { locale: "C" },
+          "data-checksums",
+          { "wal-segsize": String(o.walSegmentSizeMb ?? 16) },
+        ],
       },
       postgresql: {
         listen: `127.0.0.1:${node.pgPort}`,
