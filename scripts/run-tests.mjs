@@ -34,6 +34,40 @@ function findTests(dir) {
   return out;
 }
 
+/**
+ * The failed tests of a file's TAP output, with the first lines of their errors: printed again
+ * after the summary, so that the end of a long log says what failed and why. A suite whose
+ * subtests failed is not listed itself.
+ */
+function failures(tap, file) {
+  const out = [];
+  const lines = tap.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^(\s*)not ok \d+ - (.*)$/.exec(lines[i]);
+    if (!m) continue;
+    const indent = m[1].length + 2;
+    let error = [];
+    let suite = false;
+    for (let j = i + 1; j < lines.length; j++) {
+      const line = lines[j];
+      if (line.trim() === "...") break;
+      if (line.slice(indent).startsWith("failureType: 'subtestsFailed'")) suite = true;
+      const e = /^error: (.*)$/.exec(line.slice(indent));
+      if (!e || line.length - line.trimStart().length !== indent) continue;
+      if (e[1] === "|-" || e[1] === "|" || e[1] === ">-") {
+        for (let k = j + 1; k < lines.length; k++) {
+          const more = lines[k];
+          if (more.trim() !== "" && more.length - more.trimStart().length <= indent) break;
+          if (more.trim() !== "") error.push(more.trim());
+        }
+      } else error = [e[1].replace(/^'(.*)'$|^"(.*)"$/, "$1$2")];
+      break;
+    }
+    if (!suite) out.push({ file, name: m[2], error: error.join(" ").slice(0, 400) });
+  }
+  return out;
+}
+
 function count(tap, label) {
   const m = new RegExp(`^# ${label} (\\d+)$`, "m").exec(tap);
   return m ? Number(m[1]) : 0;
@@ -83,6 +117,7 @@ function runFile(file) {
 }
 
 const summary = [];
+const failedTests = [];
 let failed = false;
 const started = Date.now();
 for (const tier of tiers) {
@@ -95,6 +130,7 @@ for (const tier of tiers) {
   const problems = [];
   for (const file of files) {
     const f = await runFile(file);
+    failedTests.push(...failures(f.tap, file));
     for (const k of ["tests", "pass", "fail", "cancelled", "skipped", "todo"]) r[k] += count(f.tap, k);
     const complete = SUMMARY_END.test(f.tap);
     const open = OPEN_HANDLES.exec(f.tap);
@@ -131,4 +167,9 @@ const skipped = sum("skipped") + sum("todo");
 console.log(
   `tests: ${sum("pass")} passed, ${sum("fail") + sum("cancelled")} failed${skipped ? `, ${skipped} skipped` : ""}`,
 );
+if (failedTests.length > 0) {
+  console.log("failed tests:");
+  for (const t of failedTests.slice(0, 10)) console.log(`  ${t.file}: ${t.name}\n    ${t.error}`);
+  if (failedTests.length > 10) console.log(`  … and ${failedTests.length - 10} more (above)`);
+}
 process.exit(failed ? 1 : 0);
