@@ -103,6 +103,10 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         { encoding: "UTF8" },
         { locale: "C.UTF-8" },
         "data-checksums",
+        // The file initdb writes is replaced by Patroni's pg_hba before PostgreSQL first starts;
+        // without these initdb would still write trust lines and warn about them.
+        { "auth-local": "peer" },
+        { "auth-host": "reject" },
         // Patroni wants each key-value option's value as a string.
         { "wal-segsize": String(cfg.walSegmentSizeMb) },
       ],

@@ -139,6 +139,18 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "10" },
     });
     assert.equal(q.stdout.trim(), "admin|f");
+    // The leader ran initdb; initdb wrote no trust lines to warn about (Patroni's pg_hba rules).
+    const ids = (await docker(["ps", "-q", "--filter", `label=com.docker.compose.project=${project}`]))
+      .split("\n")
+      .filter(Boolean);
+    const logs = await Promise.all(
+      ids.map(async (id) => {
+        const l = await run("docker", ["logs", id]);
+        return l.stdout + l.stderr;
+      }),
+    );
+    assert.equal(logs.filter((l) => /Data page checksums are enabled/.test(l)).length, 1, "one initdb");
+    for (const l of logs) assert.doesNotMatch(l, /enabling "trust" authentication/);
     await run(
       "psql",
       [url, "-qc", "create table kept (v text); insert into kept values ('survives down and up')"],

@@ -80,12 +80,19 @@ describe("patroni.yml rendered from the configuration", () => {
     ["replication slots", {}, "bootstrap.dcs.postgresql.use_slots", true],
     ["default ttl", {}, "bootstrap.dcs.ttl", 30],
     [
-      "initdb: UTF-8, data checksums, PostgreSQL's 16 MB WAL segments",
+      "initdb: UTF-8, data checksums, no trust lines, PostgreSQL's 16 MB WAL segments",
       {},
       "bootstrap.initdb",
-      [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums", { "wal-segsize": "16" }],
+      [
+        { encoding: "UTF8" },
+        { locale: "C.UTF-8" },
+        "data-checksums",
+        { "auth-local": "peer" },
+        { "auth-host": "reject" },
+        { "wal-segsize": "16" },
+      ],
     ],
-    ["a chosen WAL segment size", { WAL_SEGMENT_SIZE: "1" }, "bootstrap.initdb.3", { "wal-segsize": "1" }],
+    ["a chosen WAL segment size", { WAL_SEGMENT_SIZE: "1" }, "bootstrap.initdb.5", { "wal-segsize": "1" }],
     ["default loop_wait", {}, "bootstrap.dcs.loop_wait", 10],
     ["default retry_timeout", {}, "bootstrap.dcs.retry_timeout", 10],
     [
