@@ -4,8 +4,10 @@
  * per connection). A routed primary gets a new Backend each time it becomes the
  * primary; aborting its AbortController is the one call that fences it.
  */
+import type net from "node:net";
 import type { Counter, Gauge } from "prom-client";
 import type { Target } from "./selection.js";
+import type { Spares } from "./spares.js";
 
 export interface BackendMetrics {
   readonly active: Gauge.Internal<string>;
@@ -20,6 +22,8 @@ export interface Fenceable {
 export class Backend {
   readonly conns = new Set<Fenceable>();
   private readonly controller = new AbortController();
+  /** Connections opened ahead to this target (see spares.ts), taken by new sessions first. */
+  spares: Spares | null = null;
 
   constructor(
     readonly route: string,
@@ -53,7 +57,16 @@ export class Backend {
     if (this.conns.delete(c)) this.metrics.active.dec();
   }
 
+  /** A spare connection to the target, or null. */
+  takeSpare(): net.Socket | null {
+    const s = this.spares?.take() ?? null;
+    if (s === null) this.spares = null;
+    return s;
+  }
+
   private closeAll(): void {
+    this.spares?.expire(0);
+    this.spares = null;
     for (const c of [...this.conns]) c.fence();
   }
 }

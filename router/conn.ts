@@ -241,14 +241,16 @@ export class Conn {
     }
     this.state = "connecting";
     this.client.pause();
-    const up = net.connect({
-      host: target.host,
-      port: target.port,
-      noDelay: true,
-      keepAlive: true,
-      keepAliveInitialDelay: 30_000,
-      allowHalfOpen: true,
-    }) as Sock;
+    const spare = backend?.takeSpare() ?? null;
+    const up = (spare ??
+      net.connect({
+        host: target.host,
+        port: target.port,
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: 30_000,
+        allowHalfOpen: true,
+      })) as Sock;
     up[kConn] = this;
     this.up = up;
     this.backend = backend;
@@ -268,6 +270,10 @@ export class Conn {
     this.held = null;
     this.answerStarted = false;
     for (const p of this.replay) up.write(p);
+    if (spare !== null) {
+      up.resume();
+      if (!up.connecting) this.onUpConnected(); // a spare connected before it was taken
+    }
   }
 
   onUpConnected(): void {

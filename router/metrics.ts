@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { BackendMetrics } from "./backend.js";
+import type { SpareMetrics } from "./spares.js";
 
 const WAIT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const REST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
@@ -11,6 +12,7 @@ const REST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 export class RouterMetrics {
   readonly connectionsActive: Gauge<"route" | "role" | "backend">;
   readonly connectionsTotal: Counter<"route" | "role" | "backend">;
+  readonly spareConnections: Counter<"route" | "outcome">;
   readonly clientsAccepted: Counter<"route" | "role">;
   readonly clientsClosed: Counter<"route" | "role" | "outcome">;
   readonly clientsRefused: Counter<"route" | "role" | "reason">;
@@ -39,6 +41,12 @@ export class RouterMetrics {
       name: "router_connections_total",
       help: "Upstream connections made, by backend",
       labelNames: ["route", "role", "backend"],
+      registers,
+    });
+    this.spareConnections = new Counter({
+      name: "router_spare_connections_total",
+      help: "Connections opened to a leader awaiting REST confirmation (opened), and those sessions took (used)",
+      labelNames: ["route", "outcome"],
       registers,
     });
     this.clientsAccepted = new Counter({
@@ -139,6 +147,13 @@ export class RouterMetrics {
   backend(route: string, role: "primary" | "replica", backend: string): BackendMetrics {
     const labels = { route, role, backend };
     return { active: this.connectionsActive.labels(labels), total: this.connectionsTotal.labels(labels) };
+  }
+
+  spares(route: string): SpareMetrics {
+    return {
+      opened: this.spareConnections.labels({ route, outcome: "opened" }),
+      used: this.spareConnections.labels({ route, outcome: "used" }),
+    };
   }
 
   /** Drops a removed route's gauges so that /metrics shows only live routes. */

@@ -29,6 +29,7 @@ import {
   selectPrimary,
   selectReplicas,
 } from "./selection.js";
+import { SPARE_TTL_MS, SPARES_PER_LEADER, Spares } from "./spares.js";
 
 export interface RouteOptions {
   readonly namespace: string;
@@ -54,6 +55,8 @@ export class ClusterRoute {
   private leaderChangedAt = 0;
   private primary: PrimaryDecision = INITIAL;
   private primaryBackend: Backend | null = null;
+  /** Spare connections to a leader awaiting REST confirmation (see spares.ts). */
+  private spares: Spares | null = null;
   private replicas: ReplicaDecision = NO_REPLICAS;
   private replicaBackends: Backend[] = [];
   private turn = 0;
@@ -107,6 +110,8 @@ export class ClusterRoute {
     this.timer = null;
     await this.watch.close();
     await this.checker.close();
+    this.spares?.expire(0);
+    this.spares = null;
     this.primaryBackend?.fence();
     this.metrics.forgetRoute(this.scope);
   }
@@ -229,7 +234,9 @@ export class ClusterRoute {
       this.metrics.switchSeconds.observe({ route: this.scope }, (now - this.leaderChangedAt) / 1000);
     }
     if (d.action === "route") this.lastRouted = d.target;
-    this.checker.setFast(this.awaitingRest(d, health, now));
+    const awaiting = this.awaitingRest(d, health, now);
+    this.checker.setFast(awaiting);
+    this.prepareSpares(d, awaiting);
 
     if (this.spec.replicaListen !== null) this.evaluateReplicas(now);
     if (d.action === "route" && !wasRoutable) this.onRoutable();
@@ -256,6 +263,34 @@ export class ClusterRoute {
     return fast;
   }
 
+  /**
+   * While a new leader's REST confirmation is awaited (not the routed primary's, paused),
+   * keeps spare connections open to it, opened once per leader (not refilled). Dropped when
+   * the awaited leader changes or the wait ends without routing to it.
+   */
+  private prepareSpares(d: PrimaryDecision, awaiting: ReadonlySet<string>): void {
+    const leader = this.view.members.find((m) => m.name === this.view.leader);
+    const target =
+      leader?.valid === true
+        ? { name: leader.name, host: leader.host, port: leader.port, apiUrl: leader.apiUrl }
+        : null;
+    const want =
+      d.action !== "route" &&
+      target !== null &&
+      awaiting.has(target.name) &&
+      !sameTarget(target, this.primaryBackend?.target ?? null)
+        ? target
+        : null;
+    if (this.spares !== null && !sameTarget(this.spares.target, want)) {
+      this.spares.expire(0);
+      this.spares = null;
+    }
+    if (want !== null && this.spares === null) {
+      this.spares = new Spares(want, SPARES_PER_LEADER, this.metrics.spares(this.scope));
+      this.log.debug({ member: want.name, count: SPARES_PER_LEADER }, "spare connections opened");
+    }
+  }
+
   private changePrimary(d: PrimaryDecision, now: number): void {
     const old = this.primaryBackend;
     if (old !== null) {
@@ -277,6 +312,11 @@ export class ClusterRoute {
             d.target,
             this.metrics.backend(this.scope, "primary", d.target.name),
           );
+    if (this.primaryBackend !== null && this.spares !== null && sameTarget(this.spares.target, d.target)) {
+      this.primaryBackend.spares = this.spares;
+      this.spares.expire(SPARE_TTL_MS);
+      this.spares = null;
+    }
     this.checker.setPlan(this.checkPlan());
     void now;
   }
