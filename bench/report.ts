@@ -225,6 +225,7 @@ export function render(r: Results): string {
     add("router: leader PUT -> decision to route there", router["putToRouteMs"]);
     add("router: leader PUT -> first client served", router["putToServedMs"]);
     add("router: out of recovery -> first client served", router["writableToServedMs"]);
+    add("router: decision -> first client served", router["routeToServedMs"]);
     add(
       "haproxy-docs: leader PUT -> first client served",
       (sl["haproxy-docs"] as Record<string, Summary>)["putToServedMs"],

@@ -235,6 +235,10 @@ export async function runSwitchLatency(
         putToServedMs: summary(pick("router", "putToServedMs")),
         putToRouteMs: summary(samples.map((s) => s.putToRouteMs)),
         writableToServedMs: summary(pick("router", "writableToServedMs")),
+        // The router's own part: its decision to the released client's first byte.
+        routeToServedMs: summary(
+          samples.map((s) => round(s.served.router.putToServedMs - s.putToRouteMs, 1)),
+        ),
       },
       "haproxy-docs": { putToServedMs: summary(pick("haproxy-docs", "putToServedMs")) },
       "haproxy-fast": { putToServedMs: summary(pick("haproxy-fast", "putToServedMs")) },
