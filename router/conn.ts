@@ -242,15 +242,7 @@ export class Conn {
     this.state = "connecting";
     this.client.pause();
     const spare = backend?.takeSpare() ?? null;
-    const up = (spare ??
-      net.connect({
-        host: target.host,
-        port: target.port,
-        noDelay: true,
-        keepAlive: true,
-        keepAliveInitialDelay: 30_000,
-        allowHalfOpen: true,
-      })) as Sock;
+    const up = (spare ?? connectUpstream(target)) as Sock;
     up[kConn] = this;
     this.up = up;
     this.backend = backend;
@@ -404,6 +396,18 @@ export class Conn {
     assert.ok(this.up !== null && this.up[kConn] === this, "upstream socket bound to its session");
     assert.ok(this.backend === null || this.backend.conns.has(this), "attached to its backend");
   }
+}
+
+/** A new connection to a server, with the options every upstream socket has. */
+export function connectUpstream(target: Target): net.Socket {
+  return net.connect({
+    host: target.host,
+    port: target.port,
+    noDelay: true,
+    keepAlive: true,
+    keepAliveInitialDelay: 30_000,
+    allowHalfOpen: true,
+  });
 }
 
 // --- listeners (module functions: `this` is the socket) ------------------------------------------

@@ -8,8 +8,9 @@
  * authentication_timeout) logs nothing there but, with log_connections, its
  * "connection received" line.
  */
-import net from "node:net";
+import type net from "node:net";
 import type { Counter } from "prom-client";
+import { connectUpstream } from "./conn.js";
 import type { Target } from "./selection.js";
 
 export interface SpareMetrics {
@@ -37,14 +38,7 @@ export class Spares {
       sockets.delete(this);
     };
     for (let i = 0; i < count; i++) {
-      const s = net.connect({
-        host: target.host,
-        port: target.port,
-        noDelay: true,
-        keepAlive: true,
-        keepAliveInitialDelay: 30_000,
-        allowHalfOpen: true,
-      });
+      const s = connectUpstream(target);
       // PostgreSQL says nothing before the startup packet: data or an end means the spare is unusable.
       s.on("data", destroySpare);
       s.on("end", destroySpare);
