@@ -6,13 +6,24 @@
  * all targets alike; medians over rounds; ratios are medians of per-round ratios.
  */
 import { cpus } from "node:os";
-import { NaiveProxy } from "./endpoints.js";
+import { cpuTimeUs, NaiveProxy } from "./endpoints.js";
 import type { Lab } from "./lab.js";
 import { type PgbenchResult, pgbenchRound, threadsFor, type Workload } from "./pgbench.js";
 import { median, pairedRatio, round } from "./stats.js";
 
 export const TARGETS = ["direct", "haproxy", "naive", "router"] as const;
 export type Target = (typeof TARGETS)[number];
+/** The targets that are a proxy process, whose CPU time per transaction is measured. */
+export const PROXIES = ["haproxy", "naive", "router"] as const;
+export type Proxy = (typeof PROXIES)[number];
+
+/** One pgbench round on one target; `cpuUsPerTxn`: the proxy's CPU time over the round / transactions. */
+export interface RoundResult {
+  readonly tps: number;
+  readonly latencyMs: number;
+  readonly failed: number;
+  readonly cpuUsPerTxn?: number;
+}
 
 export interface DataPathOptions {
   readonly rounds: number;
@@ -54,9 +65,11 @@ export interface Cell {
   readonly workload: Workload;
   readonly clients: number;
   /** Per target: one result per round, in round order. */
-  readonly rounds: Record<Target, { tps: number; latencyMs: number; failed: number }[]>;
+  readonly rounds: Record<Target, RoundResult[]>;
   readonly tps: Record<Target, number>;
   readonly latencyMs: Record<Target, number>;
+  /** Per proxy: median CPU time (all its threads, µs) per transaction, connection set-up and its health checks included. */
+  readonly cpuUsPerTxn: Record<Proxy, number>;
   readonly ratios: {
     readonly routerHaproxy: number;
     readonly routerDirect: number;
@@ -64,6 +77,9 @@ export interface Cell {
     readonly naiveDirect: number;
     /** Latency (lower is better): router's average latency over HAProxy's. */
     readonly latencyRouterHaproxy: number;
+    /** CPU per transaction (lower is better): router's over HAProxy's, and router's over the naive proxy's. */
+    readonly cpuRouterHaproxy: number;
+    readonly cpuRouterNaive: number;
   };
 }
 
@@ -71,7 +87,7 @@ export interface Cell {
 export function summarizeCell(
   workload: Workload,
   clients: number,
-  rounds: Record<Target, { tps: number; latencyMs: number; failed: number }[]>,
+  rounds: Record<Target, RoundResult[]>,
 ): Cell {
   const tps = {} as Record<Target, number>;
   const latencyMs = {} as Record<Target, number>;
@@ -79,6 +95,9 @@ export function summarizeCell(
     tps[t] = round(median(rounds[t].map((x) => x.tps)), 0);
     latencyMs[t] = round(median(rounds[t].map((x) => x.latencyMs)), 3);
   }
+  const cpu = (t: Proxy) => rounds[t].map((x) => x.cpuUsPerTxn ?? Number.NaN);
+  const cpuUsPerTxn = {} as Record<Proxy, number>;
+  for (const t of PROXIES) cpuUsPerTxn[t] = round(median(cpu(t)), 1);
   const series = (t: Target) => rounds[t].map((x) => x.tps);
   const lat = (t: Target) => rounds[t].map((x) => x.latencyMs);
   return {
@@ -87,12 +106,15 @@ export function summarizeCell(
     rounds,
     tps,
     latencyMs,
+    cpuUsPerTxn,
     ratios: {
       routerHaproxy: round(pairedRatio(series("router"), series("haproxy")), 3),
       routerDirect: round(pairedRatio(series("router"), series("direct")), 3),
       haproxyDirect: round(pairedRatio(series("haproxy"), series("direct")), 3),
       naiveDirect: round(pairedRatio(series("naive"), series("direct")), 3),
       latencyRouterHaproxy: round(pairedRatio(lat("router"), lat("haproxy")), 3),
+      cpuRouterHaproxy: round(pairedRatio(cpu("router"), cpu("haproxy")), 3),
+      cpuRouterNaive: round(pairedRatio(cpu("router"), cpu("naive")), 3),
     },
   };
 }
@@ -114,13 +136,16 @@ export async function runDataPath(
     naive: naive.port,
     router: lab.router.port,
   };
-  const results = new Map<string, Record<Target, { tps: number; latencyMs: number; failed: number }[]>>();
+  const pids: Record<Proxy, number> = { haproxy: lab.haproxy.pid, naive: naive.pid, router: lab.router.pid };
+  const results = new Map<string, Record<Target, RoundResult[]>>();
   const key = (w: Workload, c: number) => `${w}/${c}`;
   try {
     const steps = planRounds(o.rounds, o.workloads, o.clients);
     let i = 0;
     for (const s of steps) {
       i++;
+      const pid = s.target === "direct" ? undefined : pids[s.target];
+      const cpuBefore = pid === undefined ? 0 : cpuTimeUs(pid);
       const r: PgbenchResult = await pgbenchRound(lab.pg(ports[s.target]), {
         workload: s.workload,
         clients: s.clients,
@@ -132,10 +157,13 @@ export async function runDataPath(
         cell = { direct: [], haproxy: [], naive: [], router: [] };
         results.set(key(s.workload, s.clients), cell);
       }
-      cell[s.target].push({ tps: r.tps, latencyMs: r.latencyMs, failed: r.failed });
+      const cpuUsPerTxn =
+        pid === undefined || r.transactions <= 0 ? undefined : (cpuTimeUs(pid) - cpuBefore) / r.transactions;
+      cell[s.target].push({ tps: r.tps, latencyMs: r.latencyMs, failed: r.failed, cpuUsPerTxn });
       log(
         `data path ${i}/${steps.length}: round ${s.round + 1} ${s.workload} c=${s.clients} ${s.target}: ` +
-          `${Math.round(r.tps)} tps, ${r.latencyMs} ms`,
+          `${Math.round(r.tps)} tps, ${r.latencyMs} ms` +
+          (cpuUsPerTxn === undefined ? "" : `, proxy CPU ${cpuUsPerTxn.toFixed(1)} µs/txn`),
       );
     }
   } finally {

@@ -3,7 +3,7 @@
  * loopback ports: our router (the built CLI, as an operator runs it), the naive
  * pipe proxy, and (see haproxy.ts) HAProxy.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../test/harness/ports.js";
@@ -169,6 +169,22 @@ export class NaiveProxy {
   async stop(): Promise<void> {
     await stopProcess(this.proc, "SIGTERM", 5_000);
   }
+}
+
+/**
+ * CPU time a process has used so far, all its threads (µs), from the scheduler's
+ * per-thread counters in /proc (nanoseconds, unlike the 10 ms ticks of /proc/<pid>/stat).
+ */
+export function cpuTimeUs(pid: number): number {
+  let ns = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread ended between the listing and the read: its time is lost (a thread's, not the process's)
+    }
+  }
+  return ns / 1000;
 }
 
 /** Resident memory of a process from /proc (MB). */

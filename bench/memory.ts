@@ -11,6 +11,11 @@
  *  - held (router only): the client sent its StartupMessage while no primary is
  *    routable (the leader key is absent), so the router keeps it waiting with one
  *    socket. 10 000 of those fit.
+ *
+ * With the clients still open and idle, the process's CPU time in each of the next
+ * 6 seconds; the median second is its idle cost (its health checks and timers;
+ * nothing moves on the sockets). The median, because V8 may run a few full garbage
+ * collections some seconds after the burst of connections (its memory reducer).
  */
 import { readFileSync } from "node:fs";
 import net from "node:net";
@@ -20,13 +25,15 @@ import { patroniKeys } from "../shared/keys.js";
 import { sleep } from "../shared/time.js";
 import { freePort } from "../test/harness/ports.js";
 import { startProcess, stopProcess, waitFor } from "../test/harness/proc.js";
-import { memoryOf, NaiveProxy, RouterProc } from "./endpoints.js";
+import { cpuTimeUs, memoryOf, NaiveProxy, RouterProc } from "./endpoints.js";
 import { Haproxy, haproxyConfig } from "./haproxy.js";
 import type { Lab } from "./lab.js";
+import { median, now, round } from "./stats.js";
 import { childDir } from "./workdir.js";
 
 const SINK_MAIN = fileURLToPath(new URL("./sink.js", import.meta.url));
 const SETTLE_MS = 3_000;
+const IDLE_CPU_SECONDS = 6;
 const BATCH = 250;
 
 export interface MemoryFigure {
@@ -39,6 +46,8 @@ export interface MemoryFigure {
   readonly hwmMb: number;
   readonly anonMb: number;
   readonly perClientKb: number;
+  /** Median CPU time (ms) of IDLE_CPU_SECONDS seconds with the clients open and idle. */
+  readonly idleCpuMsPerS: number;
 }
 
 /** A StartupMessage (protocol 3.0) for user and database `postgres`. */
@@ -110,7 +119,18 @@ async function measure(
     await whenOpen();
     await sleep(SETTLE_MS);
     const m = memoryOf(pid);
+    const perSecond: number[] = [];
+    for (let i = 0, t0 = now(), c0 = cpuTimeUs(pid); i < IDLE_CPU_SECONDS; i++) {
+      await sleep(1_000);
+      const t1 = now();
+      const c1 = cpuTimeUs(pid);
+      perSecond.push((c1 - c0) / (t1 - t0)); // µs per ms = ms per s
+      t0 = t1;
+      c0 = c1;
+    }
+    const idleCpuMsPerS = round(median(perSecond), 2);
     return {
+      idleCpuMsPerS,
       proxy,
       state,
       clients: n,
@@ -147,7 +167,7 @@ export async function runMemory(
     out.push(f);
     log(
       `memory ${f.proxy} ${f.clients} ${f.state}: ${f.rssMb} MB resident (baseline ${f.baselineRssMb} MB, ` +
-        `${f.perClientKb} KB/client)`,
+        `${f.perClientKb} KB/client; idle CPU ${f.idleCpuMsPerS} ms/s)`,
     );
   };
   const routerArgs = ["--max-connections", "10500", "--hold-timeout", "900", "--startup-timeout", "900"];

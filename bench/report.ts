@@ -180,6 +180,26 @@ export function render(r: Results): string {
       `\n1. Data path: pgbench TPS (average latency ms), median of ${o.rounds} interleaved rounds x ${o.seconds} s; ratios are medians of per-round ratios\n` +
         table(rows),
     );
+    const cpuRows: string[][] = [
+      ["workload", "clients", "haproxy", "naive", "router", "router/haproxy", "router/naive"],
+    ];
+    for (const c of r.dataPath.cells) {
+      // results written before this figure existed have no cpuUsPerTxn
+      const cpu = c.cpuUsPerTxn ?? ({} as Partial<Cell["cpuUsPerTxn"]>);
+      cpuRows.push([
+        c.workload,
+        String(c.clients),
+        f(cpu.haproxy, 1),
+        f(cpu.naive, 1),
+        f(cpu.router, 1),
+        f(c.ratios.cpuRouterHaproxy, 2),
+        f(c.ratios.cpuRouterNaive, 2),
+      ]);
+    }
+    parts.push(
+      "\nProxy CPU time per transaction, µs (all the process's threads; medians over the same rounds; connection set-up and health checks included)\n" +
+        table(cpuRows),
+    );
   }
   for (const [title, s] of [
     ["2. Planned switchover (Patroni REST /switchover)", r.planned?.summary],
@@ -247,7 +267,9 @@ export function render(r: Results): string {
     );
   }
   if (r.memory) {
-    const rows: string[][] = [["process", "clients", "state", "resident MB", "baseline MB", "KB/client"]];
+    const rows: string[][] = [
+      ["process", "clients", "state", "resident MB", "baseline MB", "KB/client", "idle CPU ms/s"],
+    ];
     for (const x of r.memory) {
       rows.push([
         x.proxy,
@@ -256,10 +278,12 @@ export function render(r: Results): string {
         f(x.rssMb, 1),
         f(x.baselineRssMb, 1),
         f(x.perClientKb, 1),
+        f(x.idleCpuMsPerS, 1),
       ]);
     }
     parts.push(
-      `\n6. Memory with idle clients (connected: client + upstream socket; held: client socket only)\n${table(rows)}`,
+      "\n6. Memory with idle clients (connected: client + upstream socket; held: client socket only); " +
+        `idle CPU: the process's CPU time in the median of 6 seconds with those clients open and silent\n${table(rows)}`,
     );
   }
   if (r.profile) {

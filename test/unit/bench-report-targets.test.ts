@@ -54,12 +54,15 @@ const cell = (routerHaproxy: number, latencyRouterHaproxy: number, clients: numb
     rounds: { direct: [], haproxy: [], naive: [], router: [] },
     tps: { direct: 30000, haproxy: 25000, naive: 18000, router: 25000 * routerHaproxy },
     latencyMs: { direct: 0.05, haproxy: 0.09, naive: 0.085, router: 0.09 * latencyRouterHaproxy },
+    cpuUsPerTxn: { haproxy: 22, naive: 30, router: 31 },
     ratios: {
       routerHaproxy,
       routerDirect: 0.8,
       haproxyDirect: 0.85,
       naiveDirect: 0.65,
       latencyRouterHaproxy,
+      cpuRouterHaproxy: 1.4,
+      cpuRouterNaive: 1.03,
     },
   }) as Cell;
 
@@ -123,6 +126,19 @@ describe("benchmark targets", () => {
     for (const want of ["1. Data path", "2. Planned switchover", "Targets", "MISSED", "haproxy-fast"]) {
       assert.ok(text.includes(want), want);
     }
+  });
+
+  it("the data path prints each proxy's CPU per transaction and the router's ratios", () => {
+    const s = summarizeEvents("planned", [event(1000, 6000, 4000)]);
+    const text = render(results([cell(0.9, 1.2, 8)], s));
+    const lines = text.split("\n");
+    const head = lines.findIndex((l) => l.startsWith("Proxy CPU time per transaction"));
+    assert.ok(head > 0, text);
+    assert.match(
+      lines[head + 1]!,
+      /^workload\s+clients\s+haproxy\s+naive\s+router\s+router\/haproxy\s+router\/naive$/,
+    );
+    assert.match(lines[head + 2]!, /^select-only\s+8\s+22\.0\s+30\.0\s+31\.0\s+1\.40\s+1\.03$/);
   });
 });
 

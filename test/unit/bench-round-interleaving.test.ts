@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { planRounds, summarizeCell, TARGETS } from "../../bench/datapath.js";
+import { round } from "../../bench/stats.js";
 
 describe("data path rounds", () => {
   it("every target runs once per round and cell, back to back, in a rotating order", () => {
@@ -30,5 +31,20 @@ describe("data path rounds", () => {
     assert.equal(cell.ratios.routerHaproxy, 1.04);
     assert.equal(cell.ratios.routerDirect, 0.806);
     assert.equal(cell.ratios.latencyRouterHaproxy, 0.889);
+  });
+
+  it("a proxy's CPU per transaction: medians per proxy, ratios paired by round, a missing round left out", () => {
+    const r = (cpu: (number | undefined)[]) =>
+      cpu.map((c) => ({ tps: 100, latencyMs: 1, failed: 0, cpuUsPerTxn: c }));
+    const cell = summarizeCell("select-only", 8, {
+      direct: r([undefined, undefined, undefined]),
+      haproxy: r([20, 25, 22]),
+      naive: r([30, 31, undefined]),
+      router: r([28, 40, 33]),
+    });
+    assert.deepEqual(cell.cpuUsPerTxn, { haproxy: 22, naive: 30.5, router: 33 });
+    // per round 1.4, 1.6, 1.5 -> median 1.5; router/naive: 28/30, 40/31 (the third has no naive figure)
+    assert.equal(cell.ratios.cpuRouterHaproxy, 1.5);
+    assert.equal(cell.ratios.cpuRouterNaive, round((28 / 30 + 40 / 31) / 2, 3));
   });
 });

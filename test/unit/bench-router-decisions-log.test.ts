@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
-import { routerDecisions } from "../../bench/endpoints.js";
+import { cpuTimeUs, routerDecisions } from "../../bench/endpoints.js";
 
 describe("router decisions from its log", () => {
   const log = [
@@ -21,5 +23,37 @@ describe("router decisions from its log", () => {
         [1500, "routed primary changed; closing its sessions", null],
       ],
     );
+  });
+});
+
+describe("a process's CPU time from /proc", () => {
+  it("grows by the CPU a busy child burns, and hardly at all while it sleeps", async () => {
+    // the child says "ready", sleeps 1 s, burns 300 ms of CPU, says "burnt" and waits to be killed
+    const child = spawn(
+      process.execPath,
+      [
+        "-e",
+        "process.stdout.write('ready\\n'); setTimeout(() => { const end = Date.now() + 300; while (Date.now() < end); process.stdout.write('burnt\\n'); setInterval(() => {}, 1000); }, 1000)",
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+      assert.equal((await lines.next()).value, "ready");
+      const start = cpuTimeUs(child.pid!);
+      await new Promise((r) => setTimeout(r, 200));
+      const asleep = cpuTimeUs(child.pid!) - start;
+      assert.equal((await lines.next()).value, "burnt");
+      const burnt = cpuTimeUs(child.pid!) - start;
+      assert.ok(asleep < 50_000, `${asleep} µs while the child slept`);
+      // the child spent 300 ms of wall time in a busy loop; a shared machine may steal some of it
+      assert.ok(burnt >= 200_000, `${burnt} µs after the child burnt 300 ms`);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  it("names the process when it does not exist", () => {
+    assert.throws(() => cpuTimeUs(2 ** 22 + 1), /ENOENT.*\/proc\/4194305\/task/);
   });
 });
