@@ -5,7 +5,8 @@
  */
 import { chmodSync, chownSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { AdminServer, createRegistry } from "../shared/admin.js";
+import type { Registry } from "prom-client";
+import { AdminServer } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
 import { readArchiveStatus, readPushError } from "./archive-status.js";
 import { backupJob } from "./backup-job.js";
@@ -69,9 +70,9 @@ export async function startBackups(
   cfg: AgentConfig,
   rest: PatroniRest,
   asPostgres: boolean,
+  registry: Registry,
   log: Logger,
 ): Promise<RunningBackups> {
-  const registry = createRegistry("pgha_agent");
   const b = cfg.backup;
   const metrics = new BackupMetrics(registry, b?.stanza ?? "");
   let manager: BackupManager | null = null;

@@ -33,6 +33,8 @@ export const DEFAULT_LOOP_WAIT = 10;
 export const DEFAULT_RETRY_TIMEOUT = 10;
 export const DEFAULT_DISCOVERY_TIMEOUT_S = 120;
 export const DEFAULT_SWITCHOVER_TIMEOUT_S = 20;
+/** What the README and the compose stack give a container to stop (`docker stop -t 60`, `stop_grace_period: 60s`). */
+export const DEFAULT_STOP_GRACE_PERIOD_S = 60;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const ROLE_RE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -228,7 +230,9 @@ export const agentOptions = {
   synchronousMode: opt.bool({
     flag: "synchronous-mode",
     env: "PATRONI_SYNCHRONOUS_MODE",
-    description: "commit only once a synchronous standby has the WAL (bootstrap)",
+    description:
+      "commit only once a synchronous standby has the WAL (bootstrap); false opts out into asynchronous replication",
+    default: true,
   }),
   synchronousModeStrict: opt.bool({
     flag: "synchronous-mode-strict",
@@ -281,6 +285,15 @@ export const agentOptions = {
     default: DEFAULT_SWITCHOVER_TIMEOUT_S,
     min: 1,
     max: 600,
+  }),
+  stopGracePeriod: opt.seconds({
+    flag: "stop-grace-period",
+    env: "STOP_GRACE_PERIOD",
+    description:
+      "the time Docker gives this container to stop (docker stop -t, compose stop_grace_period): a stopping leader waits within it for a replica to catch up",
+    default: DEFAULT_STOP_GRACE_PERIOD_S,
+    min: 1,
+    max: 3600,
   }),
   dataDir: opt.string({
     flag: "data-dir",
@@ -358,7 +371,11 @@ export interface AgentConfig {
   };
   /** initdb --wal-segsize (MB): a power of 2; used only when this node creates the cluster. */
   readonly walSegmentSizeMb: number;
-  readonly stop: { readonly switchover: boolean; readonly timeoutSeconds: number };
+  readonly stop: {
+    readonly switchover: boolean;
+    readonly timeoutSeconds: number;
+    readonly gracePeriodSeconds: number;
+  };
   readonly dataDir: string;
   readonly configFile: string;
   readonly logLevel: LogLevel;
@@ -516,7 +533,11 @@ export function parseAgentConfig(
       synchronousModeStrict: c.synchronousModeStrict,
     }),
     walSegmentSizeMb: c.walSegmentSize,
-    stop: Object.freeze({ switchover: c.switchoverOnStop, timeoutSeconds: c.switchoverTimeout }),
+    stop: Object.freeze({
+      switchover: c.switchoverOnStop,
+      timeoutSeconds: c.switchoverTimeout,
+      gracePeriodSeconds: c.stopGracePeriod,
+    }),
     dataDir: c.dataDir,
     configFile: c.configFile,
     logLevel: c.logLevel,

@@ -3,21 +3,42 @@
  * The agent entrypoint: configuration, this node's public addresses,
  * patroni.yml, then Patroni itself until it exits.
  */
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { createRegistry } from "../shared/admin.js";
 import { ConfigError } from "../shared/errors.js";
+import { createEtcdClient } from "../shared/etcd.js";
 import { createLogger } from "../shared/logger.js";
 import { startBackups, writeBackupFiles } from "./backup-setup.js";
 import { parseAgentConfig } from "./config.js";
 import { DiscoveryError, resolveAddresses } from "./discovery.js";
+import { FenceKeeper } from "./fence-keeper.js";
+import { FenceStore } from "./fence-store.js";
 import { lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
 import {
   bootstrapSql,
   bootstrapSqlPath,
+  IMAGE_PATHS,
   RESTAPI_PORT,
   renderPatroniConfig,
   toYaml,
 } from "./patroni-config.js";
+import { AGENT_SOCKET, PromotionCheckServer } from "./promotion-check.js";
 import { PatroniRest } from "./rest.js";
+import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
+
+/** pg_controldata of the data directory (as root, which may read it); null when it fails. */
+function controlData(dataDir: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile(
+      join(IMAGE_PATHS.binDir, "pg_controldata"),
+      ["-D", dataDir],
+      { timeout: 10_000 },
+      (err, stdout) => resolve(err ? null : stdout),
+    );
+  });
+}
 
 async function main(): Promise<number> {
   let parsed: ReturnType<typeof parseAgentConfig>;
@@ -71,22 +92,62 @@ async function main(): Promise<number> {
   const home = postgres?.home ?? process.env["HOME"] ?? "/tmp";
   const [command, args] = patroniCommand(postgres, cfg.configFile);
   const rest = new PatroniRest(`http://127.0.0.1:${RESTAPI_PORT}`, cfg.restapi);
+  const registry = createRegistry("pgha_agent");
+  const etcd = createEtcdClient(cfg.etcd);
+  const fence = new FenceStore(etcd, cfg.namespace, cfg.scope);
+  // Patroni's pre_promote hook asks this before PostgreSQL is promoted: it must answer first.
+  const promotionCheck = new PromotionCheckServer({
+    self: cfg.name,
+    fence,
+    walPosition: () => rest.walPosition(),
+    socketPath: AGENT_SOCKET,
+    gid: postgres?.gid ?? null,
+    registry,
+    log: log.child({ part: "pre-promote" }),
+  });
+  await promotionCheck.start();
+  const keeper = new FenceKeeper({
+    self: cfg.name,
+    fence,
+    status: () => rest.status(),
+    registry,
+    log: log.child({ part: "fence" }),
+  });
   supervisor = new PatroniSupervisor({
     command,
     args,
     env: patroniEnv(process.env, home, postgres ? "postgres" : (process.env["USER"] ?? "")),
     cwd: home,
-    self: cfg.name,
-    rest,
-    switchoverOnStop: cfg.stop.switchover,
-    switchoverTimeoutMs: cfg.stop.timeoutSeconds * 1000,
     log,
+    stopSequence: (s) => {
+      void keeper.stop();
+      return new StopSequence(
+        {
+          self: cfg.name,
+          switchoverOnStop: cfg.stop.switchover,
+          gracePeriodMs: cfg.stop.gracePeriodSeconds * 1000,
+          switchoverTimeoutMs: cfg.stop.timeoutSeconds * 1000,
+        },
+        {
+          rest,
+          fence,
+          terminatePatroni: () => s.terminate(),
+          controlData: () => controlData(cfg.dataDir),
+          log: log.child({ part: "stop" }),
+        },
+      );
+    },
   });
   if (early.signal.aborted) return 0;
   const exited = supervisor.run();
-  const backups = await startBackups(cfg, rest, postgres !== null, log);
+  keeper.start();
+  const backups = await startBackups(cfg, rest, postgres !== null, registry, log);
   const code = await exited;
+  await supervisor.settled();
+  await keeper.stop();
   await backups.stop();
+  await promotionCheck.close();
+  etcd.close();
   return code;
 }
 

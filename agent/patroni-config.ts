@@ -18,6 +18,9 @@ export const IMAGE_PATHS = Object.freeze({
   pgpass: "/var/lib/postgresql/.pgpass.patroni",
 });
 
+/** agent/bin/pgha-pre-promote: asks the agent whether the stop fence lets this node promote. */
+export const PRE_PROMOTE_COMMAND = "pgha-pre-promote";
+
 /** SQL run once, when this node creates the cluster; beside patroni.yml (mode 0600: it holds the admin's password). */
 export function bootstrapSqlPath(configFile: string): string {
   return join(dirname(configFile), "bootstrap.sql");
@@ -127,6 +130,8 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         replication: { username: cfg.replication.username, password: cfg.replication.password },
         rewind: { username: cfg.superuser.username, password: cfg.superuser.password },
       },
+      // Patroni runs it after taking the leader lock and before promoting; non-zero = no promotion.
+      pre_promote: PRE_PROMOTE_COMMAND,
       pg_hba: pgHba(cfg.replication.username),
       pg_ident: pgIdent(cfg.superuser.username, cfg.replication.username),
       parameters: { unix_socket_directories: IMAGE_PATHS.socketDir, ...backup.parameters },

@@ -37,6 +37,31 @@ export class PatroniRest {
     }
   }
 
+  /** GET /config: the cluster's dynamic configuration (synchronous_mode, ttl, ...); null when it does not answer. */
+  async dynamicConfig(timeoutMs = 2000): Promise<unknown> {
+    try {
+      const res = await fetch(`${this.baseUrl}/config`, { signal: AbortSignal.timeout(timeoutMs) });
+      if (res.status !== 200) return null;
+      return (await res.json()) as unknown;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * This node's WAL position as Patroni counts it in a leader race: the larger of the received
+   * and replayed positions of a replica, the current one of a primary; null when unknown.
+   */
+  async walPosition(timeoutMs = 2000): Promise<number | null> {
+    const body = (await this.patroni(timeoutMs)) as { xlog?: Record<string, unknown> } | null;
+    const x = body?.xlog;
+    if (!x || typeof x !== "object") return null;
+    const nums = [x["location"], x["received_location"], x["replayed_location"]].filter(
+      (v): v is number => typeof v === "number" && Number.isSafeInteger(v),
+    );
+    return nums.length === 0 ? null : Math.max(...nums);
+  }
+
   /** GET /patroni: this node's role and state; null when Patroni does not answer. */
   async status(timeoutMs = 2000): Promise<{ role: string; state: string } | null> {
     try {

@@ -1,8 +1,10 @@
 /**
- * What a stopping node does first: a leader with a healthy replica hands over
- * (a planned switchover instead of a failover); anything else just stops.
- * Pure: Patroni's REST /cluster and the leader's own /patroni answers in, a
- * decision with its reason out.
+ * What a stopping node does next: a leader with a replica ready to take over
+ * hands over (a planned switchover instead of a failover); a leader whose
+ * replicas are not ready yet waits for one (agent/stop.ts bounds the wait by
+ * the stop's grace period); anything else just stops. Pure: Patroni's REST
+ * /cluster and the leader's own /patroni answers in, a decision with its
+ * reason out. Asked again every half second while the answer is "wait".
  *
  * A candidate must be streaming from this leader (its walreceiver in the leader's
  * pg_stat_replication, which /patroni lists under `replication`): a clean shutdown
@@ -15,7 +17,19 @@
 
 export type StopPlan =
   | { readonly action: "switchover"; readonly candidate: string; readonly reason: string }
-  | { readonly action: "stop"; readonly reason: string };
+  | { readonly action: "wait"; readonly reason: string }
+  | { readonly action: "stop"; readonly leader: boolean; readonly reason: string };
+
+export interface StopPlanOptions {
+  /** SWITCHOVER_ON_STOP: off means a leader stops at once (behind its fence). */
+  readonly enabled: boolean;
+  readonly maxLagBytes?: number;
+  /**
+   * The cluster's synchronous_mode (Patroni's GET /config); null when unknown. In synchronous
+   * mode Patroni accepts only the synchronous standby as a switchover candidate.
+   */
+  readonly synchronous?: boolean | null;
+}
 
 /** A member as Patroni's GET /cluster reports it (3.x: role leader | sync_standby | replica | standby_leader). */
 interface RestMember {
@@ -48,31 +62,46 @@ export function streamingFrom(leaderStatus: unknown): ReadonlySet<string> | null
   return names;
 }
 
+/**
+ * `isLeader` is what etcd says (the leader key names this node), null when etcd did not
+ * answer; then Patroni's /cluster decides.
+ */
 export function planStop(
   self: string,
   cluster: unknown,
   leaderStatus: unknown,
-  opts: { readonly enabled: boolean; readonly maxLagBytes?: number },
+  opts: StopPlanOptions,
+  isLeader: boolean | null = null,
 ): StopPlan {
-  if (!opts.enabled) return { action: "stop", reason: "switchover on stop is disabled" };
-  if (
-    typeof cluster !== "object" ||
-    cluster === null ||
-    !Array.isArray((cluster as { members?: unknown }).members)
-  ) {
-    return { action: "stop", reason: "cluster state unknown (Patroni's REST API did not answer)" };
-  }
-  if ((cluster as { pause?: unknown }).pause === true) {
-    return { action: "stop", reason: "cluster is paused (maintenance mode)" };
-  }
-  const members = (cluster as { members: RestMember[] }).members;
+  const known =
+    typeof cluster === "object" &&
+    cluster !== null &&
+    Array.isArray((cluster as { members?: unknown }).members);
+  const members = known ? (cluster as { members: RestMember[] }).members : [];
   const me = members.find((m) => m.name === self);
-  if (me?.role !== "leader") {
-    return { action: "stop", reason: `not the leader (role ${String(me?.role ?? "unknown")})` };
+  const leads = isLeader ?? (known ? me?.role === "leader" : null);
+  if (leads === false) {
+    return {
+      action: "stop",
+      leader: false,
+      reason: `not the leader (role ${String(me?.role ?? "unknown")})`,
+    };
+  }
+  if (known && (cluster as { pause?: unknown }).pause === true) {
+    // Patroni leaves PostgreSQL running and the lock held in maintenance mode; nobody promotes.
+    return { action: "stop", leader: false, reason: "cluster is paused (maintenance mode)" };
+  }
+  if (!opts.enabled) return { action: "stop", leader: true, reason: "switchover on stop is disabled" };
+  if (!known || leads === null) {
+    return { action: "wait", reason: "cluster state unknown (Patroni's REST API did not answer)" };
+  }
+  const others = members.filter((m) => typeof m.name === "string" && m.name !== self);
+  if (others.length === 0) {
+    return { action: "stop", leader: true, reason: "no replica to hand over to" };
   }
   const streaming = streamingFrom(leaderStatus);
   if (streaming === null) {
-    return { action: "stop", reason: "replication state unknown (Patroni's REST /patroni did not answer)" };
+    return { action: "wait", reason: "replication state unknown (Patroni's REST /patroni did not answer)" };
   }
   const maxLag = opts.maxLagBytes ?? DEFAULT_MAX_LAG_BYTES;
   const candidates = members.filter(
@@ -85,11 +114,21 @@ export function planStop(
       typeof m.lag === "number" &&
       m.lag <= maxLag &&
       streaming.has(m.name) &&
-      (typeof me.timeline !== "number" || typeof m.timeline !== "number" || m.timeline === me.timeline) &&
-      !tagTrue(m.tags, "nofailover"),
+      (typeof me?.timeline !== "number" || typeof m.timeline !== "number" || m.timeline === me.timeline) &&
+      !tagTrue(m.tags, "nofailover") &&
+      (opts.synchronous !== true || m.role === "sync_standby"),
   );
   if (candidates.length === 0) {
-    return { action: "stop", reason: "no healthy replica streaming from this leader to hand over to" };
+    if (others.every((m) => tagTrue(m.tags, "nofailover"))) {
+      return { action: "stop", leader: true, reason: "every replica is tagged nofailover" };
+    }
+    return {
+      action: "wait",
+      reason:
+        opts.synchronous === true
+          ? "no synchronous standby streaming from this leader yet"
+          : "no healthy replica streaming from this leader yet",
+    };
   }
   // In synchronous mode Patroni accepts only a synchronous standby; it is also the one surely caught up.
   const sorted = [...candidates].sort(

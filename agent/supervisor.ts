@@ -7,8 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Logger } from "../shared/logger.js";
-import type { PatroniRest } from "./rest.js";
-import { planStop } from "./stop-plan.js";
+import type { StopOutcome, StopSequence } from "./stop.js";
 
 /** Installed from agent/bin into the image's /usr/local/bin. */
 export const PATRONI_LAUNCHER = "pgha-patroni";
@@ -18,11 +17,9 @@ export interface SupervisorOptions {
   readonly args: readonly string[];
   readonly env: NodeJS.ProcessEnv;
   readonly cwd?: string;
-  readonly self: string;
-  readonly rest: PatroniRest;
-  readonly switchoverOnStop: boolean;
-  readonly switchoverTimeoutMs: number;
   readonly log: Logger;
+  /** What a stop signal starts: a leader's handover or fenced stop (agent/stop.ts). */
+  readonly stopSequence: (supervisor: PatroniSupervisor) => StopSequence;
 }
 
 /** The environment Patroni runs with: the basics plus every PATRONI_* variable; no other secret. */
@@ -63,7 +60,9 @@ export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): 
 
 export class PatroniSupervisor {
   private child: ChildProcess | null = null;
-  private stopping: Promise<void> | null = null;
+  private exited: Promise<number> | null = null;
+  private stopping: Promise<StopOutcome | null> | null = null;
+  private sequence: StopSequence | null = null;
   private forwarded = false;
 
   constructor(private readonly o: SupervisorOptions) {}
@@ -78,7 +77,7 @@ export class PatroniSupervisor {
     });
     this.child = child;
     log.info({ pid: child.pid, command: this.o.command }, "Patroni started");
-    return new Promise((resolve) => {
+    this.exited = new Promise((resolve) => {
       child.once("error", (err) => {
         log.error({ err }, "could not start Patroni");
         resolve(127);
@@ -89,16 +88,38 @@ export class PatroniSupervisor {
         resolve(exitCode);
       });
     });
+    return this.exited;
   }
 
-  /** A stop signal: hand over if we lead, then forward it. A second signal forwards at once. */
+  /** Resolves once a stop sequence that began has finished its work after Patroni's exit. */
+  async settled(): Promise<void> {
+    await this.stopping?.catch(() => null);
+  }
+
+  /** A stop signal: a leader hands over or stops behind its fence. A second signal hurries it. */
   onStopSignal(signal: NodeJS.Signals): void {
     if (this.stopping) {
       this.o.log.warn({ signal }, "second stop signal; stopping Patroni now");
-      this.forward("SIGTERM", true);
+      this.sequence?.hurry();
       return;
     }
-    this.stopping = this.stop(signal);
+    this.o.log.info({ signal }, "stop requested");
+    const startedAt = Date.now();
+    this.sequence = this.o.stopSequence(this);
+    this.stopping = this.sequence.run(startedAt).catch((err: unknown) => {
+      this.o.log.error({ err }, "stop sequence failed; stopping Patroni");
+      this.forward("SIGTERM");
+      return null;
+    });
+  }
+
+  /**
+   * Patroni's graceful path: SIGTERM stops PostgreSQL (fast), releases the leader key, exits 0.
+   * Resolves with Patroni's exit code.
+   */
+  terminate(): Promise<number> {
+    this.forward("SIGTERM");
+    return this.exited ?? Promise.resolve(0);
   }
 
   forward(signal: NodeJS.Signals, force = false): void {
@@ -111,36 +132,5 @@ export class PatroniSupervisor {
     try {
       child.kill(signal);
     } catch {}
-  }
-
-  private async stop(signal: NodeJS.Signals): Promise<void> {
-    const { log, rest, self } = this.o;
-    log.info({ signal }, "stop requested");
-    if (this.o.switchoverOnStop) {
-      const [cluster, status] = await Promise.all([rest.cluster(), rest.patroni()]);
-      const plan = planStop(self, cluster, status, { enabled: true });
-      log.info(
-        plan,
-        plan.action === "switchover" ? "switching over before stopping" : "stopping without switchover",
-      );
-      if (plan.action === "switchover" && !this.forwarded) {
-        const t0 = Date.now();
-        try {
-          const r = await rest.switchover(self, plan.candidate, this.o.switchoverTimeoutMs);
-          const ms = Date.now() - t0;
-          if (r.status === 200)
-            log.info({ candidate: plan.candidate, ms, patroni: r.text }, "switchover done");
-          else
-            log.warn(
-              { candidate: plan.candidate, status: r.status, patroni: r.text, ms },
-              "switchover refused",
-            );
-        } catch (err) {
-          log.warn({ err, candidate: plan.candidate }, "switchover did not finish; stopping anyway");
-        }
-      }
-    }
-    // Patroni's graceful path is SIGTERM: stop PostgreSQL (fast), release the leader key, exit 0.
-    this.forward("SIGTERM");
   }
 }

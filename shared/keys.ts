@@ -20,6 +20,18 @@ export const patroniKeys = {
   failover: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}failover`,
   config: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}config`,
   initialize: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}initialize`,
+  /** `{"optime": <leader's last LSN>}`: on a clean shutdown, the leader writes its checkpoint here before it releases the lock. */
+  status: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}status`,
+  sync: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}sync`,
+};
+
+/**
+ * The agent's own key inside Patroni's cluster prefix (so `patronictl remove` deletes it with
+ * the cluster): the stop fence a leader writes when it stops, read by every replica's
+ * pre_promote hook (agent/fence.ts).
+ */
+export const agentKeys = {
+  fence: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}pgha-fence`,
 };
 
 /**

@@ -58,10 +58,10 @@ describe("agent configuration from the environment", () => {
           ttl: 30,
           loopWait: 10,
           retryTimeout: 10,
-          synchronousMode: false,
+          synchronousMode: true,
           synchronousModeStrict: false,
         });
-        assert.deepEqual(c.stop, { switchover: true, timeoutSeconds: 20 });
+        assert.deepEqual(c.stop, { switchover: true, timeoutSeconds: 20, gracePeriodSeconds: 60 });
         assert.equal(c.namespace, "/service/");
       },
     ],
@@ -127,19 +127,20 @@ describe("agent configuration from the environment", () => {
         PATRONI_TTL: "10",
         PATRONI_LOOP_WAIT: "2",
         PATRONI_RETRY_TIMEOUT: "4",
-        PATRONI_SYNCHRONOUS_MODE: "true",
+        PATRONI_SYNCHRONOUS_MODE: "false",
         SWITCHOVER_ON_STOP: "false",
         SWITCHOVER_TIMEOUT: "45s",
+        STOP_GRACE_PERIOD: "90",
       },
       (c) => {
         assert.deepEqual(c.dcs, {
           ttl: 10,
           loopWait: 2,
           retryTimeout: 4,
-          synchronousMode: true,
+          synchronousMode: false,
           synchronousModeStrict: false,
         });
-        assert.deepEqual(c.stop, { switchover: false, timeoutSeconds: 45 });
+        assert.deepEqual(c.stop, { switchover: false, timeoutSeconds: 45, gracePeriodSeconds: 90 });
       },
     ],
     [

@@ -101,8 +101,14 @@ describe("patroni.yml rendered from the configuration", () => {
       "bootstrap.dcs.ttl",
       12,
     ],
-    ["synchronous mode off by default", {}, "bootstrap.dcs.synchronous_mode", false],
-    ["synchronous mode on", { PATRONI_SYNCHRONOUS_MODE: "on" }, "bootstrap.dcs.synchronous_mode", true],
+    ["synchronous mode on by default", {}, "bootstrap.dcs.synchronous_mode", true],
+    [
+      "asynchronous replication is the explicit opt-out",
+      { PATRONI_SYNCHRONOUS_MODE: "false" },
+      "bootstrap.dcs.synchronous_mode",
+      false,
+    ],
+    ["every promotion asks the stop fence first", {}, "postgresql.pre_promote", "pgha-pre-promote"],
     [
       "strict mode on",
       { PATRONI_SYNCHRONOUS_MODE_STRICT: "1" },

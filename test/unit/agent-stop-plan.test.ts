@@ -38,10 +38,10 @@ function allStreaming(cluster: unknown): unknown {
 
 describe("what a stopping node does first", () => {
   const table: [string, unknown, StopPlan["action"], string | RegExp, unknown?][] = [
-    ["REST did not answer", null, "stop", /cluster state unknown/],
-    ["a body without members", { foo: 1 }, "stop", /cluster state unknown/],
+    ["REST did not answer: wait for it", null, "wait", /cluster state unknown/],
+    ["a body without members", { foo: 1 }, "wait", /cluster state unknown/],
     ["a replica stops", { members: [{ ...leader, name: "pg2" }, replica("pg1")] }, "stop", /not the leader/],
-    ["a leader alone", { members: [leader] }, "stop", /no healthy replica/],
+    ["a leader alone", { members: [leader] }, "stop", /no replica to hand over to/],
     ["a paused cluster", { pause: true, members: [leader, replica("pg2")] }, "stop", /paused/],
     ["a leader with one streaming replica", { members: [leader, replica("pg2")] }, "switchover", "pg2"],
     [
@@ -72,11 +72,11 @@ describe("what a stopping node does first", () => {
     [
       "a replica lagging past 1 MiB is no candidate",
       { members: [leader, replica("pg2", { lag: 2_000_000 })] },
-      "stop",
+      "wait",
       /no healthy/,
     ],
-    ["lag unknown", { members: [leader, replica("pg2", { lag: "unknown" })] }, "stop", /no healthy/],
-    ["a stopped replica", { members: [leader, replica("pg2", { state: "stopped" })] }, "stop", /no healthy/],
+    ["lag unknown", { members: [leader, replica("pg2", { lag: "unknown" })] }, "wait", /no healthy/],
+    ["a stopped replica", { members: [leader, replica("pg2", { state: "stopped" })] }, "wait", /no healthy/],
     [
       "a replica still starting",
       {
@@ -86,13 +86,13 @@ describe("what a stopping node does first", () => {
           replica("pg3", { state: "creating replica" }),
         ],
       },
-      "stop",
+      "wait",
       /no healthy/,
     ],
     [
       "a replica on an older timeline",
       { members: [leader, replica("pg2", { timeline: 1 })] },
-      "stop",
+      "wait",
       /no healthy/,
     ],
     [
@@ -102,10 +102,10 @@ describe("what a stopping node does first", () => {
       "pg3",
     ],
     [
-      "a member record without a name",
+      "a member record without a name is no replica to wait for",
       { members: [leader, { role: "replica", state: "running", lag: 0 }] },
       "stop",
-      /no healthy/,
+      /no replica to hand over to/,
     ],
     [
       "a replica not streaming from the leader is no candidate, whatever its lag in etcd says",
@@ -117,21 +117,21 @@ describe("what a stopping node does first", () => {
     [
       "a walsender still catching up is not streaming yet",
       { members: [leader, replica("pg2")] },
-      "stop",
+      "wait",
       /no healthy replica streaming/,
       leaderStatus({ pg2: "catchup" }),
     ],
     [
       "nobody streams (Patroni leaves `replication` out)",
       { members: [leader, replica("pg2")] },
-      "stop",
+      "wait",
       /no healthy replica streaming/,
       { state: "running", role: "master" },
     ],
     [
       "the leader's /patroni did not answer",
       { members: [leader, replica("pg2")] },
-      "stop",
+      "wait",
       /replication state unknown/,
       null,
     ],
@@ -160,9 +160,43 @@ describe("what a stopping node does first", () => {
     assert.equal(streamingFrom("502 Bad Gateway"), null);
   });
 
-  it("does nothing first when the option is off", () => {
+  it("a leader stops at once (behind its fence) when the option is off", () => {
     const cluster = { members: [leader, replica("pg2")] };
     const plan = planStop("pg1", cluster, allStreaming(cluster), { enabled: false });
-    assert.deepEqual(plan, { action: "stop", reason: "switchover on stop is disabled" });
+    assert.deepEqual(plan, { action: "stop", leader: true, reason: "switchover on stop is disabled" });
+  });
+
+  it("in synchronous mode only the synchronous standby is a candidate; until there is one, wait", () => {
+    const cluster = { members: [leader, replica("pg2"), replica("pg3", { lag: 5 })] };
+    const waiting = planStop("pg1", cluster, allStreaming(cluster), { enabled: true, synchronous: true });
+    assert.equal(waiting.action, "wait");
+    assert.match(waiting.reason, /no synchronous standby streaming/);
+    const withSync = { members: [leader, replica("pg2"), replica("pg3", { role: "sync_standby", lag: 5 })] };
+    const plan = planStop("pg1", withSync, allStreaming(withSync), { enabled: true, synchronous: true });
+    assert.deepEqual(plan.action === "switchover" && plan.candidate, "pg3");
+    // Asynchronous: any streaming replica will do.
+    const async = planStop("pg1", cluster, allStreaming(cluster), { enabled: true, synchronous: false });
+    assert.deepEqual(async.action === "switchover" && async.candidate, "pg2");
+  });
+
+  it("etcd's leader key decides who leads, over Patroni's REST view", () => {
+    const cluster = { members: [leader, replica("pg2")] };
+    const notLeader = planStop("pg1", cluster, allStreaming(cluster), { enabled: true }, false);
+    assert.deepEqual(notLeader.action === "stop" && notLeader.leader, false);
+    // etcd says pg1 leads while its REST API does not answer: wait for it, as a leader.
+    const unknown = planStop("pg1", null, null, { enabled: true }, true);
+    assert.equal(unknown.action, "wait");
+  });
+
+  it("a leader whose only replicas are tagged nofailover stops at once", () => {
+    const cluster = { members: [leader, replica("pg2", { tags: { nofailover: true } })] };
+    const plan = planStop("pg1", cluster, allStreaming(cluster), { enabled: true });
+    assert.equal(plan.action, "stop");
+    assert.match(plan.reason, /nofailover/);
+  });
+
+  it("a paused cluster stops without a fence: Patroni keeps the lock and nobody promotes", () => {
+    const plan = planStop("pg1", { pause: true, members: [leader, replica("pg2")] }, null, { enabled: true });
+    assert.deepEqual(plan, { action: "stop", leader: false, reason: "cluster is paused (maintenance mode)" });
   });
 });

@@ -1,0 +1,237 @@
+/**
+ * Writers that keep their own record of acknowledged commits, for the tests
+ * that promise "no acknowledged write is lost". Each writer inserts numbered
+ * rows into `acked` (one per transaction, autocommit); a row counts as
+ * acknowledged only once its COMMIT returned. Afterwards `missing()` lists the
+ * acknowledged rows a server does not have.
+ *
+ * Clients, as people use them:
+ *  - `psql`: libpq with its default `sslmode=prefer` (an SSLRequest first), one
+ *    `psql -c` per write: a new connection each time;
+ *  - `pg`: node-postgres, either a new connection per write or one connection
+ *    kept and replaced after any error (as a pool does).
+ *
+ * Every row also records the server's WAL insert position at the INSERT, so a
+ * test of asynchronous replication can assert a documented bound on what may
+ * be lost instead of "nothing".
+ */
+import pg from "pg";
+import { run } from "./proc.js";
+
+export interface PgTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly password: string;
+  readonly database?: string;
+}
+
+export type WriterKind = "psql per-write" | "pg per-write" | "pg kept";
+export const WRITER_KINDS: readonly WriterKind[] = ["psql per-write", "pg per-write", "pg kept"];
+
+export const ACKED_TABLE_SQL =
+  "CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY, writer text NOT NULL, lsn pg_lsn, at timestamptz NOT NULL DEFAULT clock_timestamp())";
+
+export interface Ack {
+  readonly id: number;
+  readonly at: number;
+  /** The server's WAL insert position when the row was inserted (before its commit record). */
+  readonly lsn: string;
+}
+
+export interface Failure {
+  readonly at: number;
+  /** `connect`: no session was established; `session`: the INSERT or COMMIT failed in a session. */
+  readonly phase: "connect" | "session";
+  readonly error: string;
+}
+
+const INSERT = (id: number, writer: string) =>
+  `INSERT INTO acked (id, writer, lsn) VALUES (${id}, '${writer}', pg_current_wal_insert_lsn()) RETURNING lsn`;
+
+function conninfo(t: PgTarget): string {
+  return `host=${t.host} port=${t.port} user=${t.user} dbname=${t.database ?? "postgres"} connect_timeout=10`;
+}
+
+/** Connection errors that libpq and node-postgres report before a session exists. */
+const CONNECT_PHASE =
+  /connection refused|could not connect|timeout expired|connection to server at .* failed|ECONNREFUSED|ECONNRESET before|Connection terminated due to connection timeout|the database system is (starting up|shutting down)/i;
+
+export class AckWriter {
+  readonly acks: Ack[] = [];
+  readonly failures: Failure[] = [];
+  private stopping = false;
+  private loop: Promise<void> | null = null;
+  private client: pg.Client | null = null;
+  private next: number;
+
+  /** `idBase` keeps each writer's ids apart (writer k uses idBase + 1, 2, …). */
+  constructor(
+    readonly name: string,
+    readonly kind: WriterKind,
+    private readonly target: () => PgTarget,
+    idBase: number,
+    private readonly paceMs = 100,
+  ) {
+    this.next = idBase + 1;
+  }
+
+  start(): this {
+    this.loop = this.run();
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.loop;
+    await this.client?.end().catch(() => undefined);
+    this.client = null;
+  }
+
+  /** One write, outside the loop: resolves when acknowledged, throws otherwise. */
+  async writeOnce(): Promise<Ack> {
+    const id = this.next++;
+    const lsn = await this.insert(id);
+    const ack = { id, at: Date.now(), lsn };
+    this.acks.push(ack);
+    return ack;
+  }
+
+  /** Longest time between two acknowledged writes (or from `from` to the first one after it), in ms. */
+  longestGapMs(from = 0): number {
+    let gap = 0;
+    let prev = from;
+    for (const a of this.acks) {
+      if (a.at < from) continue;
+      if (prev > 0) gap = Math.max(gap, a.at - prev);
+      prev = a.at;
+    }
+    return gap;
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      const t0 = Date.now();
+      const id = this.next++;
+      try {
+        const lsn = await this.insert(id);
+        this.acks.push({ id, at: Date.now(), lsn });
+      } catch (err) {
+        const msg = (err as Error).message.split("\n").find((l) => l.trim() !== "") ?? String(err);
+        const phase =
+          (err as { phase?: Failure["phase"] }).phase ?? (CONNECT_PHASE.test(msg) ? "connect" : "session");
+        this.failures.push({ at: Date.now(), phase, error: msg.slice(0, 300) });
+      }
+      const wait = this.paceMs - (Date.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
+  private async insert(id: number): Promise<string> {
+    const t = this.target();
+    switch (this.kind) {
+      case "psql per-write": {
+        const r = await run(
+          "psql",
+          ["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", INSERT(id, this.name), conninfo(t)],
+          {
+            env: { ...process.env, PGPASSWORD: t.password, PGSSLMODE: "prefer" },
+            timeoutMs: 60_000,
+          },
+        );
+        return r.stdout.trim();
+      }
+      case "pg per-write": {
+        const c = new pg.Client({ ...pgConfig(t), connectionTimeoutMillis: 10_000 });
+        c.on("error", () => undefined);
+        try {
+          await c.connect();
+        } catch (err) {
+          throw Object.assign(new Error((err as Error).message), { phase: "connect" });
+        }
+        try {
+          return (await c.query<{ lsn: string }>(INSERT(id, this.name))).rows[0]!.lsn;
+        } finally {
+          await c.end().catch(() => undefined);
+        }
+      }
+      case "pg kept": {
+        if (!this.client) {
+          const c = new pg.Client({ ...pgConfig(t), connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
+          c.on("error", () => undefined);
+          try {
+            await c.connect();
+          } catch (err) {
+            await c.end().catch(() => undefined);
+            throw Object.assign(new Error((err as Error).message), { phase: "connect" });
+          }
+          this.client = c;
+        }
+        try {
+          return (await this.client.query<{ lsn: string }>(INSERT(id, this.name))).rows[0]!.lsn;
+        } catch (err) {
+          const c = this.client;
+          this.client = null;
+          await c?.end().catch(() => undefined);
+          throw err;
+        }
+      }
+    }
+  }
+}
+
+export function pgConfig(t: PgTarget): pg.ClientConfig {
+  return {
+    host: t.host,
+    port: t.port,
+    user: t.user,
+    password: t.password,
+    database: t.database ?? "postgres",
+  };
+}
+
+/** One writer of each kind, each with its own id range, not started. */
+export function makeWriters(target: () => PgTarget, label: string, paceMs = 100): AckWriter[] {
+  const run = Math.floor(Math.random() * 1_000) * 1_000_000;
+  return WRITER_KINDS.map(
+    (kind, i) =>
+      new AckWriter(
+        `${label}-${kind.replace(/\W+/g, "-")}`,
+        kind,
+        target,
+        (i + 1) * 1_000_000_000 + run,
+        paceMs,
+      ),
+  );
+}
+
+/** One writer of each kind, writing until stopped. */
+export function startWriters(target: () => PgTarget, label: string, paceMs = 100): AckWriter[] {
+  return makeWriters(target, label, paceMs).map((w) => w.start());
+}
+
+/** The acknowledged ids of these writers that `server` does not have. */
+export async function missing(server: PgTarget, writers: readonly AckWriter[]): Promise<number[]> {
+  const c = new pg.Client({ ...pgConfig(server), connectionTimeoutMillis: 20_000 });
+  await c.connect();
+  try {
+    const ids = writers.flatMap((w) => w.acks.map((a) => a.id));
+    if (ids.length === 0) return [];
+    const r = await c.query<{ id: string }>("SELECT id FROM acked WHERE id = ANY($1::bigint[])", [ids]);
+    const present = new Set(r.rows.map((x) => Number(x.id)));
+    return ids.filter((id) => !present.has(id));
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** A one-line account of the writers, for the test's output. */
+export function summary(writers: readonly AckWriter[], from: number): string {
+  return writers
+    .map((w) => {
+      const f = w.failures.filter((x) => x.at >= from);
+      const byPhase = `${f.filter((x) => x.phase === "connect").length} connect / ${f.filter((x) => x.phase === "session").length} session failures`;
+      return `${w.kind}: ${w.acks.length} acked, writes stopped ${(w.longestGapMs(from) / 1000).toFixed(1)} s, ${byPhase}`;
+    })
+    .join("; ");
+}
