@@ -32,22 +32,28 @@ export interface PromotionCheckDeps {
 
 /** One decision, all I/O included; never throws. */
 export async function checkPromotion(d: PromotionCheckDeps): Promise<PromotionVerdict> {
+  // All three at once: this runs between Patroni taking the lock and promoting, so its time is
+  // the switchover's. Without a fence the answer does not wait for the other two.
+  const statusOptime = d.fence.statusOptime().catch((err: unknown) => {
+    d.log.warn({ err }, "etcd did not answer for /status");
+    return null;
+  });
+  const ownLsn = d.walPosition();
   let record: Awaited<ReturnType<PromotionCheckDeps["fence"]["read"]>>;
   try {
     record = await d.fence.read();
   } catch (err) {
     return { allow: false, reason: `etcd did not answer for the stop fence: ${(err as Error).message}` };
   }
-  if (record.read.kind === "none")
+  if (record.read.kind === "none") {
     return promotionVerdict({ self: d.self, fence: record.read, statusOptime: null, ownLsn: null });
-  let statusOptime: number | null = null;
-  try {
-    statusOptime = await d.fence.statusOptime();
-  } catch (err) {
-    d.log.warn({ err }, "etcd did not answer for /status");
   }
-  const ownLsn = await d.walPosition();
-  return promotionVerdict({ self: d.self, fence: record.read, statusOptime, ownLsn });
+  return promotionVerdict({
+    self: d.self,
+    fence: record.read,
+    statusOptime: await statusOptime,
+    ownLsn: await ownLsn,
+  });
 }
 
 export class PromotionCheckServer {

@@ -45,6 +45,8 @@ const readmeRows = new Set<number>();
 /** The test's writers: psql (sslmode=prefer) and node-postgres, one write each per step. */
 const writers: AckWriter[] = [];
 let ackedTable = false;
+/** Where the test's writers write now: the current leader. */
+let current: PgTarget | null = null;
 
 interface MemberRecord {
   conn_url: string;
@@ -97,6 +99,7 @@ async function checkAcknowledged(): Promise<string> {
   const leader = await runningLeader().catch(() => null);
   if (!leader) return "no leader (nothing to check)";
   const target = await direct(leader);
+  current = target;
   if (!ackedTable) {
     const c = new pg.Client(pgConfig(target));
     await c.connect();
@@ -104,8 +107,8 @@ async function checkAcknowledged(): Promise<string> {
     await c.end();
     ackedTable = true;
     writers.push(
-      new AckWriter("walk-psql", "psql per-write", () => target, 1_000),
-      new AckWriter("walk-pg", "pg kept", () => target, 2_000),
+      new AckWriter("walk-psql", "psql per-write", () => current!, 1_000),
+      new AckWriter("walk-pg", "pg kept", () => current!, 2_000),
     );
   }
   for (const w of writers) {
@@ -304,7 +307,7 @@ describe("the agent README's walkthrough, as written", { timeout: 30 * 60_000 },
           console.log(`walkthrough step ${i + 1}: ${out.trim().split("\n").slice(-4).join(" / ")}`);
         }
         for (const [re, check] of extraChecks) if (re.test(b.script) && b.kind === "run") await check();
-        if (/patronictl .*remove demo/.test(b.script)) await afterRemove();
+        if (/etcdctl del --prefix \/service\/demo\//.test(b.script)) await afterRemove();
         console.log(`walkthrough step ${i + 1}: ${await checkAcknowledged()}`);
       } catch (err) {
         (err as Error).message += `\n${await diagnostics()}`;
