@@ -239,6 +239,13 @@ export const agentOptions = {
     env: "PATRONI_SYNCHRONOUS_MODE_STRICT",
     description: "refuse writes when no synchronous standby is available (bootstrap)",
   }),
+  failsafeMode: opt.bool({
+    flag: "failsafe-mode",
+    env: "PATRONI_FAILSAFE_MODE",
+    description:
+      "a leader that loses etcd stays primary while it reaches every other member (bootstrap); false demotes it",
+    default: true,
+  }),
   ttl: opt.int({
     flag: "ttl",
     env: "PATRONI_TTL",
@@ -368,6 +375,7 @@ export interface AgentConfig {
     readonly retryTimeout: number;
     readonly synchronousMode: boolean;
     readonly synchronousModeStrict: boolean;
+    readonly failsafeMode: boolean;
   };
   /** initdb --wal-segsize (MB): a power of 2; used only when this node creates the cluster. */
   readonly walSegmentSizeMb: number;
@@ -531,6 +539,7 @@ export function parseAgentConfig(
       retryTimeout: c.retryTimeout,
       synchronousMode: c.synchronousMode,
       synchronousModeStrict: c.synchronousModeStrict,
+      failsafeMode: c.failsafeMode,
     }),
     walSegmentSizeMb: c.walSegmentSize,
     stop: Object.freeze({

@@ -96,6 +96,10 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         maximum_lag_on_failover: 1048576,
         synchronous_mode: cfg.dcs.synchronousMode,
         synchronous_mode_strict: cfg.dcs.synchronousModeStrict,
+        // A leader that loses etcd keeps its role while it still reaches every member over
+        // their REST API (they cannot have promoted without etcd): a whole-etcd outage is then
+        // no outage for clients. README: "etcd lost".
+        failsafe_mode: cfg.dcs.failsafeMode,
         postgresql: {
           use_pg_rewind: true,
           use_slots: true,

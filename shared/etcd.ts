@@ -6,6 +6,7 @@
  * three failures, which delays recovery once etcd answers again.
  */
 import { readFileSync } from "node:fs";
+import { InterceptingCall, type Interceptor } from "@grpc/grpc-js";
 import { ExponentialBackoff, noop } from "cockatiel";
 import { Etcd3, type IOptions } from "etcd3";
 import { formatHostPort, type HostPort } from "./config.js";
@@ -28,6 +29,21 @@ export interface EtcdOptions {
 
 export const DEFAULT_ETCD_CALL_TIMEOUT_MS = 3000;
 
+/**
+ * Every call asks etcd to refuse it without a raft leader, as `etcdctl --require-leader` does
+ * (gRPC metadata `hasleader: true`): a member cut off from the majority answers unary calls
+ * with "etcdserver: no leader" instead of stale data, and ends a watch or keepalive stream
+ * when it loses its leader instead of keeping it open while it sees nothing. The caller then
+ * reconnects, and the client picks another member.
+ */
+export const requireLeader: Interceptor = (options, nextCall) =>
+  new InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set("hasleader", "true");
+      next(metadata, listener);
+    },
+  });
+
 export function etcdClientOptions(o: EtcdOptions): IOptions {
   if (o.hosts.length === 0) throw new EtcdError("no etcd hosts given");
   const tls = o.caFile !== undefined;
@@ -38,8 +54,11 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
   const options: IOptions = {
     hosts: o.hosts.map((h) => `${tls ? "https" : "http"}://${formatHostPort(h)}`),
     dialTimeout: o.dialTimeoutMs ?? 2000,
-    // Unary calls get a deadline; streams (watch, keepalive) must not.
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeout }),
+    // Unary calls get a deadline; streams (watch, keepalive) must not. Every call requires a leader.
+    defaultCallOptions: (ctx) =>
+      ctx.isStream
+        ? { interceptors: [requireLeader] }
+        : { deadline: Date.now() + callTimeout, interceptors: [requireLeader] },
     faultHandling: {
       host: () => noop,
       global: noop,

@@ -31,7 +31,7 @@ function underTest(stack: ComposeStack, synchronous: boolean): ClusterUnderTest 
   const etcdGet = async (key: string): Promise<string> =>
     docker([
       "exec",
-      await stack.container("etcd"),
+      await stack.container("etcd1"),
       "etcdctl",
       "--endpoints=http://127.0.0.1:2379",
       "get",

@@ -1,9 +1,9 @@
 /**
  * The documented multi-host mode (docker-compose.multihost.yml), with this one
- * machine playing every host: etcd published on the host's IP, a registrator
- * advertising published ports on that IP, agents publishing 5432 and 8008 on
- * ephemeral ports and discovering them. The host's IP is this machine's
- * address on Docker's bridge.
+ * machine playing every host: one etcd member per host published on the host's
+ * IP (here three pairs of ports on one IP), a registrator advertising published
+ * ports on that IP, agents publishing 5432 and 8008 on ephemeral ports and
+ * discovering them. The host's IP is this machine's address on Docker's bridge.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -23,18 +23,29 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
     hostIp = await bridgeGateway();
-    const etcdPort = await freePort(hostIp);
+    const env: Record<string, string> = { HOST_IP: hostIp };
+    const clientPorts: number[] = [];
+    for (const n of [1, 2, 3]) {
+      const port = await freePort(hostIp);
+      clientPorts.push(port);
+      Object.assign(env, {
+        [`ETCD${n}_IP`]: hostIp,
+        [`ETCD${n}_PORT`]: String(port),
+        [`ETCD${n}_PEER_PORT`]: String(await freePort(hostIp)),
+      });
+    }
     stack = await ComposeStack.up("multihost", {
       overrides: ["docker-compose.multihost.yml"],
-      env: { HOST_IP: hostIp, PGHA_ETCD_PORT: String(etcdPort), ETCD_HOST_PORT: `${hostIp}:${etcdPort}` },
-      // Host A: etcd, its registrator, the router and pg1.
-      services: ["etcd", "registrator", "router", "pg1"],
+      env,
+      // Host A, as documented: its etcd member, its registrator, a router and pg1.
+      services: ["etcd1", "registrator", "router", "pg1"],
+      noDeps: true,
       // The original system's hosts ran the classic docker-compose.
       cli: "v1",
     });
-    // Hosts B and C: their agents (one registrator serves this one machine).
-    await stack.compose(["up", "-d", "--no-deps", "--no-build", "pg2", "pg3"]);
-    etcd = createEtcdClient({ hosts: [{ host: hostIp, port: etcdPort }] });
+    // Hosts B and C: their etcd members and agents (one registrator serves this one machine).
+    await stack.compose(["up", "-d", "--no-deps", "--no-build", "etcd2", "etcd3", "pg2", "pg3"]);
+    etcd = createEtcdClient({ hosts: clientPorts.map((port) => ({ host: hostIp, port })) });
     await stack.waitReady();
   });
 
@@ -59,6 +70,17 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
       assert.equal(member.conn_url, `postgres://${hostIp}:${pgPort.port}/postgres`);
       assert.equal(member.api_url, `http://${hostIp}:${apiPort.port}/patroni`);
     }
+  });
+
+  it("etcd runs as three members, one per host, each advertising its host's address", async () => {
+    const members = (await etcd.cluster.memberList({})).members.map((m) => ({
+      name: m.name,
+      client: m.clientURLs.join(","),
+    }));
+    assert.equal(members.length, 3, JSON.stringify(members));
+    for (const m of members)
+      assert.match(m.client, new RegExp(`^http://${hostIp.replaceAll(".", "\\.")}:\\d+$`));
+    assert.deepEqual(members.map((m) => m.name).sort(), ["etcd1", "etcd2", "etcd3"]);
   });
 
   it("replicas stream from the leader through the published addresses, and the router reaches it", async () => {

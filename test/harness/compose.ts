@@ -30,6 +30,8 @@ export interface StackOptions {
   readonly overrides?: readonly string[];
   /** Services to start (all by default). */
   readonly services?: readonly string[];
+  /** Start only those services, not what they depend on (as the multi-host steps do). */
+  readonly noDeps?: boolean;
   /** Extra settings for the env file (they win over the defaults). */
   readonly env?: Readonly<Record<string, string>>;
   /** The Compose CLI: v2 (`docker compose`) or v1 (Debian's `docker-compose` 1.29). The stack must work with both. */
@@ -48,6 +50,7 @@ export interface ClusterMember {
 }
 
 export const AGENTS = ["pg1", "pg2", "pg3"] as const;
+export const ETCD_MEMBERS = ["etcd1", "etcd2", "etcd3"] as const;
 export type Agent = (typeof AGENTS)[number];
 
 export class ComposeStack {
@@ -113,7 +116,10 @@ export class ComposeStack {
       if (!version.startsWith(opts.cli === "v2" ? "2." : "1.")) {
         throw new Error(`Compose ${opts.cli} was asked for, but ${version} runs`);
       }
-      await stack.compose(["up", "-d", "--no-build", ...(opts.services ?? [])], 5 * 60_000);
+      await stack.compose(
+        ["up", "-d", "--no-build", ...(opts.noDeps ? ["--no-deps"] : []), ...(opts.services ?? [])],
+        5 * 60_000,
+      );
     } catch (err) {
       await stack.destroy();
       throw err;
@@ -298,7 +304,7 @@ export class ComposeStack {
   }
 
   async diagnostics(lines = 25): Promise<string> {
-    const services = ["etcd", "registrator", "router", ...AGENTS];
+    const services = [...ETCD_MEMBERS, "registrator", "router", ...AGENTS];
     const parts: string[] = [];
     for (const s of services) {
       try {
@@ -306,6 +312,21 @@ export class ComposeStack {
       } catch (err) {
         parts.push(`--- ${s}: ${(err as Error).message}`);
       }
+    }
+    // Every decision an agent logged about stopping, the fence and promotions, whenever it was.
+    for (const a of AGENTS) {
+      const all = await run("docker", ["logs", `${this.project}-${a}`], { timeoutMs: 30_000 }).catch(
+        () => null,
+      );
+      const text = all ? all.stdout + all.stderr : "";
+      const decisions = text
+        .split("\n")
+        .filter((l) =>
+          /stop plan|fence|promotion|switchover|without a handover|pre_promote|acquired session lock|promoted self/.test(
+            l,
+          ),
+        );
+      parts.push(`--- ${a}: decisions ---\n${decisions.join("\n")}`);
     }
     return parts.join("\n");
   }

@@ -7,7 +7,16 @@
  * leader and streaming replicas for the next event.
  */
 import assert from "node:assert/strict";
-import { type AckWriter, makeWriters, missing, type PgTarget, startWriters, summary } from "./ack-writers.js";
+import pg from "pg";
+import {
+  type AckWriter,
+  makeWriters,
+  missing,
+  type PgTarget,
+  pgConfig,
+  startWriters,
+  summary,
+} from "./ack-writers.js";
 import { docker } from "./docker.js";
 import { run, waitFor } from "./proc.js";
 
@@ -137,9 +146,14 @@ export async function plannedStopJustJoined(c: ClusterUnderTest): Promise<CellRe
     }
     await assertNothingLost(c, next, direct);
     const note = `${leader} stopped ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s after ${joiner} joined: ${handedOver ? `handed over to ${next}` : `fenced; ${next} leads after the old leader returned`}`;
-    // Back to full strength.
+    // Back to full strength. The replicas stopped at the start may miss WAL that a freshly
+    // cloned new leader never had (no archive here): they join anew, as an operator's
+    // reinitialize would make them.
     if (next !== leader) await rejoin(c, leader);
-    for (const o of others) await rejoin(c, o);
+    for (const o of others) {
+      await c.freshNode(o);
+      await c.waitStreaming(o);
+    }
     if (next === leader) await c.waitStreaming(joiner);
     await waitSynchronous(c);
     return { leaderAfter: next, note };
@@ -204,8 +218,11 @@ export async function graceRunsOut(c: ClusterUnderTest): Promise<CellResult> {
   return withDiagnostics(c, async () => {
     const leader = await waitLeader(c, null);
     const replicas = c.nodes.filter((n) => n !== leader);
-    for (const r of replicas) await docker(["stop", "-t", "30", c.containerOf(r)]);
     const target = await c.direct(leader);
+    for (const r of replicas) {
+      await docker(["stop", "-t", "30", c.containerOf(r)]);
+      await settledWithout(c, target, replicas.slice(0, replicas.indexOf(r) + 1));
+    }
     const writers = makeWriters(() => target, `${c.label}-grace`);
     for (const w of writers) await w.writeOnce();
     await Promise.all(writers.map((w) => w.stop()));
@@ -233,6 +250,38 @@ export async function graceRunsOut(c: ClusterUnderTest): Promise<CellResult> {
       note: `no leader while ${leader} was away (${refused} promotions refused by the fence); ${leader} leads again with every write`,
     };
   });
+}
+
+/**
+ * In synchronous mode, waits until the leader names no stopped replica as its synchronous
+ * standby, in `/sync` and in `synchronous_standby_names`. Patroni 3.0.2 can otherwise keep
+ * `synchronous_standby_names` pointing at a replica that stopped within two seconds of being
+ * picked (it sleeps 2 s after picking, and writes `/sync` only if the replica is still there),
+ * and then every commit waits until a replica returns.
+ */
+async function settledWithout(
+  c: ClusterUnderTest,
+  leader: PgTarget,
+  stopped: readonly string[],
+): Promise<void> {
+  if (!c.synchronous) return;
+  await waitFor(
+    `the leader to stop waiting for ${stopped.join(", ")}`,
+    async () => {
+      const sync = await c.syncStandby();
+      if (sync !== null && stopped.includes(sync)) return false;
+      const client = new pg.Client({ ...pgConfig(leader), connectionTimeoutMillis: 5000 });
+      await client.connect();
+      try {
+        const names = (await client.query<{ s: string }>("show synchronous_standby_names")).rows[0]!.s;
+        // Settled: nobody is waited for, or `/sync` and PostgreSQL name the same running replica.
+        return sync === null ? names === "" : names.includes(sync);
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    },
+    { timeoutMs: 30_000, intervalMs: 500 },
+  );
 }
 
 export function lsnToBytes(lsn: string): number {

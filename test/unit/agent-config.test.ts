@@ -60,6 +60,7 @@ describe("agent configuration from the environment", () => {
           retryTimeout: 10,
           synchronousMode: true,
           synchronousModeStrict: false,
+          failsafeMode: true,
         });
         assert.deepEqual(c.stop, { switchover: true, timeoutSeconds: 20, gracePeriodSeconds: 60 });
         assert.equal(c.namespace, "/service/");
@@ -139,6 +140,7 @@ describe("agent configuration from the environment", () => {
           retryTimeout: 4,
           synchronousMode: false,
           synchronousModeStrict: false,
+          failsafeMode: true,
         });
         assert.deepEqual(c.stop, { switchover: false, timeoutSeconds: 45, gracePeriodSeconds: 90 });
       },

@@ -109,6 +109,8 @@ describe("patroni.yml rendered from the configuration", () => {
       false,
     ],
     ["every promotion asks the stop fence first", {}, "postgresql.pre_promote", "pgha-pre-promote"],
+    ["failsafe mode on by default", {}, "bootstrap.dcs.failsafe_mode", true],
+    ["failsafe mode off", { PATRONI_FAILSAFE_MODE: "false" }, "bootstrap.dcs.failsafe_mode", false],
     [
       "strict mode on",
       { PATRONI_SYNCHRONOUS_MODE_STRICT: "1" },

@@ -1,0 +1,171 @@
+/**
+ * A three-member etcd, one member per network namespace, and our services' etcd
+ * client (shared/etcd.ts) listing all three. Each member in turn is cut off from
+ * the other two (iptables in its namespace; the clients still reach it): it loses
+ * its leader, and a watch that was on it must not stay "live" while it sees
+ * nothing. With every call requiring a leader, the member ends the watch, the
+ * client moves to another member, and a key written on the majority arrives.
+ *
+ * Control: an etcd3 client pinned to the cut-off member without the requirement
+ * keeps its watch open and silent: the failure this guards against.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Etcd3 } from "etcd3";
+import { createEtcdClient } from "../../shared/etcd.js";
+import { createLogger } from "../../shared/logger.js";
+import { PrefixWatch } from "../../shared/watch.js";
+import { ETCD_BIN } from "../harness/etcd.js";
+import { type LabHost, NetLab } from "../harness/netns.js";
+import type { Spawned } from "../harness/proc.js";
+import { waitFor } from "../harness/proc.js";
+
+const silent = createLogger({ name: "test", level: "silent" });
+let lab: NetLab;
+let dir: string;
+const members: Spawned[] = [];
+
+function endpoint(h: LabHost): { host: string; port: number } {
+  return { host: h.ip, port: 2379 };
+}
+
+async function healthy(h: LabHost): Promise<boolean> {
+  const c = createEtcdClient({ hosts: [endpoint(h)], callTimeoutMs: 1000 });
+  try {
+    await c.get("/health-probe").string();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    c.close();
+  }
+}
+
+describe("etcd: a member that loses quorum is left for another", { timeout: 240_000 }, () => {
+  before(async () => {
+    lab = await NetLab.create(3, "etcd");
+    dir = mkdtempSync(join(tmpdir(), "etcd-quorum-"));
+    const cluster = lab.hosts.map((h) => `${h.name}=http://${h.ip}:2380`).join(",");
+    for (const h of lab.hosts) {
+      members.push(
+        lab.spawn(
+          h,
+          ETCD_BIN,
+          [
+            "--name",
+            h.name,
+            "--data-dir",
+            join(dir, h.name),
+            "--listen-client-urls",
+            `http://${h.ip}:2379`,
+            "--advertise-client-urls",
+            `http://${h.ip}:2379`,
+            "--listen-peer-urls",
+            `http://${h.ip}:2380`,
+            "--initial-advertise-peer-urls",
+            `http://${h.ip}:2380`,
+            "--initial-cluster",
+            cluster,
+            "--initial-cluster-state",
+            "new",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+          ],
+          { logFile: join(dir, `${h.name}.log`) },
+        ),
+      );
+    }
+    for (const h of lab.hosts) await waitFor(`${h.name} to answer`, () => healthy(h), { timeoutMs: 30_000 });
+  });
+
+  after(async () => {
+    for (const m of members) {
+      try {
+        if (m.child.pid) process.kill(-m.child.pid, "SIGKILL");
+      } catch {}
+    }
+    await lab?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const i of [0, 1, 2]) {
+    it(`member ${i + 1} cut off from the others: the watch moves on and sees a write made on the majority`, async () => {
+      const cut = lab.hosts[i]!;
+      const majority = lab.hosts.filter((h) => h !== cut);
+      const ours = createEtcdClient({ hosts: lab.hosts.map(endpoint) });
+      const watch = new PrefixWatch(ours, `/q${i}/`, silent);
+      // The control: pinned to the member that will be cut off, no leader required.
+      const plain = new Etcd3({ hosts: `http://${cut.ip}:2379` });
+      const seenByPlain: string[] = [];
+      const plainWatch = await plain.watch().prefix(`/q${i}/`).create();
+      plainWatch.on("put", (kv) => seenByPlain.push(kv.key.toString()));
+      const writer = createEtcdClient({ hosts: majority.map(endpoint) });
+      // Ours, pinned to the member that will be cut off: it must stop claiming to be live.
+      const oursPinned = createEtcdClient({ hosts: [endpoint(cut)] });
+      const pinnedWatch = new PrefixWatch(oursPinned, `/q${i}/`, silent);
+      let pinnedLeftLive = 0;
+      pinnedWatch.on("state", (st) => {
+        if (st !== "live" && pinnedLeftLive === 0) pinnedLeftLive = Date.now();
+      });
+      try {
+        await watch.start();
+        await pinnedWatch.start();
+        await writer.put(`/q${i}/before`).value("1");
+        await waitFor("the watch to see the first write", () => watch.snapshot.kvs.has(`/q${i}/before`), {
+          timeoutMs: 10_000,
+        });
+        const t0 = Date.now();
+        await lab.isolate(cut, majority);
+        // The majority elects a leader if the cut-off member led; write once it answers.
+        await waitFor(
+          "the majority to take a write",
+          async () => {
+            await writer.put(`/q${i}/after`).value("2");
+            return true;
+          },
+          { timeoutMs: 30_000, intervalMs: 250 },
+        );
+        await waitFor(
+          "our watch to see the write made on the majority",
+          () => watch.snapshot.kvs.has(`/q${i}/after`),
+          {
+            timeoutMs: 20_000,
+            intervalMs: 100,
+          },
+        );
+        console.log(
+          `member ${i + 1} cut off: our watch saw the majority's write ${((Date.now() - t0) / 1000).toFixed(1)} s after the cut; the pinned watch without the leader requirement saw ${seenByPlain.filter((k) => k.endsWith("after")).length}`,
+        );
+        assert.ok(
+          !seenByPlain.includes(`/q${i}/after`),
+          "a watch on the cut-off member sees nothing of the majority",
+        );
+        await waitFor("our watch pinned to the cut-off member to leave `live`", () => pinnedLeftLive > 0, {
+          timeoutMs: 20_000,
+          intervalMs: 100,
+        });
+        console.log(
+          `  our watch pinned to it left "live" ${((pinnedLeftLive - t0) / 1000).toFixed(1)} s after the cut`,
+        );
+      } finally {
+        await pinnedWatch.close();
+        oursPinned.close();
+        await watch.close();
+        await plainWatch.cancel().catch(() => undefined);
+        plain.close();
+        ours.close();
+        writer.close();
+        await lab.heal(cut);
+      }
+      await waitFor(`${cut.name} back in the cluster`, () => healthy(cut), {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+      });
+    });
+  }
+});
