@@ -19,8 +19,7 @@ import {
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { LOG_LEVELS, type LogLevel } from "../shared/logger.js";
-import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup-config.js";
-import { backupOptions } from "./backup-options.js";
+import { BACKUP_FILE_BACKED, type BackupConfig, backupOptions, buildBackupConfig } from "./backup/index.js";
 
 const PROGRAM = "agent";
 

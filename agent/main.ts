@@ -9,21 +9,15 @@ import { createRegistry } from "../shared/admin.js";
 import { ConfigError } from "../shared/errors.js";
 import { createEtcdClient } from "../shared/etcd.js";
 import { createLogger } from "../shared/logger.js";
-import { startBackups, writeBackupFiles } from "./backup-setup.js";
+import { startBackups, writeBackupFiles } from "./backup/index.js";
 import { parseAgentConfig } from "./config.js";
 import { DiscoveryError, resolveAddresses } from "./discovery.js";
 import { FenceKeeper } from "./fence-keeper.js";
 import { FenceStore } from "./fence-store.js";
 import { lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
-import {
-  bootstrapSql,
-  bootstrapSqlPath,
-  IMAGE_PATHS,
-  RESTAPI_PORT,
-  renderPatroniConfig,
-  toYaml,
-} from "./patroni-config.js";
-import { AGENT_SOCKET, PromotionCheckServer } from "./promotion-check.js";
+import { AGENT_SOCKET, IMAGE_PATHS, LOCAL_RESTAPI_URL } from "./image.js";
+import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, toYaml } from "./patroni-config.js";
+import { PromotionCheckServer } from "./promotion-check.js";
 import { PatroniRest } from "./rest.js";
 import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
@@ -83,7 +77,12 @@ async function main(): Promise<number> {
   prepareDataDir(cfg.dataDir, postgres, log);
   writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
   writeSecretFile(bootstrapSqlPath(cfg.configFile), bootstrapSql(cfg.admin), postgres);
-  writeBackupFiles(cfg, postgres, log);
+  const localPostgres = { dataDir: cfg.dataDir, superuser: cfg.superuser.username };
+  writeBackupFiles(cfg.backup, localPostgres, {
+    owner: postgres,
+    writeSecret: (path, content) => writeSecretFile(path, content, postgres),
+    log,
+  });
   log.info(
     { configFile: cfg.configFile, etcd: cfg.etcd.hosts, sync: cfg.dcs.synchronousMode },
     "patroni.yml written",
@@ -91,7 +90,7 @@ async function main(): Promise<number> {
 
   const home = postgres?.home ?? process.env["HOME"] ?? "/tmp";
   const [command, args] = patroniCommand(postgres, cfg.configFile);
-  const rest = new PatroniRest(`http://127.0.0.1:${RESTAPI_PORT}`, cfg.restapi);
+  const rest = new PatroniRest(LOCAL_RESTAPI_URL, cfg.restapi);
   const registry = createRegistry("pgha_agent");
   const etcd = createEtcdClient(cfg.etcd);
   const fence = new FenceStore(etcd, cfg.namespace, cfg.scope);
@@ -141,7 +140,15 @@ async function main(): Promise<number> {
   if (early.signal.aborted) return 0;
   const exited = supervisor.run();
   keeper.start();
-  const backups = await startBackups(cfg, rest, postgres !== null, registry, log);
+  const backups = await startBackups({
+    backup: cfg.backup,
+    superuser: cfg.superuser.username,
+    metricsListen: cfg.metricsListen,
+    patroniStatus: () => rest.status(),
+    asPostgres: postgres !== null,
+    registry,
+    log,
+  });
   const code = await exited;
   await supervisor.settled();
   await keeper.stop();

@@ -7,10 +7,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Logger } from "../shared/logger.js";
+import { PATRONI_LAUNCHER } from "./image.js";
 import type { StopOutcome, StopSequence } from "./stop.js";
-
-/** Installed from agent/bin into the image's /usr/local/bin. */
-export const PATRONI_LAUNCHER = "pgha-patroni";
 
 export interface SupervisorOptions {
   readonly command: string;
