@@ -1,7 +1,7 @@
 /**
  * The backup options of the agent (flags and environment names), in the
  * declarative form of shared/config.ts; the agent's option table
- * (agent/config.ts) includes them, and backup/config.ts turns their values
+ * (agent/options.ts) includes them, and backup/config.ts turns their values
  * into a BackupConfig.
  */
 import { opt, ParseFailure, valueOption } from "../../shared/config.js";
