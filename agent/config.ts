@@ -82,6 +82,17 @@ export const FILE_BACKED = [
 ] as const;
 
 /**
+ * Every environment name the agent reads itself: each option's (the backup
+ * options' included) and the `<NAME>_FILE` of each secret. Derived from the
+ * option table, so a new option is in it at once. Patroni's environment leaves
+ * these out (supervisor.ts): Patroni's environment wins over its file.
+ */
+export const AGENT_ENV_NAMES: ReadonlySet<string> = new Set([
+  ...Object.values(agentSpec.options).flatMap((o) => (o.env === undefined ? [] : [o.env])),
+  ...FILE_BACKED.map((name) => `${name}_FILE`),
+]);
+
+/**
  * Resolves `<NAME>_FILE` into `<NAME>` (the value itself wins when both are
  * set); a trailing newline in the file is dropped.
  */

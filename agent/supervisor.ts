@@ -7,6 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Logger } from "../shared/logger.js";
+import { AGENT_ENV_NAMES } from "./config.js";
 import { PATRONI_LAUNCHER } from "./image.js";
 import type { StopOutcome, StopSequence } from "./stop.js";
 
@@ -20,7 +21,12 @@ export interface SupervisorOptions {
   readonly stopSequence: (supervisor: PatroniSupervisor) => StopSequence;
 }
 
-/** The environment Patroni runs with: the basics plus every PATRONI_* variable; no other secret. */
+/**
+ * The environment Patroni runs with: the basics plus every PATRONI_* variable the agent does not
+ * read itself; no other secret. Patroni's environment wins over patroni.yml (PATRONI_SCOPE,
+ * PATRONI_NAMESPACE, ...), so a name the agent reads, and renders into the file, stays out:
+ * otherwise `--scope x` with PATRONI_SCOPE=y would write x into the file and run Patroni on y.
+ */
 export function patroniEnv(
   env: Readonly<Record<string, string | undefined>>,
   home: string,
@@ -32,7 +38,8 @@ export function patroniEnv(
     if (v !== undefined) out[k] = v;
   }
   for (const [k, v] of Object.entries(env)) {
-    if (k.startsWith("PATRONI_") && k !== "PATRONI_CONFIGURATION" && v !== undefined) out[k] = v;
+    if (!k.startsWith("PATRONI_") || k === "PATRONI_CONFIGURATION" || AGENT_ENV_NAMES.has(k)) continue;
+    if (v !== undefined) out[k] = v;
   }
   return out;
 }
