@@ -1,341 +1,20 @@
 /**
- * The agent's configuration: the environment names of the original image
- * (NAME, PATRONI_SCOPE, ETCD_HOST_PORT, DOCKER_HOSTNAME, POSTGRES_USERNAME,
- * POSTGRES_PASSWORD) plus credentials, DCS timings and discovery settings.
+ * The agent's configuration: `parseAgentConfig` parses the option table
+ * (options.ts) against the command line and the environment, resolves
+ * `<NAME>_FILE` secrets (Docker secrets), and applies the rules that tie
+ * options together (an etcd endpoint, where the public addresses come from,
+ * distinct roles, the WAL segment size, the DCS timings, the namespace).
  *
- * `parseAgentConfig` is pure: environment in, a frozen AgentConfig out, or a
- * ConfigError whose message is the one line printed to the operator. Every
- * secret may also come from a file named by `<NAME>_FILE` (Docker secrets).
+ * Pure: environment in, a frozen AgentConfig out, or a ConfigError whose
+ * message is the one line printed to the operator. The AgentConfig goes to
+ * the start-up sequence (startup.ts) and from there to every part.
  */
 import { readFileSync } from "node:fs";
-import {
-  type HostPort,
-  opt,
-  ParseFailure,
-  type ProgramSpec,
-  parseArgs,
-  parseHostPort,
-  valueOption,
-} from "../shared/config.js";
+import { type HostPort, parseArgs, parseHostPort } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
-import { LOG_LEVELS, type LogLevel } from "../shared/logger.js";
-import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup-config.js";
-import { backupOptions } from "./backup-options.js";
-
-const PROGRAM = "agent";
-
-/** The names the image's labels give the registrator for each port. */
-export const DEFAULT_SERVICE_5432 = "postgresql-patroni";
-export const DEFAULT_SERVICE_8008 = "postgresql-patroni-api";
-/** Patroni's own defaults for the DCS timings. */
-export const DEFAULT_TTL = 30;
-export const DEFAULT_LOOP_WAIT = 10;
-export const DEFAULT_RETRY_TIMEOUT = 10;
-export const DEFAULT_DISCOVERY_TIMEOUT_S = 120;
-export const DEFAULT_SWITCHOVER_TIMEOUT_S = 20;
-/** What the README and the compose stack give a container to stop (`docker stop -t 60`, `stop_grace_period: 60s`). */
-export const DEFAULT_STOP_GRACE_PERIOD_S = 60;
-
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const ROLE_RE = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-const SERVICE_RE = /^[^/\s]+$/;
-
-function pattern(re: RegExp, what: string) {
-  return (raw: string): string => {
-    if (!re.test(raw)) throw new ParseFailure(what);
-    return raw;
-  };
-}
-
-const memberName = pattern(NAME_RE, "letters, digits, _ . - ; starting with a letter or digit; 63 at most");
-const roleName = pattern(ROLE_RE, "a PostgreSQL role name: letters, digits, _ ; 63 at most");
-
-function required(flag: string, env: string, description: string, parse: (raw: string) => string) {
-  const o = valueOption<string>(
-    { flag, env, description, default: "", defaultLabel: "required", accepted: "a non-empty value" },
-    (raw) => {
-      if (raw === "") throw new ParseFailure("empty");
-      return parse(raw);
-    },
-  );
-  return { ...o, required: true };
-}
-
-function secret(flag: string, env: string, description: string) {
-  const o = opt.requiredString({ flag, env, description, secret: true, accepted: "a non-empty password" });
-  return o;
-}
-
-function role(flag: string, env: string, description: string, def: string) {
-  return valueOption<string>(
-    { flag, env, description, default: def, accepted: "a PostgreSQL role name", metavar: "ROLE" },
-    roleName,
-  );
-}
-
-export const agentOptions = {
-  name: required("name", "NAME", "Patroni member name of this node (the original's NAME)", memberName),
-  containerName: valueOption<string | undefined>(
-    {
-      flag: "container-name",
-      env: "CONTAINER_NAME",
-      description: "this container's name as the registrator sees it (default: NAME)",
-      default: undefined,
-      defaultLabel: "NAME",
-      accepted: "a container name",
-    },
-    (raw) => (raw === "" ? undefined : memberName(raw)),
-  ),
-  scope: required("scope", "PATRONI_SCOPE", "Patroni cluster name", memberName),
-  namespace: opt.string({
-    flag: "namespace",
-    env: "PATRONI_NAMESPACE",
-    description: "Patroni's etcd namespace",
-    default: "/service/",
-  }),
-  etcdHostPort: valueOption<HostPort | undefined>(
-    {
-      flag: "etcd-host-port",
-      env: "ETCD_HOST_PORT",
-      description: "one etcd endpoint (the original's ETCD_HOST_PORT)",
-      default: undefined,
-      accepted: "HOST:PORT",
-      metavar: "HOST:PORT",
-    },
-    (raw) => (raw === "" ? undefined : parseHostPort(raw, 2379)),
-  ),
-  etcdHosts: valueOption<readonly HostPort[] | undefined>(
-    {
-      flag: "etcd-hosts",
-      env: "ETCD_HOSTS",
-      description: "etcd endpoints; wins over ETCD_HOST_PORT",
-      default: undefined,
-      accepted: "a comma-separated list of HOST:PORT",
-      metavar: "HOST:PORT[,...]",
-    },
-    (raw) => {
-      const parts = raw
-        .split(",")
-        .map((s) => s.trim())
-        .filter((s) => s !== "");
-      if (parts.length === 0) throw new ParseFailure("empty list");
-      return Object.freeze(parts.map((p) => parseHostPort(p, 2379)));
-    },
-  ),
-  etcdUsername: opt.optionalString({ flag: "etcd-username", env: "ETCD_USERNAME", description: "etcd user" }),
-  etcdPassword: opt.optionalString({
-    flag: "etcd-password",
-    env: "ETCD_PASSWORD",
-    description: "etcd password",
-    secret: true,
-  }),
-  dockerHostname: opt.optionalString({
-    flag: "docker-hostname",
-    env: "DOCKER_HOSTNAME",
-    description: "the registrator's -hostname on this Docker host (required unless DOCKER_HOST_IP is set)",
-  }),
-  dockerHostIp: opt.optionalString({
-    flag: "docker-host-ip",
-    env: "DOCKER_HOST_IP",
-    description: "public IP of this node; with it, no registrator lookup",
-  }),
-  dockerHostPort5432: valueOption<number | undefined>(
-    {
-      flag: "docker-host-port-5432",
-      env: "DOCKER_HOST_PORT_5432",
-      description: "public port of PostgreSQL with DOCKER_HOST_IP",
-      default: undefined,
-      defaultLabel: "5432",
-      accepted: "a port from 1 to 65535",
-      metavar: "PORT",
-    },
-    (raw) => (raw === "" ? undefined : parseHostPort(`x:${raw}`).port),
-  ),
-  dockerHostPort8008: valueOption<number | undefined>(
-    {
-      flag: "docker-host-port-8008",
-      env: "DOCKER_HOST_PORT_8008",
-      description: "public port of Patroni's REST API with DOCKER_HOST_IP",
-      default: undefined,
-      defaultLabel: "8008",
-      accepted: "a port from 1 to 65535",
-      metavar: "PORT",
-    },
-    (raw) => (raw === "" ? undefined : parseHostPort(`x:${raw}`).port),
-  ),
-  registryPrefix: valueOption<string>(
-    {
-      flag: "registry-prefix",
-      env: "REGISTRY_PREFIX",
-      description: "path of the registrator's etcd URI (etcd://HOST:PORT/PREFIX)",
-      default: "",
-      defaultLabel: "none",
-      accepted: "a key path such as /services",
-    },
-    (raw) => {
-      if (/\s/.test(raw)) throw new ParseFailure("no whitespace");
-      return raw;
-    },
-  ),
-  service5432: valueOption<string>(
-    {
-      flag: "registry-service-5432",
-      env: "REGISTRY_SERVICE_5432",
-      description: "registrator service name of port 5432 (the image's SERVICE_5432_NAME label)",
-      default: DEFAULT_SERVICE_5432,
-      accepted: "a service name without slashes",
-    },
-    pattern(SERVICE_RE, "no slashes or whitespace"),
-  ),
-  service8008: valueOption<string>(
-    {
-      flag: "registry-service-8008",
-      env: "REGISTRY_SERVICE_8008",
-      description: "registrator service name of port 8008 (the image's SERVICE_8008_NAME label)",
-      default: DEFAULT_SERVICE_8008,
-      accepted: "a service name without slashes",
-    },
-    pattern(SERVICE_RE, "no slashes or whitespace"),
-  ),
-  discoveryTimeout: opt.seconds({
-    flag: "discovery-timeout",
-    env: "DISCOVERY_TIMEOUT",
-    description: "how long to wait for the registrator's keys",
-    default: DEFAULT_DISCOVERY_TIMEOUT_S,
-    min: 1,
-    max: 3600,
-  }),
-  postgresUsername: required(
-    "postgres-username",
-    "POSTGRES_USERNAME",
-    "admin user created at bootstrap",
-    roleName,
-  ),
-  postgresPassword: secret("postgres-password", "POSTGRES_PASSWORD", "its password"),
-  replicationUsername: role("replication-username", "REPLICATION_USERNAME", "replication user", "replicator"),
-  replicationPassword: secret("replication-password", "REPLICATION_PASSWORD", "its password"),
-  superuserUsername: role("superuser-username", "SUPERUSER_USERNAME", "PostgreSQL superuser", "postgres"),
-  superuserPassword: secret("superuser-password", "SUPERUSER_PASSWORD", "its password"),
-  restapiUsername: valueOption<string>(
-    {
-      flag: "restapi-username",
-      env: "RESTAPI_USERNAME",
-      description: "user for Patroni's unsafe REST endpoints (POST, PATCH, DELETE)",
-      default: "patroni",
-      accepted: "a user name without ':'",
-    },
-    pattern(/^[^:\s]+$/, "no ':' or whitespace"),
-  ),
-  restapiPassword: secret("restapi-password", "RESTAPI_PASSWORD", "its password"),
-  synchronousMode: opt.bool({
-    flag: "synchronous-mode",
-    env: "PATRONI_SYNCHRONOUS_MODE",
-    description:
-      "commit only once a synchronous standby has the WAL (bootstrap); false opts out into asynchronous replication",
-    default: true,
-  }),
-  synchronousModeStrict: opt.bool({
-    flag: "synchronous-mode-strict",
-    env: "PATRONI_SYNCHRONOUS_MODE_STRICT",
-    description: "refuse writes when no synchronous standby is available (bootstrap)",
-  }),
-  failsafeMode: opt.bool({
-    flag: "failsafe-mode",
-    env: "PATRONI_FAILSAFE_MODE",
-    description:
-      "a leader that loses etcd stays primary while it reaches every other member (bootstrap); false demotes it",
-    default: true,
-  }),
-  ttl: opt.int({
-    flag: "ttl",
-    env: "PATRONI_TTL",
-    description: "leader lock TTL in seconds (bootstrap)",
-    default: DEFAULT_TTL,
-    min: 5,
-    max: 3600,
-  }),
-  loopWait: opt.int({
-    flag: "loop-wait",
-    env: "PATRONI_LOOP_WAIT",
-    description: "seconds between Patroni's HA loops (bootstrap)",
-    default: DEFAULT_LOOP_WAIT,
-    min: 1,
-    max: 3600,
-  }),
-  retryTimeout: opt.int({
-    flag: "retry-timeout",
-    env: "PATRONI_RETRY_TIMEOUT",
-    description: "seconds to retry DCS and PostgreSQL operations (bootstrap)",
-    default: DEFAULT_RETRY_TIMEOUT,
-    min: 1,
-    max: 3600,
-  }),
-  walSegmentSize: opt.int({
-    flag: "wal-segment-size",
-    env: "WAL_SEGMENT_SIZE",
-    description:
-      "WAL segment size in MB when the cluster is created (initdb --wal-segsize; PostgreSQL's default). Smaller segments make a promotion's timeline switch quicker (it copies one segment) at the cost of more WAL files to archive",
-    default: 16,
-    min: 1,
-    max: 1024,
-  }),
-  switchoverOnStop: opt.bool({
-    flag: "switchover-on-stop",
-    env: "SWITCHOVER_ON_STOP",
-    description: "on SIGTERM, a leader hands over to a healthy replica before stopping",
-    default: true,
-  }),
-  switchoverTimeout: opt.seconds({
-    flag: "switchover-timeout",
-    env: "SWITCHOVER_TIMEOUT",
-    description: "how long a stop waits for that switchover",
-    default: DEFAULT_SWITCHOVER_TIMEOUT_S,
-    min: 1,
-    max: 600,
-  }),
-  stopGracePeriod: opt.seconds({
-    flag: "stop-grace-period",
-    env: "STOP_GRACE_PERIOD",
-    description:
-      "the time Docker gives this container to stop (docker stop -t, compose stop_grace_period): a stopping leader waits within it for a replica to catch up",
-    default: DEFAULT_STOP_GRACE_PERIOD_S,
-    min: 1,
-    max: 3600,
-  }),
-  dataDir: opt.string({
-    flag: "data-dir",
-    env: "PGDATA",
-    description: "data directory",
-    default: "/data/pgdata",
-  }),
-  configFile: opt.string({
-    flag: "config-file",
-    env: "PATRONICTL_CONFIG_FILE",
-    description: "where patroni.yml is written",
-    default: "/etc/patroni/patroni.yml",
-  }),
-  logLevel: opt.oneOf({
-    flag: "log-level",
-    env: "LOG_LEVEL",
-    description: "the entrypoint's log level",
-    values: LOG_LEVELS,
-    default: "info",
-  }),
-};
-
-const allOptions = { ...agentOptions, ...backupOptions };
-
-export const agentSpec: ProgramSpec<typeof allOptions, undefined> = {
-  program: PROGRAM,
-  summary:
-    "Discovers this node's public PostgreSQL and Patroni addresses, renders patroni.yml and runs Patroni.",
-  options: allOptions,
-  epilog: [
-    "Every password and key may instead be read from a file: <NAME>_FILE=/run/secrets/... (e.g. POSTGRES_PASSWORD_FILE, AWS_SECRET_ACCESS_KEY_FILE).",
-    "Without BACKUP_S3_BUCKET (WAL_S3_BUCKET) or BACKUP_POSIX_PATH, WAL archiving is off and replicas are cloned with pg_basebackup.",
-    "Other PATRONI_* variables reach Patroni unchanged (PATRONI_LOG_LEVEL, PATRONI_RESTAPI_*, ...).",
-  ].join("\n"),
-};
+import type { LogLevel } from "../shared/logger.js";
+import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup/index.js";
+import { agentSpec, PROGRAM } from "./options.js";
 
 export interface Credentials {
   readonly username: string;
@@ -402,6 +81,17 @@ export const FILE_BACKED = [
   "ETCD_PASSWORD",
   ...BACKUP_FILE_BACKED,
 ] as const;
+
+/**
+ * Every environment name the agent reads itself: each option's (the backup
+ * options' included) and the `<NAME>_FILE` of each secret. Derived from the
+ * option table, so a new option is in it at once. Patroni's environment leaves
+ * these out (supervisor.ts): Patroni's environment wins over its file.
+ */
+export const AGENT_ENV_NAMES: ReadonlySet<string> = new Set([
+  ...Object.values(agentSpec.options).flatMap((o) => (o.env === undefined ? [] : [o.env])),
+  ...FILE_BACKED.map((name) => `${name}_FILE`),
+]);
 
 /**
  * Resolves `<NAME>_FILE` into `<NAME>` (the value itself wins when both are

@@ -1,33 +1,22 @@
 /**
  * patroni.yml as a pure function of the agent's configuration and the node's
  * discovered public addresses. Rendered with the `yaml` library; nothing is
- * pasted into text.
+ * pasted into text. The agent (main.ts) writes it with files.ts as
+ * patroni.yml, mode 0600, and Patroni reads it.
  */
 import { dirname, join } from "node:path";
 import { stringify } from "yaml";
 import { formatHostPort } from "../shared/config.js";
-import { backupSettings } from "./backup.js";
+import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
-
-/** Fixed places inside the image. */
-export const IMAGE_PATHS = Object.freeze({
-  binDir: "/usr/lib/postgresql/15/bin",
-  socketDir: "/var/run/postgresql",
-  /** Patroni writes the replication credentials here (mode 0600) for pg_basebackup and pg_rewind. */
-  pgpass: "/var/lib/postgresql/.pgpass.patroni",
-});
-
-/** agent/bin/pgha-pre-promote: asks the agent whether the stop fence lets this node promote. */
-export const PRE_PROMOTE_COMMAND = "pgha-pre-promote";
+import { IMAGE_PATHS, POSTGRES_PORT, PRE_PROMOTE_COMMAND, RESTAPI_PORT } from "./image.js";
 
 /** SQL run once, when this node creates the cluster; beside patroni.yml (mode 0600: it holds the admin's password). */
 export function bootstrapSqlPath(configFile: string): string {
   return join(dirname(configFile), "bootstrap.sql");
 }
 
-export const POSTGRES_PORT = 5432;
-export const RESTAPI_PORT = 8008;
 /** The pg_ident map that lets root and postgres inside the container use psql over the socket. */
 export const LOCAL_MAP = "container";
 
@@ -66,6 +55,38 @@ export function pgIdent(superuser: string, replicationUser: string): string[] {
   }
   lines.push(`${LOCAL_MAP} /^(.*)$ \\1`);
   return lines;
+}
+
+/**
+ * Patroni's environment names for what `renderPatroniConfig` writes itself. Patroni's
+ * environment wins over its file, so these must not reach Patroni: they would quietly undo
+ * the rendered file (a different scope, data directory, etcd, password, ...). The agent's own
+ * options set these; supervisor.ts drops the names and main warns about them.
+ */
+const RENDERED_ENV_PREFIXES = ["PATRONI_ETCD3_", "PATRONI_ETCD_"] as const;
+const RENDERED_ENV_NAMES: ReadonlySet<string> = new Set([
+  "PATRONI_NAME",
+  "PATRONI_NAMESPACE",
+  "PATRONI_SCOPE",
+  "PATRONI_RESTAPI_LISTEN",
+  "PATRONI_RESTAPI_CONNECT_ADDRESS",
+  "PATRONI_RESTAPI_USERNAME",
+  "PATRONI_RESTAPI_PASSWORD",
+  "PATRONI_POSTGRESQL_LISTEN",
+  "PATRONI_POSTGRESQL_CONNECT_ADDRESS",
+  "PATRONI_POSTGRESQL_DATA_DIR",
+  "PATRONI_POSTGRESQL_BIN_DIR",
+  "PATRONI_POSTGRESQL_PGPASS",
+  "PATRONI_SUPERUSER_USERNAME",
+  "PATRONI_SUPERUSER_PASSWORD",
+  "PATRONI_REPLICATION_USERNAME",
+  "PATRONI_REPLICATION_PASSWORD",
+  "PATRONI_REWIND_USERNAME",
+  "PATRONI_REWIND_PASSWORD",
+]);
+
+export function renderedByAgent(envName: string): boolean {
+  return RENDERED_ENV_NAMES.has(envName) || RENDERED_ENV_PREFIXES.some((p) => envName.startsWith(p));
 }
 
 export type PatroniConfig = Record<string, unknown>;

@@ -18,8 +18,6 @@ import { http } from "../shared/node-http.js";
 import { type PromotionVerdict, promotionVerdict } from "./fence.js";
 import type { FenceStore } from "./fence-store.js";
 
-/** Where the agent answers; pgha-pre-promote names the same path. */
-export const AGENT_SOCKET = "/run/pgha/agent.sock";
 export const PRE_PROMOTE_PATH = "/pre-promote";
 
 export interface PromotionCheckDeps {

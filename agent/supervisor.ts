@@ -7,10 +7,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Logger } from "../shared/logger.js";
+import { AGENT_ENV_NAMES } from "./config.js";
+import { PATRONI_LAUNCHER } from "./image.js";
+import { renderedByAgent } from "./patroni-config.js";
 import type { StopOutcome, StopSequence } from "./stop.js";
-
-/** Installed from agent/bin into the image's /usr/local/bin. */
-export const PATRONI_LAUNCHER = "pgha-patroni";
 
 export interface SupervisorOptions {
   readonly command: string;
@@ -22,7 +22,12 @@ export interface SupervisorOptions {
   readonly stopSequence: (supervisor: PatroniSupervisor) => StopSequence;
 }
 
-/** The environment Patroni runs with: the basics plus every PATRONI_* variable; no other secret. */
+/**
+ * The environment Patroni runs with: the basics plus every PATRONI_* variable the agent does not
+ * read itself; no other secret. Patroni's environment wins over patroni.yml (PATRONI_SCOPE,
+ * PATRONI_NAMESPACE, ...), so a name the agent reads, and renders into the file, stays out:
+ * otherwise `--scope x` with PATRONI_SCOPE=y would write x into the file and run Patroni on y.
+ */
 export function patroniEnv(
   env: Readonly<Record<string, string | undefined>>,
   home: string,
@@ -34,7 +39,9 @@ export function patroniEnv(
     if (v !== undefined) out[k] = v;
   }
   for (const [k, v] of Object.entries(env)) {
-    if (k.startsWith("PATRONI_") && k !== "PATRONI_CONFIGURATION" && v !== undefined) out[k] = v;
+    if (!k.startsWith("PATRONI_") || k === "PATRONI_CONFIGURATION" || AGENT_ENV_NAMES.has(k)) continue;
+    if (renderedByAgent(k)) continue;
+    if (v !== undefined) out[k] = v;
   }
   return out;
 }

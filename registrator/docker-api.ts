@@ -4,8 +4,9 @@
  * the unix socket, or tcp:// (https with DOCKER_TLS_VERIFY + DOCKER_CERT_PATH).
  *
  * A full Docker client (dockerode) pulls in an SSH stack that instantiates a
- * WebAssembly module at load, tar and build-session code: a few MB resident
- * for calls this process never makes. Errors keep the shapes the rest of the
+ * WebAssembly module at load, tar and build-session code: about 22 MB resident
+ * more than this file, for calls this process never makes, and under the
+ * image's `node --jitless` it does not load at all (registrator/README.md). Errors keep the shapes the rest of the
  * registrator converts: an HTTP status as `statusCode`, a socket error as its
  * `code` (EACCES, ECONNREFUSED, …).
  */

@@ -56,7 +56,7 @@ async function command(
 }
 
 const script = (name: string, args: string[] = []) => command(join("scripts", name), args);
-/** `./pgha up|down ARGS…`: set-up first, then the stack script with ARGS. */
+/** `./pgha up|down ARGS…`: the stack script with ARGS (`up` runs the set-up first, `down` needs only the engine). */
 const pgha = (args: string[]) => command("pgha", args);
 
 async function volumes(): Promise<string[]> {

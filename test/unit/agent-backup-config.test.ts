@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseEndpoint, parseTargetTime, regionOfEndpoint } from "../../agent/backup-config.js";
+import { parseEndpoint, parseTargetTime, regionOfEndpoint } from "../../agent/backup/config.js";
 import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
 import { ConfigError } from "../../shared/errors.js";
 import { AGENT_ENV } from "../harness/fixtures.js";

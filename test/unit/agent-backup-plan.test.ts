@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { BackupEntry, BackupInfo } from "../../agent/backup-info.js";
-import { lsnToBytes, parseBackupInfo } from "../../agent/backup-info.js";
+import type { BackupEntry, BackupInfo } from "../../agent/backup/info.js";
+import { lsnToBytes, parseBackupInfo } from "../../agent/backup/info.js";
 import {
   chooseReplicaSource,
   type PlanInput,
   planBackup,
   selectRestoreSet,
-} from "../../agent/backup-plan.js";
-import { nextOccurrence, parseSchedule } from "../../agent/schedule.js";
+} from "../../agent/backup/plan.js";
+import { nextOccurrence, parseSchedule } from "../../agent/backup/schedule.js";
 import { deepFreeze } from "../harness/deep-freeze.js";
 
 const T = (iso: string) => Date.parse(iso);

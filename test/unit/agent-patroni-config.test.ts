@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parse } from "yaml";
-import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
+import { AGENT_ENV_NAMES, type AgentConfig, parseAgentConfig } from "../../agent/config.js";
 import type { NodeAddresses } from "../../agent/discovery.js";
 import { bootstrapSql, renderPatroniConfig, toYaml } from "../../agent/patroni-config.js";
 import { exitCodeOf, patroniEnv } from "../../agent/supervisor.js";
@@ -266,6 +266,74 @@ describe("Patroni's environment", () => {
       PATRONI_LOG_LEVEL: "DEBUG",
       PATRONI_RESTAPI_ALLOWLIST: "10.0.0.0/8",
     });
+  });
+
+  it("leaves out every PATRONI_* name the agent reads itself: the agent's value is the one Patroni runs on", () => {
+    const env = { ...ENV, PATRONI_SCOPE: "y", PATRONI_LOG_LEVEL: "DEBUG", PATRONI_TTL: "40" };
+    const r = parseAgentConfig(["--scope", "x"], env);
+    assert.ok(r.kind === "config");
+    assert.equal(r.config.scope, "x", "the flag wins over PATRONI_SCOPE");
+    const yaml = parse(toYaml(renderPatroniConfig(r.config, ADDR)), { version: "1.1" }) as { scope: string };
+    assert.equal(yaml.scope, "x", "patroni.yml says x");
+    const patroni = patroniEnv(env, "/var/lib/postgresql", "postgres");
+    assert.equal(patroni["PATRONI_SCOPE"], undefined, "so Patroni's environment must not say y");
+    assert.equal(patroni["PATRONI_TTL"], undefined);
+    assert.equal(patroni["PATRONI_LOG_LEVEL"], "DEBUG", "a name the agent does not read passes through");
+  });
+
+  it("leaves out the PATRONI_* names of settings the agent renders itself (a name, etcd, a data directory, a password)", () => {
+    const env = {
+      ...ENV,
+      PATRONI_NAME: "impostor",
+      PATRONI_ETCD3_HOSTS: "elsewhere:2379",
+      PATRONI_ETCD_HOST: "v2:2379",
+      PATRONI_POSTGRESQL_DATA_DIR: "/tmp/other",
+      PATRONI_SUPERUSER_PASSWORD: "x",
+      PATRONI_RESTAPI_CONNECT_ADDRESS: "1.2.3.4:8008",
+      PATRONI_RESTAPI_ALLOWLIST: "10.0.0.0/8",
+    };
+    const patroni = patroniEnv(env, "/var/lib/postgresql", "postgres");
+    for (const name of [
+      "PATRONI_NAME",
+      "PATRONI_ETCD3_HOSTS",
+      "PATRONI_ETCD_HOST",
+      "PATRONI_POSTGRESQL_DATA_DIR",
+      "PATRONI_SUPERUSER_PASSWORD",
+      "PATRONI_RESTAPI_CONNECT_ADDRESS",
+    ]) {
+      assert.equal(patroni[name], undefined, name);
+    }
+    assert.equal(
+      patroni["PATRONI_RESTAPI_ALLOWLIST"],
+      "10.0.0.0/8",
+      "a setting the agent does not render passes",
+    );
+  });
+
+  it("knows every PATRONI_* name of the option table, the backup options' and the _FILE secrets' too", () => {
+    for (const name of [
+      "PATRONI_SCOPE",
+      "PATRONI_NAMESPACE",
+      "PATRONI_SYNCHRONOUS_MODE",
+      "PATRONI_SYNCHRONOUS_MODE_STRICT",
+      "PATRONI_TTL",
+      "PATRONI_LOOP_WAIT",
+      "PATRONI_RETRY_TIMEOUT",
+      "BACKUP_S3_BUCKET",
+      "POSTGRES_PASSWORD_FILE",
+      "AWS_SECRET_ACCESS_KEY_FILE",
+    ]) {
+      assert.ok(AGENT_ENV_NAMES.has(name), name);
+    }
+    const patroni = patroniEnv(
+      Object.fromEntries([...AGENT_ENV_NAMES].map((n) => [n, "v"])),
+      "/var/lib/postgresql",
+      "postgres",
+    );
+    assert.deepEqual(
+      Object.keys(patroni).filter((k) => k.startsWith("PATRONI_")),
+      [],
+    );
   });
 
   const codes: [number | null, NodeJS.Signals | null, number][] = [

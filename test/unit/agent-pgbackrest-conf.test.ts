@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parse } from "yaml";
-import { archiveFailing, parseArchiverRow } from "../../agent/archive-status.js";
+import { archiveFailing, parseArchiverRow } from "../../agent/backup/archive-status.js";
+import { summarizeError } from "../../agent/backup/pgbackrest.js";
+import { renderPgbackrestConf } from "../../agent/backup/pgbackrest-conf.js";
 import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
 import { renderPatroniConfig, toYaml } from "../../agent/patroni-config.js";
-import { summarizeError } from "../../agent/pgbackrest.js";
-import { renderPgbackrestConf } from "../../agent/pgbackrest-conf.js";
 import { AGENT_ENV } from "../harness/fixtures.js";
 
 const BASE = AGENT_ENV;

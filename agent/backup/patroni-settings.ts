@@ -5,9 +5,12 @@
  * With one: WAL archived by pgBackRest, replicas restored from the latest
  * backup when that is cheaper than copying the leader (else pg_basebackup),
  * and, when a restore is asked for, a new cluster restored from the repository.
+ * agent/patroni-config.ts puts it into patroni.yml; Patroni then runs the
+ * commands it names (pgbackrest-conf.ts, cli.ts).
  */
-import type { BackupConfig, RestoreConfig } from "./backup-config.js";
-import { archiveCommand, PGBACKREST_PATHS, restoreCommand } from "./pgbackrest-conf.js";
+import { PGBACKREST_PATHS } from "../image.js";
+import type { BackupConfig, RestoreConfig } from "./config.js";
+import { archiveCommand, restoreCommand } from "./pgbackrest-conf.js";
 
 /** Patroni's name for our replica and bootstrap method. */
 export const PGBACKREST_METHOD = "pgbackrest";

@@ -4,15 +4,16 @@
  * leader, the WAL archive's state; `planBackup` decides; the effects (stanza
  * creation, a backup) happen here. Only the leader acts, so when a replica is
  * promoted its agent takes over the schedule on its next tick. Decisions and
- * state changes are logged once, when they change.
+ * state changes are logged once, when they change, and shown by metrics.ts.
+ * setup.ts starts it.
  */
-import type { Logger } from "../shared/logger.js";
+import type { Logger } from "../../shared/logger.js";
 import { type ArchiveStatus, archiveFailing } from "./archive-status.js";
-import type { BackupConfig } from "./backup-config.js";
-import { type BackupInfo, newestGood } from "./backup-info.js";
-import type { BackupMetrics } from "./backup-metrics.js";
-import { type NodeRole, planBackup } from "./backup-plan.js";
+import type { BackupConfig } from "./config.js";
+import { type BackupInfo, newestGood } from "./info.js";
+import type { BackupMetrics } from "./metrics.js";
 import { BackupError, LOCK_ACQUIRE_EXIT, type PgBackRest, summarizeError } from "./pgbackrest.js";
+import { type NodeRole, planBackup } from "./plan.js";
 
 export interface ManagerDeps {
   readonly cfg: BackupConfig;

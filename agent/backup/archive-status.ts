@@ -1,7 +1,8 @@
 /**
  * The WAL archive as PostgreSQL and pgBackRest see it: pg_stat_archiver, the
  * segments waiting to be archived, and the last error pgBackRest's asynchronous
- * push left in its spool. Read by the agent (root) over the local socket.
+ * push left in its spool. Read by the agent (root) over the local socket; the
+ * backup loop (manager.ts) judges it (`archiveFailing`) and metrics.ts shows it.
  */
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";

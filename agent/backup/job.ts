@@ -1,12 +1,19 @@
 /**
  * What the operator commands (backup-list, backup-now) and Patroni's hooks
  * (replica creation, restore at bootstrap) need to know about this node's
- * backups, written by the agent beside pgbackrest.conf. It holds no secret.
+ * backups: setup.ts writes it beside pgbackrest.conf at start, cli.ts reads
+ * it in each command. It holds no secret.
  */
 import { readFileSync } from "node:fs";
-import type { RestoreConfig } from "./backup-config.js";
-import type { AgentConfig } from "./config.js";
-import { IMAGE_PATHS, POSTGRES_PORT, RESTAPI_PORT } from "./patroni-config.js";
+import { IMAGE_PATHS, LOCAL_RESTAPI_URL, POSTGRES_PORT } from "../image.js";
+import type { BackupConfig, RestoreConfig } from "./config.js";
+
+/** The node's own PostgreSQL as backups reach it: the two values that are not the image's. */
+export interface LocalPostgres {
+  readonly dataDir: string;
+  /** The superuser pgBackRest and the archive check connect as, over the socket. */
+  readonly superuser: string;
+}
 
 export interface BackupJob {
   readonly stanza: string;
@@ -21,14 +28,13 @@ export interface BackupJob {
   readonly restore: Pick<RestoreConfig, "set" | "target"> | null;
 }
 
-export function backupJob(cfg: AgentConfig): BackupJob | null {
-  const b = cfg.backup;
+export function backupJob(b: BackupConfig | null, pg: LocalPostgres): BackupJob | null {
   if (!b) return null;
   return {
     stanza: b.stanza,
-    dataDir: cfg.dataDir,
-    restApi: `http://127.0.0.1:${RESTAPI_PORT}`,
-    postgres: { socketDir: IMAGE_PATHS.socketDir, port: POSTGRES_PORT, superuser: cfg.superuser.username },
+    dataDir: pg.dataDir,
+    restApi: LOCAL_RESTAPI_URL,
+    postgres: { socketDir: IMAGE_PATHS.socketDir, port: POSTGRES_PORT, superuser: pg.superuser },
     replica: b.replica,
     restore: b.restore ? { set: b.restore.set, target: b.restore.target } : null,
   };

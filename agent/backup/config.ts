@@ -11,9 +11,11 @@
  *
  * `buildBackupConfig` is pure: parsed options in, a frozen BackupConfig (or
  * null when no repository is configured: archiving off) out, or a ConfigError.
+ * The options come from options.ts; the BackupConfig goes to the agent's
+ * AgentConfig, and from there to every other file of this package.
  */
-import { type ConfigOf, type HostPort, parseHostPort } from "../shared/config.js";
-import { ConfigError } from "../shared/errors.js";
+import { type ConfigOf, type HostPort, parseHostPort } from "../../shared/config.js";
+import { ConfigError } from "../../shared/errors.js";
 import {
   type BackupOptions,
   type CompressType,
@@ -21,7 +23,7 @@ import {
   DEFAULT_S3_REPO_PATH,
   DEFAULT_THRESHOLD_MB,
   DEFAULT_THRESHOLD_PERCENT,
-} from "./backup-options.js";
+} from "./options.js";
 import type { Schedule } from "./schedule.js";
 
 export type S3Repository = {

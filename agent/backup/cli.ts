@@ -9,16 +9,18 @@
  *   pgha-backup restore --datadir=…   Patroni's bootstrap method: restore a backup
  *
  * Patroni appends --scope, --datadir, --role and --connstring to its hooks.
+ * Each command reads the job file the agent wrote (job.ts), asks plan.ts what
+ * to do, and runs pgBackRest (pgbackrest.ts). agent/bin/pgha-backup runs it.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { createLogger } from "../shared/logger.js";
-import { lsnToBytes, newestGood } from "./backup-info.js";
-import { type BackupJob, parseHookArgs, readBackupJob } from "./backup-job.js";
-import { chooseReplicaSource, selectRestoreSet } from "./backup-plan.js";
+import { createLogger } from "../../shared/logger.js";
+import { PGBACKREST_PATHS } from "../image.js";
+import { lsnToBytes, newestGood } from "./info.js";
+import { type BackupJob, parseHookArgs, readBackupJob } from "./job.js";
 import { LOCK_ACQUIRE_EXIT, PgBackRest, summarizeError } from "./pgbackrest.js";
-import { PGBACKREST_PATHS } from "./pgbackrest-conf.js";
+import { chooseReplicaSource, selectRestoreSet } from "./plan.js";
 
 const log = createLogger({ name: "pgha-backup", level: process.env["LOG_LEVEL"] ?? "info" });
 

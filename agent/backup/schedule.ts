@@ -2,9 +2,9 @@
  * Backup schedules: five-field cron expressions in UTC (`0 1 * * 0`), the
  * shorthands `@hourly`, `@daily`, `@weekly`, `@monthly`, an interval
  * `@every 6h`, or `off`. Pure: parse once, then ask for the next occurrence
- * after a moment.
+ * after a moment. options.ts parses them; plan.ts asks them.
  */
-import { ParseFailure, parseDurationSeconds } from "../shared/config.js";
+import { ParseFailure, parseDurationSeconds } from "../../shared/config.js";
 
 export type Schedule =
   | { readonly kind: "off"; readonly text: string }

@@ -1,9 +1,10 @@
 /**
  * The backup options of the agent (flags and environment names), in the
- * declarative form of shared/config.ts. backup-config.ts turns their values
+ * declarative form of shared/config.ts; the agent's option table
+ * (agent/options.ts) includes them, and backup/config.ts turns their values
  * into a BackupConfig.
  */
-import { opt, ParseFailure, valueOption } from "../shared/config.js";
+import { opt, ParseFailure, valueOption } from "../../shared/config.js";
 import { parseSchedule, SCHEDULE_ACCEPTED, type Schedule } from "./schedule.js";
 
 export const DEFAULT_S3_REPO_PATH = "/pgbackrest";

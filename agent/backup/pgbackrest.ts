@@ -2,11 +2,12 @@
  * Runs pgBackRest (as the postgres user when we are root) and turns what it
  * says into typed results: the info snapshot, and one-line error summaries that
  * name the cause (an HTTP status and S3's error code, a refused connection, a
- * certificate) without any credential.
+ * certificate) without any credential. Its results go to the backup loop
+ * (manager.ts) and the commands (cli.ts).
  */
 import { spawn } from "node:child_process";
-import { PgHaError } from "../shared/errors.js";
-import { type BackupInfo, parseBackupInfo } from "./backup-info.js";
+import { PgHaError } from "../../shared/errors.js";
+import { type BackupInfo, parseBackupInfo } from "./info.js";
 
 export class BackupError extends PgHaError {
   constructor(message: string, context: Record<string, unknown> = {}) {

@@ -7,9 +7,11 @@
  * - `chooseReplicaSource`: a new replica restores the latest backup when the
  *   WAL written since is under both thresholds, as the original image did;
  * - `selectRestoreSet`: which backup a restore starts from.
+ *
+ * The loop (manager.ts) and the commands (cli.ts) carry out what they decide.
  */
-import type { RestoreConfig } from "./backup-config.js";
-import { type BackupEntry, type BackupInfo, lsnToBytes, newestGood } from "./backup-info.js";
+import type { RestoreConfig } from "./config.js";
+import { type BackupEntry, type BackupInfo, lsnToBytes, newestGood } from "./info.js";
 import { nextOccurrence, type Schedule } from "./schedule.js";
 
 export type NodeRole = "primary" | "replica" | "unknown";

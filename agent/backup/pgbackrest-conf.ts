@@ -1,19 +1,11 @@
 /**
- * pgbackrest.conf as a pure function of the backup configuration. It holds the
- * repository's keys: the agent writes it with mode 0600, owned by postgres.
+ * pgbackrest.conf as a pure function of the backup configuration, and the
+ * archive and restore commands PostgreSQL runs. It holds the repository's
+ * keys: setup.ts writes it with mode 0600, owned by postgres, where
+ * pgbackrest.ts and PostgreSQL's archive_command read it.
  */
-import type { BackupConfig } from "./backup-config.js";
-
-/** Fixed places inside the image. */
-export const PGBACKREST_PATHS = Object.freeze({
-  conf: "/etc/pgbackrest/pgbackrest.conf",
-  /** What the operator commands and Patroni's hooks need to know (no secrets). */
-  jobFile: "/etc/pgbackrest/agent.json",
-  spool: "/var/spool/pgbackrest",
-  log: "/var/log/pgbackrest",
-  /** The command Patroni runs to create a replica or restore a cluster. */
-  cli: "/usr/local/bin/pgha-backup",
-});
+import { PGBACKREST_PATHS } from "../image.js";
+import type { BackupConfig } from "./config.js";
 
 export interface PgTarget {
   readonly dataDir: string;

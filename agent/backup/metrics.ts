@@ -1,11 +1,12 @@
 /**
  * The agent's metrics (served on AGENT_METRICS_LISTEN, default :8009, beside
  * Patroni's own /metrics on 8008): the last good backup and its age, backup
- * runs, and the WAL archive's health.
+ * runs, and the WAL archive's health. The backup loop (manager.ts) updates
+ * them; setup.ts serves them.
  */
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { ArchiveStatus } from "./archive-status.js";
-import { type BackupInfo, newestGood } from "./backup-info.js";
+import { type BackupInfo, newestGood } from "./info.js";
 
 export class BackupMetrics {
   private lastGoodStopMs: number | undefined;

@@ -1,7 +1,8 @@
 /**
  * `pgbackrest info --output=json` decoded leniently into a frozen snapshot: a
  * malformed backup entry is dropped, never an exception. Also the few
- * pure helpers on it: LSN arithmetic and the newest good backups.
+ * pure helpers on it: LSN arithmetic and the newest good backups. pgbackrest.ts
+ * makes it; plan.ts decides on it.
  */
 
 export type BackupType = "full" | "diff" | "incr";

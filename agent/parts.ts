@@ -1,0 +1,128 @@
+/**
+ * The agent's real parts, made from its configuration once the node's public
+ * addresses are known: `writeNodeFiles` prepares the data directory and writes
+ * patroni.yml, bootstrap.sql and the backup files; `assembleParts` makes the
+ * etcd client and the stop fence, the answer to Patroni's pre_promote hook,
+ * the fence keeper, Patroni's supervisor with a leader's stop sequence, and
+ * the backups. main.ts hands both to the start-up sequence (startup.ts), which
+ * runs them in order.
+ */
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { createRegistry } from "../shared/admin.js";
+import { createEtcdClient } from "../shared/etcd.js";
+import type { Logger } from "../shared/logger.js";
+import { startBackups, writeBackupFiles } from "./backup/index.js";
+import type { AgentConfig } from "./config.js";
+import type { NodeAddresses } from "./discovery.js";
+import { FenceKeeper } from "./fence-keeper.js";
+import { FenceStore } from "./fence-store.js";
+import { type Account, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
+import { AGENT_SOCKET, IMAGE_PATHS, LOCAL_RESTAPI_URL } from "./image.js";
+import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, toYaml } from "./patroni-config.js";
+import { PromotionCheckServer } from "./promotion-check.js";
+import { PatroniRest } from "./rest.js";
+import type { AgentParts } from "./startup.js";
+import { StopSequence } from "./stop.js";
+import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
+
+/** pg_controldata of the data directory (as root, which may read it); null when it fails. */
+function controlData(dataDir: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile(
+      join(IMAGE_PATHS.binDir, "pg_controldata"),
+      ["-D", dataDir],
+      { timeout: 10_000 },
+      (err, stdout) => resolve(err ? null : stdout),
+    );
+  });
+}
+
+/** Everything Patroni and pgBackRest read, owned by postgres when we are root; returns that account. */
+export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: Logger): Account | null {
+  const postgres = process.getuid?.() === 0 ? lookupAccount("postgres") : null;
+  prepareDataDir(cfg.dataDir, postgres, log);
+  writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
+  writeSecretFile(bootstrapSqlPath(cfg.configFile), bootstrapSql(cfg.admin), postgres);
+  writeBackupFiles(
+    cfg.backup,
+    { dataDir: cfg.dataDir, superuser: cfg.superuser.username },
+    { owner: postgres, writeSecret: (path, content) => writeSecretFile(path, content, postgres), log },
+  );
+  log.info(
+    { configFile: cfg.configFile, etcd: cfg.etcd.hosts, sync: cfg.dcs.synchronousMode },
+    "patroni.yml written",
+  );
+  return postgres;
+}
+
+export function assembleParts(
+  cfg: AgentConfig,
+  postgres: Account | null,
+  log: Logger,
+  env: Readonly<Record<string, string | undefined>>,
+): AgentParts {
+  const home = postgres?.home ?? env["HOME"] ?? "/tmp";
+  const [command, args] = patroniCommand(postgres, cfg.configFile);
+  const rest = new PatroniRest(LOCAL_RESTAPI_URL, cfg.restapi);
+  const registry = createRegistry("pgha_agent");
+  const etcd = createEtcdClient(cfg.etcd);
+  const fence = new FenceStore(etcd, cfg.namespace, cfg.scope);
+  const promotionCheck = new PromotionCheckServer({
+    self: cfg.name,
+    fence,
+    walPosition: () => rest.walPosition(),
+    socketPath: AGENT_SOCKET,
+    gid: postgres?.gid ?? null,
+    registry,
+    log: log.child({ part: "pre-promote" }),
+  });
+  const keeper = new FenceKeeper({
+    self: cfg.name,
+    fence,
+    status: () => rest.status(),
+    registry,
+    log: log.child({ part: "fence" }),
+  });
+  const supervisor = new PatroniSupervisor({
+    command,
+    args,
+    env: patroniEnv(env, home, postgres ? "postgres" : (env["USER"] ?? "")),
+    cwd: home,
+    log,
+    stopSequence: (s) => {
+      void keeper.stop();
+      return new StopSequence(
+        {
+          self: cfg.name,
+          switchoverOnStop: cfg.stop.switchover,
+          gracePeriodMs: cfg.stop.gracePeriodSeconds * 1000,
+          switchoverTimeoutMs: cfg.stop.timeoutSeconds * 1000,
+        },
+        {
+          rest,
+          fence,
+          terminatePatroni: () => s.terminate(),
+          controlData: () => controlData(cfg.dataDir),
+          log: log.child({ part: "stop" }),
+        },
+      );
+    },
+  });
+  return {
+    promotionCheck,
+    fenceKeeper: keeper,
+    supervisor,
+    startBackups: () =>
+      startBackups({
+        backup: cfg.backup,
+        superuser: cfg.superuser.username,
+        metricsListen: cfg.metricsListen,
+        patroniStatus: () => rest.status(),
+        asPostgres: postgres !== null,
+        registry,
+        log,
+      }),
+    close: () => etcd.close(),
+  };
+}
