@@ -11,7 +11,7 @@ import { type ArchiveStatus, archiveFailing } from "./archive-status.js";
 import type { BackupConfig } from "./backup-config.js";
 import { type BackupInfo, newestGood } from "./backup-info.js";
 import type { BackupMetrics } from "./backup-metrics.js";
-import { type NodeRole, planBackup } from "./backup-plan.js";
+import { type NodeRole, nextBackupDue, planBackup } from "./backup-plan.js";
 import { BackupError, LOCK_ACQUIRE_EXIT, type PgBackRest, summarizeError } from "./pgbackrest.js";
 
 export interface ManagerDeps {
@@ -120,6 +120,12 @@ export class BackupManager {
       if (ok) log.info({ status: info.message, backups: info.backups.length }, "backup repository answers");
       else log.error({ status: info.message, code: info.code }, "backup repository unusable");
       this.lastRepoState = repoState;
+    }
+
+    if (role !== "primary") metrics.setNextDue(null);
+    else if (info.code === 0 || info.code === 2) {
+      const { full, diff, initial } = this.d.cfg.schedule;
+      metrics.setNextDue(nextBackupDue({ info, full, diff, initial, since: this.since }));
     }
 
     if (role === "primary") await this.checkArchive();

@@ -24,6 +24,7 @@ import {
   toYaml,
 } from "./patroni-config.js";
 import { AGENT_SOCKET, PromotionCheckServer } from "./promotion-check.js";
+import { ReplicationMetrics } from "./replication-metrics.js";
 import { PatroniRest } from "./rest.js";
 import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
@@ -93,6 +94,7 @@ async function main(): Promise<number> {
   const [command, args] = patroniCommand(postgres, cfg.configFile);
   const rest = new PatroniRest(`http://127.0.0.1:${RESTAPI_PORT}`, cfg.restapi);
   const registry = createRegistry("pgha_agent");
+  new ReplicationMetrics(registry, cfg.scope, rest);
   const etcd = createEtcdClient(cfg.etcd);
   const fence = new FenceStore(etcd, cfg.namespace, cfg.scope);
   // Patroni's pre_promote hook asks this before PostgreSQL is promoted: it must answer first.
