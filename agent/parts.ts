@@ -21,6 +21,7 @@ import { type Account, lookupAccount, prepareDataDir, writeSecretFile } from "./
 import { AGENT_SOCKET, IMAGE_PATHS, LOCAL_RESTAPI_URL } from "./image.js";
 import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, toYaml } from "./patroni-config.js";
 import { PromotionCheckServer } from "./promotion-check.js";
+import { ReplicationMetrics } from "./replication-metrics.js";
 import { PatroniRest } from "./rest.js";
 import type { AgentParts } from "./startup.js";
 import { StopSequence } from "./stop.js";
@@ -66,6 +67,8 @@ export function assembleParts(
   const [command, args] = patroniCommand(postgres, cfg.configFile);
   const rest = new PatroniRest(LOCAL_RESTAPI_URL, cfg.restapi);
   const registry = createRegistry("pgha_agent");
+  // Read from this node's Patroni at each scrape: synchronous mode, and on the leader its replicas' streaming.
+  new ReplicationMetrics(registry, cfg.scope, rest);
   const etcd = createEtcdClient(cfg.etcd);
   const fence = new FenceStore(etcd, cfg.namespace, cfg.scope);
   const promotionCheck = new PromotionCheckServer({

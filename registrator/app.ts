@@ -86,6 +86,7 @@ export class RegistratorApp {
       this.metrics,
     );
     this.metrics.bindLeaseHeld(() => this.publisher.leaseHeld);
+    this.metrics.bindReady(() => this.ready);
     this.source = new DockerSource(
       createDockerClient(o.dockerHost),
       log.child({ component: "docker" }),

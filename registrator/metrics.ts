@@ -19,10 +19,20 @@ export class RegistratorMetrics {
   readonly inspectErrors: Counter;
 
   private leaseHeldFn: () => boolean = () => false;
+  private readyFn: () => boolean = () => false;
 
   constructor(readonly registry: Registry) {
     const registers = [registry];
     const heldNow = () => this.leaseHeldFn();
+    const readyNow = () => this.readyFn();
+    new Gauge({
+      name: "registrator_ready",
+      help: "1 when /readyz answers 200: the first sync is done, the Docker event stream is open and the lease is held",
+      registers,
+      collect() {
+        this.set(readyNow() ? 1 : 0);
+      },
+    });
     this.servicesRegistered = new Gauge({
       name: "registrator_services_registered",
       help: "Services whose key this registrator holds in etcd",
@@ -113,5 +123,10 @@ export class RegistratorMetrics {
   /** Where the lease_held gauge reads its value at scrape time. */
   bindLeaseHeld(fn: () => boolean): void {
     this.leaseHeldFn = fn;
+  }
+
+  /** Where the ready gauge reads its value at scrape time (the same answer as /readyz). */
+  bindReady(fn: () => boolean): void {
+    this.readyFn = fn;
   }
 }

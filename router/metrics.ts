@@ -28,9 +28,12 @@ export class RouterMetrics {
   readonly primaryRoutable: Gauge<"route">;
   readonly eligibleReplicas: Gauge<"route">;
   readonly invalidMembers: Gauge<"route">;
+  readonly maxConnections: Gauge;
+  private openClients: () => number = () => 0;
 
   constructor(registry: Registry) {
     const registers = [registry];
+    const openNow = () => this.openClients();
     this.connectionsActive = new Gauge({
       name: "router_connections_active",
       help: "Client sessions attached to a backend",
@@ -142,6 +145,34 @@ export class RouterMetrics {
       labelNames: ["route"],
       registers,
     });
+    new Gauge({
+      name: "router_clients_open",
+      help: "Client connections open across all listeners, held ones included (at most router_max_connections)",
+      registers,
+      collect() {
+        this.set(openNow());
+      },
+    });
+    this.maxConnections = new Gauge({
+      name: "router_max_connections",
+      help: "--max-connections: clients beyond it are refused",
+      registers,
+    });
+  }
+
+  /** Where router_clients_open reads its value at scrape time, and the limit it is measured against. */
+  bindClients(open: () => number, max: number): void {
+    this.openClients = open;
+    this.maxConnections.set(max);
+  }
+
+  /**
+   * The series of a new listener that alert rules take increases of, at 0 rather than absent:
+   * Prometheus' increase() cannot count what a series held at its first sample.
+   */
+  listener(route: string, role: "primary" | "replica"): void {
+    for (const outcome of ["released", "timeout", "closed"]) this.holdWait.zero({ route, role, outcome });
+    this.clientsRefused.inc({ route, role, reason: "max_connections" }, 0);
   }
 
   backend(route: string, role: "primary" | "replica", backend: string): BackendMetrics {

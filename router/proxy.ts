@@ -63,6 +63,7 @@ export class ProxyListener implements ConnHost {
     this.startupTimeoutMs = shared.opts.startupTimeoutMs;
     this.idleTimeoutMs = shared.opts.idleTimeoutMs;
     this.labels = { route, role };
+    shared.metrics.listener(route, role);
     this.server = net.createServer({
       pauseOnConnect: true,
       allowHalfOpen: true,

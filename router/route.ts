@@ -98,6 +98,8 @@ export class ClusterRoute {
   start(): void {
     this.metrics.primaryRoutable.set({ route: this.scope }, 0);
     this.metrics.etcdWatchUp.set({ watch: this.scope }, 0);
+    // From 0, not absent: Prometheus' increase() cannot count what a series held at its first sample.
+    this.metrics.primaryChanges.inc({ route: this.scope }, 0);
     this.checker.start();
     void this.watch.start();
     // Time alone changes some decisions (a scheduled switchover falls due, a REST result ages).

@@ -51,6 +51,7 @@ export class Router {
       },
       this.metrics,
     );
+    this.metrics.bindClients(() => this.shared.open, config.maxConnections);
     this.admin = new AdminServer({
       listen: config.adminListen,
       registry: this.registry,

@@ -13,7 +13,7 @@ import type { BackupConfig } from "./config.js";
 import { type BackupInfo, newestGood } from "./info.js";
 import type { BackupMetrics } from "./metrics.js";
 import { BackupError, LOCK_ACQUIRE_EXIT, type PgBackRest, summarizeError } from "./pgbackrest.js";
-import { type NodeRole, planBackup } from "./plan.js";
+import { type NodeRole, nextBackupDue, planBackup } from "./plan.js";
 
 export interface ManagerDeps {
   readonly cfg: BackupConfig;
@@ -121,6 +121,12 @@ export class BackupManager {
       if (ok) log.info({ status: info.message, backups: info.backups.length }, "backup repository answers");
       else log.error({ status: info.message, code: info.code }, "backup repository unusable");
       this.lastRepoState = repoState;
+    }
+
+    if (role !== "primary") metrics.setNextDue(null);
+    else if (info.code === 0 || info.code === 2) {
+      const { full, diff, initial } = this.d.cfg.schedule;
+      metrics.setNextDue(nextBackupDue({ info, full, diff, initial, since: this.since }));
     }
 
     if (role === "primary") await this.checkArchive();

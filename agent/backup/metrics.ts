@@ -15,6 +15,7 @@ export class BackupMetrics {
   readonly scheduler: Gauge;
   readonly lastGood: Gauge<"type">;
   readonly count: Gauge<"type">;
+  private readonly nextDue: Gauge<"stanza">;
   readonly runs: Counter<"type" | "result">;
   readonly duration: Gauge<"type">;
   readonly running: Gauge;
@@ -26,7 +27,11 @@ export class BackupMetrics {
   readonly ready: Gauge;
   readonly oldestReady: Gauge;
 
-  constructor(registry: Registry, stanza: string, now: () => number = Date.now) {
+  constructor(
+    registry: Registry,
+    private readonly stanza: string,
+    now: () => number = Date.now,
+  ) {
     const registers = [registry];
     this.configured = new Gauge({
       name: "pgha_backup_configured",
@@ -58,6 +63,12 @@ export class BackupMetrics {
       collect() {
         if (self.lastGoodStopMs !== undefined) this.set({ stanza }, (now() - self.lastGoodStopMs) / 1000);
       },
+    });
+    this.nextDue = new Gauge({
+      name: "pgha_backup_next_due_timestamp_seconds",
+      help: "on the leader, which runs the schedule: when the next scheduled backup is (or was) due, measured from the repository's backups",
+      labelNames: ["stanza"],
+      registers,
     });
     this.count = new Gauge({
       name: "pgha_backup_count",
@@ -126,6 +137,12 @@ export class BackupMetrics {
       if (newest) this.lastGood.set({ type }, newest.stopMs / 1000);
     }
     this.lastGoodStopMs = newestGood(info)?.stopMs;
+  }
+
+  /** The leader's next scheduled backup; null (nothing scheduled, or not the leader) drops the series. */
+  setNextDue(at: number | null): void {
+    if (at === null) this.nextDue.reset();
+    else this.nextDue.set({ stanza: this.stanza }, at / 1000);
   }
 
   setArchive(s: ArchiveStatus, failing: boolean, now: number): void {

@@ -40,6 +40,49 @@ function iso(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
+/** What the schedule is measured from: the repository's backups, or `since` before the first full one. */
+export type ScheduleInput = Pick<PlanInput, "info" | "full" | "diff" | "initial" | "since"> & {
+  readonly info: BackupInfo;
+};
+
+interface DueTimes {
+  readonly lastFull: BackupEntry | undefined;
+  readonly lastAny: BackupEntry | undefined;
+  /** With no full backup yet: `since` when a first one is taken at once, else the schedule's first time after it. */
+  readonly fullAt: number | null;
+  readonly diffAt: number | null;
+}
+
+function dueTimes(p: ScheduleInput): DueTimes {
+  const lastFull = newestGood(p.info, ["full"]);
+  if (!lastFull) {
+    return {
+      lastFull,
+      lastAny: undefined,
+      fullAt: p.initial ? p.since : nextOccurrence(p.full, p.since),
+      diffAt: null,
+    };
+  }
+  const lastAny = newestGood(p.info, ["full", "diff"]) as BackupEntry;
+  return {
+    lastFull,
+    lastAny,
+    fullAt: nextOccurrence(p.full, lastFull.startMs),
+    diffAt: nextOccurrence(p.diff, Math.max(lastAny.startMs, lastFull.startMs)),
+  };
+}
+
+/**
+ * When the schedule wants the next backup (in the past once it is due), by the rules of
+ * `planBackup`; null when nothing is scheduled. The agent exports it so that an alert can
+ * say a backup is overdue without knowing the schedule.
+ */
+export function nextBackupDue(p: ScheduleInput): number | null {
+  const d = dueTimes(p);
+  const times = [d.fullAt, d.diffAt].filter((t): t is number => t !== null);
+  return times.length === 0 ? null : Math.min(...times);
+}
+
 export function planBackup(p: PlanInput): BackupPlan {
   if (p.role !== "primary") return { action: "none", reason: "not the leader: the leader takes the backups" };
   if (p.running) return { action: "none", reason: "a backup is running" };
@@ -48,23 +91,20 @@ export function planBackup(p: PlanInput): BackupPlan {
     const at = p.lastFailureAt + p.retryIntervalMs;
     return { action: "none", reason: `the last backup failed; next try at ${iso(at)}`, nextAt: at };
   }
-  const lastFull = newestGood(p.info, ["full"]);
-  if (!lastFull) {
+  const { lastFull, lastAny, fullAt, diffAt } = dueTimes({ ...p, info: p.info });
+  if (!lastFull || !lastAny) {
     if (p.initial) return { action: "full", reason: "the repository has no full backup yet" };
-    const at = nextOccurrence(p.full, p.since);
-    if (at !== null && at <= p.now) return { action: "full", reason: `full backup due at ${iso(at)}` };
+    if (fullAt !== null && fullAt <= p.now)
+      return { action: "full", reason: `full backup due at ${iso(fullAt)}` };
     return {
       action: "none",
-      reason: at === null ? "no full backup and none scheduled" : `first full backup at ${iso(at)}`,
-      ...(at === null ? {} : { nextAt: at }),
+      reason: fullAt === null ? "no full backup and none scheduled" : `first full backup at ${iso(fullAt)}`,
+      ...(fullAt === null ? {} : { nextAt: fullAt }),
     };
   }
-  const fullAt = nextOccurrence(p.full, lastFull.startMs);
   if (fullAt !== null && fullAt <= p.now) {
     return { action: "full", reason: `full backup due at ${iso(fullAt)} (last ${lastFull.label})` };
   }
-  const lastAny = newestGood(p.info, ["full", "diff"]) as BackupEntry;
-  const diffAt = nextOccurrence(p.diff, Math.max(lastAny.startMs, lastFull.startMs));
   if (diffAt !== null && diffAt <= p.now) {
     return { action: "diff", reason: `differential backup due at ${iso(diffAt)} (last ${lastAny.label})` };
   }

@@ -1,6 +1,7 @@
 /**
  * The compose stack's `monitoring` profile: Prometheus scrapes the router,
- * the registrator, every Patroni and every agent, all targets up, and it holds
+ * the registrator, etcd, every Patroni and every agent, all targets up, it
+ * evaluates every alert rule without error, and it holds
  * the router's primary-changes metric and the age of the last good backup
  * (the stack backs up to its shared posix volume here).
  */
@@ -40,7 +41,7 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
     await stack?.destroy();
   });
 
-  it("Prometheus reports every target up: router, registrator, each Patroni and each agent", async () => {
+  it("Prometheus reports every target up: router, registrator, etcd, each Patroni and each agent", async () => {
     let last: Target[] = [];
     try {
       await waitFor(
@@ -60,6 +61,9 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
       "agent pg1:8009",
       "agent pg2:8009",
       "agent pg3:8009",
+      "etcd etcd1:2379",
+      "etcd etcd2:2379",
+      "etcd etcd3:2379",
       "patroni pg1:8008",
       "patroni pg2:8008",
       "patroni pg3:8008",
@@ -72,6 +76,35 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
       `/api/v1/query?query=${encodeURIComponent("sum(patroni_primary)")}`,
     );
     assert.equal(primaries.result[0]?.value[1], "1");
+  });
+
+  it("Prometheus has loaded the alert rules and evaluates each without error", async () => {
+    interface RuleState {
+      name: string;
+      health: string;
+      lastError?: string;
+    }
+    let last: RuleState[] = [];
+    try {
+      await waitFor(
+        "every rule evaluated",
+        async () => {
+          const data = await prom<{ groups: { rules: RuleState[] }[] }>("/api/v1/rules?type=alert");
+          last = data.groups.flatMap((g) => g.rules);
+          return last.length > 0 && last.every((r) => r.health !== "unknown");
+        },
+        { timeoutMs: 60_000, intervalMs: 1000 },
+      );
+    } catch (err) {
+      (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
+      throw err;
+    }
+    assert.ok(
+      last.some((r) => r.name === "PgHaNoRoutablePrimary"),
+      "the rules of prometheus/alerts.yml",
+    );
+    const failing = last.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.lastError}`);
+    assert.deepEqual(failing, []);
   });
 
   it("Prometheus has the age of the last good backup and the archive's health from the agents", async () => {
