@@ -4,7 +4,9 @@
  * is either on this node or already out of reach, so the key only stands in
  * the way of the next failover. Checks every few seconds; deletes only the
  * fence it read (compare on mod_revision), so a fence written meanwhile by a
- * stopping leader stays. Stops checking once this node begins to stop.
+ * stopping leader stays. Stops checking once this node begins to stop. On the
+ * fence's own leader, back while nobody leads, it also makes sure failsafe
+ * mode lets this node race for the lock.
  */
 import { Gauge, type Registry } from "prom-client";
 import type { Logger } from "../shared/logger.js";
@@ -14,7 +16,9 @@ export const FENCE_CHECK_INTERVAL_MS = 2000;
 
 export interface FenceKeeperDeps {
   readonly self: string;
-  readonly fence: Pick<FenceStore, "read" | "leader" | "deleteIf">;
+  /** This node's Patroni REST address as the other members reach it (its member record's api_url). */
+  readonly apiUrl: string;
+  readonly fence: Pick<FenceStore, "read" | "leader" | "deleteIf" | "joinFailsafe">;
   /** This node's role and state from its Patroni; null when it does not answer. */
   readonly status: () => Promise<{ role: string; state: string } | null>;
   readonly registry: Registry;
@@ -59,6 +63,19 @@ export class FenceKeeper {
       this.present.set(rec.read.kind === "none" ? 0 : 1);
       if (rec.read.kind === "none" || rec.modRevision === null) return;
       const [leader, status] = await Promise.all([fence.leader(), this.d.status()]);
+      // The fence's own leader, back while nobody leads: it must be allowed to race. A replica
+      // that took the lock for a moment (and was refused by the fence) rewrote failsafe mode's
+      // member list from the members it saw, without this node; failsafe mode would then bar
+      // the one node that has every write.
+      if (leader === null && rec.read.kind === "fence" && rec.read.fence.member === self && !this.stopped) {
+        if (await fence.joinFailsafe(self, this.d.apiUrl)) {
+          log.warn(
+            { apiUrl: this.d.apiUrl },
+            `${self} added itself to failsafe mode's member list: it holds the writes the stop fence waits for`,
+          );
+        }
+        return;
+      }
       const primary =
         status !== null &&
         (status.role === "master" || status.role === "primary") &&

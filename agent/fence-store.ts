@@ -18,6 +18,7 @@ export class FenceStore {
   readonly key: string;
   private readonly leaderKey: string;
   private readonly statusKey: string;
+  private readonly failsafeKey: string;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -27,6 +28,7 @@ export class FenceStore {
     this.key = agentKeys.fence(namespace, scope);
     this.leaderKey = patroniKeys.leader(namespace, scope);
     this.statusKey = patroniKeys.status(namespace, scope);
+    this.failsafeKey = patroniKeys.failsafe(namespace, scope);
   }
 
   /** The member holding Patroni's leader key, or null. */
@@ -66,6 +68,38 @@ export class FenceStore {
       // Patroni before 2.1 wrote the bare number.
       const n = Number(raw.trim());
       return Number.isSafeInteger(n) ? n : null;
+    }
+  }
+
+  /**
+   * Adds `name` to failsafe mode's member list if it is missing, only if the list did not
+   * change since it was read and nobody holds the leader key; true when written.
+   */
+  async joinFailsafe(name: string, apiUrl: string): Promise<boolean> {
+    try {
+      const [fs, leader] = await Promise.all([
+        this.etcd.get(this.failsafeKey).exec(),
+        this.etcd.get(this.leaderKey).exec(),
+      ]);
+      const kv = fs.kvs[0];
+      if (!kv || leader.kvs.length > 0) return false;
+      let members: unknown;
+      try {
+        members = JSON.parse(kv.value.toString("utf8"));
+      } catch {
+        return false; // Patroni ignores a list it cannot read
+      }
+      if (typeof members !== "object" || members === null || Array.isArray(members)) return false;
+      if (name in members) return false;
+      const value = JSON.stringify({ ...(members as Record<string, unknown>), [name]: apiUrl });
+      const res = await this.etcd
+        .if(this.failsafeKey, "Mod", "==", kv.mod_revision)
+        .and(this.leaderKey, "Create", "==", 0)
+        .then(this.etcd.put(this.failsafeKey).value(value))
+        .commit();
+      return res.succeeded;
+    } catch (err) {
+      throw toEtcdError(err, "join failsafe list", { key: this.failsafeKey });
     }
   }
 

@@ -21,7 +21,7 @@ runAgent({
   },
   discover: (cfg, log, abort) => resolveAddresses(cfg.addresses, cfg.etcd, log, abort),
   writeFiles: writeNodeFiles,
-  assemble: (cfg, account, log) => assembleParts(cfg, account, log, process.env),
+  assemble: (cfg, account, addresses, log) => assembleParts(cfg, account, addresses, log, process.env),
 }).then(
   (code) => process.exit(code),
   (err: unknown) => {

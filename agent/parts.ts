@@ -10,6 +10,7 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { createRegistry } from "../shared/admin.js";
+import { formatHostPort } from "../shared/config.js";
 import { createEtcdClient } from "../shared/etcd.js";
 import type { Logger } from "../shared/logger.js";
 import { startBackups, writeBackupFiles } from "./backup/index.js";
@@ -60,6 +61,7 @@ export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: 
 export function assembleParts(
   cfg: AgentConfig,
   postgres: Account | null,
+  addresses: NodeAddresses,
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
 ): AgentParts {
@@ -82,6 +84,7 @@ export function assembleParts(
   });
   const keeper = new FenceKeeper({
     self: cfg.name,
+    apiUrl: `http://${formatHostPort(addresses.api)}/patroni`,
     fence,
     status: () => rest.status(),
     registry,

@@ -54,7 +54,12 @@ export interface StartupDeps {
   readonly discover: (cfg: AgentConfig, log: Logger, abort: AbortSignal) => Promise<NodeAddresses>;
   /** The data directory, patroni.yml and the backup files; the account Patroni runs as, if any. */
   readonly writeFiles: (cfg: AgentConfig, addresses: NodeAddresses, log: Logger) => Account | null;
-  readonly assemble: (cfg: AgentConfig, account: Account | null, log: Logger) => AgentParts;
+  readonly assemble: (
+    cfg: AgentConfig,
+    account: Account | null,
+    addresses: NodeAddresses,
+    log: Logger,
+  ) => AgentParts;
 }
 
 /** The whole life of the agent process; resolves with its exit code. */
@@ -95,7 +100,7 @@ export async function runAgent(d: StartupDeps): Promise<number> {
   }
 
   const account = d.writeFiles(cfg, addresses, log);
-  const parts = d.assemble(cfg, account, log);
+  const parts = d.assemble(cfg, account, addresses, log);
   await parts.promotionCheck.start();
   supervisor = parts.supervisor;
   if (early.signal.aborted) return 0;

@@ -89,14 +89,19 @@ export class RouterMetrics {
       labelNames: ["route", "role", "reason"],
       registers,
     });
+    // With several workers (supervisor.ts) every worker runs the same control plane and sees
+    // the same changes: their metrics are merged by "max" or "min", not summed. Sessions,
+    // bytes and REST checks are each worker's own, and are summed.
     this.primaryChanges = new Counter({
       name: "router_primary_changes_total",
+      aggregator: "max",
       help: "Times the routed primary changed (to another member or to none)",
       labelNames: ["route"],
       registers,
     });
     this.switchSeconds = new Histogram({
       name: "router_switch_seconds",
+      aggregator: "max",
       help: "From the etcd change to a new primary being routable",
       labelNames: ["route"],
       buckets: WAIT_BUCKETS,
@@ -123,24 +128,28 @@ export class RouterMetrics {
     });
     this.etcdWatchUp = new Gauge({
       name: "router_etcd_watch_up",
+      aggregator: "min",
       help: "1 while the etcd watch is live, 0 while etcd is unreachable",
       labelNames: ["watch"],
       registers,
     });
     this.primaryRoutable = new Gauge({
       name: "router_primary_routable",
+      aggregator: "min",
       help: "1 when new clients of the primary port are routed, 0 while they are held",
       labelNames: ["route"],
       registers,
     });
     this.eligibleReplicas = new Gauge({
       name: "router_eligible_replicas",
+      aggregator: "min",
       help: "Replicas the replica port may use",
       labelNames: ["route"],
       registers,
     });
     this.invalidMembers = new Gauge({
       name: "router_invalid_members",
+      aggregator: "max",
       help: "Member records in etcd that could not be decoded",
       labelNames: ["route"],
       registers,

@@ -21,6 +21,9 @@ export type CheckMode = (typeof CHECK_MODES)[number];
 export const REPLICA_FALLBACKS = ["primary", "hold", "reject"] as const;
 export type ReplicaFallback = (typeof REPLICA_FALLBACKS)[number];
 
+/** Two workers: one can die while the other takes every new connection. */
+export const DEFAULT_WORKERS = 2;
+
 /** Default replica lag limit: 16 MiB of WAL. */
 export const DEFAULT_MAX_LAG_BYTES = 16 * 1024 * 1024;
 /** A process may hold 20 000 descriptors here; each client pairs with an upstream socket. */
@@ -190,10 +193,19 @@ export const routerOptions = {
     values: REPLICA_FALLBACKS,
     default: "primary",
   }),
+  workers: opt.int({
+    flag: "workers",
+    env: "ROUTER_WORKERS",
+    description:
+      "router processes sharing the listening ports under a supervisor that restarts a dead one; 0 runs one process and no supervisor",
+    default: DEFAULT_WORKERS,
+    min: 0,
+    max: 64,
+  }),
   maxConnections: opt.int({
     flag: "max-connections",
     env: "ROUTER_MAX_CONNECTIONS",
-    description: "client connections (held ones included) across all listeners",
+    description: "client connections (held ones included) across all listeners, per worker",
     default: DEFAULT_MAX_CONNECTIONS,
     min: 1,
     max: 1_000_000,

@@ -38,6 +38,8 @@ export class Router {
     private readonly config: RouterConfig,
     private readonly log: Logger,
     registry?: Registry,
+    /** admin: false in a worker, whose supervisor serves the admin port for all workers. */
+    private readonly opts: { readonly admin: boolean } = { admin: true },
   ) {
     this.registry = registry ?? createRegistry("router");
     this.metrics = new RouterMetrics(this.registry);
@@ -72,7 +74,7 @@ export class Router {
       certFile: c.etcdCert,
       keyFile: c.etcdKey,
     });
-    await this.admin.start();
+    if (this.opts.admin) await this.admin.start();
     for (const spec of specs) await this.openRoute(spec);
     if (c.routeTable) {
       this.table = new RouteTable(this.etcd, c.listen.host, this.log);

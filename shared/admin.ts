@@ -22,7 +22,9 @@ export type JsonRoute = (req: IncomingMessage) => unknown | Promise<unknown>;
 export interface AdminOptions {
   readonly listen: HostPort;
   readonly registry: Registry;
-  readonly readiness: () => Readiness;
+  /** Overrides `registry` for /metrics (the router's supervisor gathers its workers' metrics). */
+  readonly metrics?: () => Promise<string>;
+  readonly readiness: () => Readiness | Promise<Readiness>;
   readonly routes?: Readonly<Record<string, JsonRoute>>;
   readonly log: Logger;
 }
@@ -100,7 +102,7 @@ export class AdminServer {
     }
     switch (url.pathname) {
       case "/metrics": {
-        const body = await this.opts.registry.metrics();
+        const body = await (this.opts.metrics ?? (() => this.opts.registry.metrics()))();
         res.writeHead(200, { "content-type": this.opts.registry.contentType });
         res.end(body);
         return;
@@ -109,7 +111,7 @@ export class AdminServer {
         sendJson(res, 200, { status: "ok" });
         return;
       case "/readyz": {
-        const r = this.opts.readiness();
+        const r = await this.opts.readiness();
         sendJson(res, r.ready ? 200 : 503, { ready: r.ready, ...(r.details ?? {}) });
         return;
       }

@@ -23,6 +23,8 @@ export const patroniKeys = {
   /** `{"optime": <leader's last LSN>}`: on a clean shutdown, the leader writes its checkpoint here before it releases the lock. */
   status: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}status`,
   sync: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}sync`,
+  /** Failsafe mode's member list: `{"<name>": "<api_url>", ...}`; only these may race for the lock. */
+  failsafe: (ns: string, scope: string) => `${clusterPrefix(ns, scope)}failsafe`,
 };
 
 /**

@@ -40,6 +40,8 @@ export interface Ack {
 }
 
 export interface Failure {
+  /** When the failed attempt began, and when it failed (ms since epoch). */
+  readonly startedAt: number;
   readonly at: number;
   /** `connect`: no session was established; `session`: the INSERT or COMMIT failed in a session. */
   readonly phase: "connect" | "session";
@@ -120,7 +122,7 @@ export class AckWriter {
         const msg = (err as Error).message.split("\n").find((l) => l.trim() !== "") ?? String(err);
         const phase =
           (err as { phase?: Failure["phase"] }).phase ?? (CONNECT_PHASE.test(msg) ? "connect" : "session");
-        this.failures.push({ at: Date.now(), phase, error: msg.slice(0, 300) });
+        this.failures.push({ startedAt: t0, at: Date.now(), phase, error: msg.slice(0, 300) });
       }
       const wait = this.paceMs - (Date.now() - t0);
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));

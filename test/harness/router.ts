@@ -23,6 +23,12 @@ export interface RouterStart {
   readonly env?: NodeJS.ProcessEnv;
 }
 
+/** The --workers the router runs with (its default: 2). */
+function workersOf(args: readonly string[]): number {
+  const i = args.lastIndexOf("--workers");
+  return i >= 0 ? Number(args[i + 1]) : 2;
+}
+
 export class RouterProcess {
   private constructor(
     readonly dir: string,
@@ -62,7 +68,11 @@ export class RouterProcess {
         "the router's admin endpoint",
         async () => {
           if (proc.child.exitCode !== null) throw new Error(`router exited: ${proc.tail(20)}`);
-          return (await r.get("/healthz")).status === 200;
+          if ((await r.get("/healthz")).status !== 200) return false;
+          // Under a supervisor (--workers N > 0, the default): every worker answers.
+          const view = (await r.get("/routes")).body as { workers?: unknown[] } | null;
+          const want = workersOf(args);
+          return want === 0 || (view?.workers?.length ?? 0) === want;
         },
         { timeoutMs: 20_000 },
       );

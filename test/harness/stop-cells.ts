@@ -273,7 +273,9 @@ async function settledWithout(
       const client = new pg.Client({ ...pgConfig(leader), connectionTimeoutMillis: 5000 });
       await client.connect();
       try {
-        const names = (await client.query<{ s: string }>("show synchronous_standby_names")).rows[0]!.s;
+        const names = (
+          await client.query<{ s: string }>("select current_setting('synchronous_standby_names') s")
+        ).rows[0]!.s;
         // Settled: nobody is waited for, or `/sync` and PostgreSQL name the same running replica.
         return sync === null ? names === "" : names.includes(sync);
       } finally {

@@ -142,6 +142,7 @@ describe("the stop fence against a real etcd", { timeout: 120_000 }, () => {
     let status: { role: string; state: string } | null = { role: "replica", state: "running" };
     const keeper = new FenceKeeper({
       self: "paul",
+      apiUrl: "http://127.0.0.1:8008/patroni",
       fence: store,
       status: async () => status,
       registry: new Registry(),
@@ -158,6 +159,38 @@ describe("the stop fence against a real etcd", { timeout: 120_000 }, () => {
     await client.put(`/service/${SCOPE}/leader`).value("paul");
     await keeper.check();
     assert.equal(await client.get(FENCE_KEY).string(), null, "lifted once this node leads as primary");
+  });
+
+  it("the fence's own leader, back while nobody leads, puts itself into failsafe mode's member list", async () => {
+    // A replica that held the lock for a moment (refused by the fence) rewrote the list without it.
+    const store = new FenceStore(client, "/service/", SCOPE);
+    const failsafe = `/service/${SCOPE}/failsafe`;
+    const keeper = new FenceKeeper({
+      self: "john",
+      apiUrl: "http://10.0.0.1:8008/patroni",
+      fence: store,
+      status: async () => ({ role: "replica", state: "running" }),
+      registry: new Registry(),
+      log: silent,
+    });
+    await client.delete().key(`/service/${SCOPE}/leader`);
+    await setFence({ state: "stopped", member: "john", lsn: LSN });
+    await client.put(failsafe).value(JSON.stringify({ paul: "http://10.0.0.2:8008/patroni" }));
+    await keeper.check();
+    assert.deepEqual(JSON.parse((await client.get(failsafe).string()) ?? "{}"), {
+      paul: "http://10.0.0.2:8008/patroni",
+      john: "http://10.0.0.1:8008/patroni",
+    });
+    // Never while somebody holds the lock, and never for a node the fence does not name.
+    await client.put(failsafe).value(JSON.stringify({ paul: "http://10.0.0.2:8008/patroni" }));
+    await client.put(`/service/${SCOPE}/leader`).value("paul");
+    await keeper.check();
+    assert.deepEqual(Object.keys(JSON.parse((await client.get(failsafe).string()) ?? "{}")), ["paul"]);
+    await client.delete().key(`/service/${SCOPE}/leader`);
+    await setFence({ state: "stopped", member: "ringo", lsn: LSN });
+    await keeper.check();
+    assert.deepEqual(Object.keys(JSON.parse((await client.get(failsafe).string()) ?? "{}")), ["paul"]);
+    await client.delete().key(failsafe);
   });
 
   it("the keeper never deletes a fence written after it read one", async () => {

@@ -204,7 +204,8 @@ describe("router: malformed DCS records and held clients", () => {
       etcd: etcd.endpoint,
       scope: SCOPE,
       replica: false,
-      args: ["--check", "etcd", "--hold-timeout", "30s"],
+      // Arrival order is each worker's: one worker.
+      args: ["--check", "etcd", "--hold-timeout", "30s", "--workers", "1"],
     });
     try {
       const clients = [];

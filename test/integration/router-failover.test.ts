@@ -249,7 +249,21 @@ describe("router: failover behaviour", () => {
     } finally {
       attempts = await w.stop();
     }
-    checkFailures(attempts, moves.length, `over ${moves.join(", ")}`);
+    try {
+      checkFailures(attempts, moves.length, `over ${moves.join(", ")}`);
+    } catch (err) {
+      // The router's log from 3 s before to 1 s after each failure.
+      const times = attempts.filter((a) => !a.ok).map((a) => a.at);
+      const lines = r
+        .tail(5000)
+        .split("\n")
+        .filter((l) => {
+          const t = Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? "");
+          return times.some((at) => t >= at - 3000 && t <= at + 1000);
+        });
+      (err as Error).message += `\n${lines.slice(-80).join("\n")}`;
+      throw err;
+    }
     // One change per switchover (the old primary fenced); a new primary un-routed again adds one.
     const changes = (await r.metric("router_primary_changes_total")) - changesBefore;
     assert.equal(changes, moves.length, `routed-primary changes over ${moves.length} switchovers`);

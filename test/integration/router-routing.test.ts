@@ -21,7 +21,9 @@ describe("router: routing to a 3-node Patroni cluster", () => {
     r = await RouterProcess.start({
       etcd: c.etcd.endpoint,
       scope: c.scope,
-      args: ["--startup-timeout", "1s", "--log-level", "debug"],
+      // One worker (under the supervisor): the balancing and the limits below are each
+      // worker's own; test/integration/router-workers.test.ts covers several.
+      args: ["--startup-timeout", "1s", "--log-level", "debug", "--workers", "1"],
     });
     await r.waitReady();
   });
@@ -182,7 +184,7 @@ describe("router: routing to a 3-node Patroni cluster", () => {
       etcd: c.etcd.endpoint,
       scope: c.scope,
       replica: false,
-      args: ["--max-connections", "2"],
+      args: ["--max-connections", "2", "--workers", "1"],
     });
     try {
       await small.waitReady();
