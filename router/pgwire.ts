@@ -76,14 +76,17 @@ export function classifyClientPacket(buf: Buffer): PacketClass {
 
 /**
  * PostgreSQL's own answer to a startup packet of a protocol it does not speak
- * (ProcessStartupPacket: FATAL, feature_not_supported). A negotiation request sent
- * twice gets it too, with its code read as a version (1234.5679), as PostgreSQL does.
+ * (ProcessStartupPacket: FATAL, feature_not_supported), byte for byte but for the
+ * source-location fields. An older client gets it in protocol 2's format ('E', then
+ * "FATAL:  <message>\n" as a C string, no SQLSTATE), which PostgreSQL keeps so that
+ * such a client can read it; a newer one a v3 ErrorResponse with SQLSTATE 0A000. A
+ * negotiation request sent twice gets it too, its code read as a version (1234.5679).
  */
 export function unsupportedProtocolError(code: number): Buffer {
-  return errorResponse(
-    "0A000",
-    `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports ${PROTOCOL_MAJOR}.0 to ${PROTOCOL_MAJOR}.0`,
-  );
+  const major = code >>> 16;
+  const message = `unsupported frontend protocol ${major}.${code & 0xffff}: server supports ${PROTOCOL_MAJOR}.0 to ${PROTOCOL_MAJOR}.0`;
+  if (major < PROTOCOL_MAJOR) return Buffer.from(`EFATAL:  ${message}\n\0`, "utf8");
+  return errorResponse("0A000", message);
 }
 
 /** The key a CancelRequest carries (process id + secret), as a map key. */

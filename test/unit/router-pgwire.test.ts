@@ -151,12 +151,20 @@ describe("StartupAnswerScanner", () => {
 });
 
 describe("unsupportedProtocolError", () => {
-  it("is PostgreSQL's own FATAL for a protocol it does not speak (0A000, its message)", () => {
-    const e = unsupportedProtocolError(0x20000);
+  it("protocol 4.0: PostgreSQL's v3 FATAL (0A000, its message)", () => {
+    const e = unsupportedProtocolError(0x40000);
     assert.equal(sqlstateOf(e.subarray(5)), "0A000");
-    assert.match(e.toString("latin1"), /Munsupported frontend protocol 2\.0: server supports 3\.0 to 3\.0\0/);
-    assert.match(e.toString("latin1"), /SFATAL\0/);
+    assert.match(
+      e.toString("latin1"),
+      /SFATAL\0VFATAL\0C0A000\0Munsupported frontend protocol 4\.0: server supports 3\.0 to 3\.0\0\0$/,
+    );
     assert.match(unsupportedProtocolError(SSL_REQUEST_CODE).toString("latin1"), /protocol 1234\.5679:/);
+  });
+  it("protocol 2.0: the message in protocol 2's own format, as PostgreSQL 15 sends it", () => {
+    assert.equal(
+      unsupportedProtocolError(0x20000).toString("latin1"),
+      "EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0",
+    );
   });
 });
 

@@ -86,6 +86,7 @@ function nameOf(b: Buffer): string {
   if (b[0] === 0x45 && b.length > 5 && b.readUInt32BE(1) === b.length - 1) {
     return `E(${sqlstateOf(b.subarray(5))})`;
   }
+  if (b[0] === 0x45 && b.toString("latin1").endsWith("\n\0")) return "E(protocol 2)";
   return b.toString("hex");
 }
 
@@ -451,8 +452,8 @@ const CASES: readonly Case[] = [
     ],
   },
   {
-    name: "protocol 2.0: PostgreSQL's own error (0A000), then closed",
-    steps: [[c(STARTUP_2_0), ["client E(0A000)", "close bad_startup after flush"]]],
+    name: "protocol 2.0: PostgreSQL's own error (in protocol 2's format), then closed",
+    steps: [[c(STARTUP_2_0), ["client E(protocol 2)", "close bad_startup after flush"]]],
   },
   {
     name: "protocol 4.0 after SSLRequest N: PostgreSQL's own error",
@@ -697,7 +698,7 @@ describe("start-up state machine: split at every offset", () => {
       const m = new Startup();
       const outs = parts.map((p) => m.clientData(p).map(render));
       assert.deepEqual(outs.slice(0, -1).flat(), [], "nothing before the whole packet");
-      assert.deepEqual(outs.at(-1), ["client E(0A000)", "close bad_startup after flush"]);
+      assert.deepEqual(outs.at(-1), ["client E(protocol 2)", "close bad_startup after flush"]);
     }
   });
 });
