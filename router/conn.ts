@@ -1,27 +1,29 @@
 /**
  * One client session: the per-connection hot path, and nothing else.
  *
- * A session reads the client's first packets (SSLRequest/GSSENCRequest answered
- * 'N', then the StartupMessage, or a CancelRequest) and keeps them, so that the
- * startup can be replayed against another server while nothing of the server's
- * answer has reached the client: a refused or reset connect, or a startup
- * answered with SQLSTATE 57P01/57P02/57P03, is retried within the hold budget.
- * Once the server's answer starts flowing (or TLS begins), bytes pass both ways
- * unmodified, with backpressure and half-close, and nothing is done per chunk but
- * a write. Listeners are module functions that find the session through the
- * socket (no closures per connection).
+ * Until the session is plain passthrough, bytes go through its start-up state
+ * machine (startup.ts), which decides what goes where: the client's first packets
+ * are kept and replayed to another server, one at a time, while nothing of the
+ * server's answer has reached the client (a refused or reset connect, or a startup
+ * answered with SQLSTATE 57P01/57P02/57P03, is retried within the hold budget).
+ * This module owns the sockets and timers and carries out the machine's actions.
+ * Once both directions pass through, bytes flow unmodified, with backpressure and
+ * half-close, and nothing is done per chunk but a write. Listeners are module
+ * functions that find the session through the socket (no closures per connection).
  */
 import assert from "node:assert/strict";
 import net from "node:net";
 import type { Backend } from "./backend.js";
-import {
-  cancelKeyOfRequest,
-  classifyClientPacket,
-  errorResponse,
-  RETRYABLE_SQLSTATES,
-  StartupAnswerScanner,
-} from "./pgwire.js";
 import type { Target } from "./selection.js";
+import {
+  type CloseOutcome,
+  type RetryReason,
+  Startup,
+  type StartupAction,
+  type UpstreamLoss,
+} from "./startup.js";
+
+export type { CloseOutcome, RetryReason } from "./startup.js";
 
 /** What a session needs from its listener. */
 export interface ConnHost {
@@ -42,31 +44,12 @@ export interface ConnHost {
   retried(c: Conn, why: RetryReason): void;
 }
 
-export type CloseOutcome =
-  | "done"
-  | "fenced"
-  | "hold_timeout"
-  | "rejected"
-  | "bad_startup"
-  | "startup_timeout"
-  | "idle_timeout"
-  | "upstream_error"
-  | "client_error"
-  | "shutdown";
-export type RetryReason =
-  | "connect_failed"
-  | "connect_timeout"
-  | "startup_refused"
-  | "closed_early"
-  | "fenced";
-
 const kConn = Symbol("conn");
 type Sock = net.Socket & { [kConn]: Conn };
 
-const CHAR_N = 0x4e;
 const RETRY_MIN_MS = 20;
 const RETRY_MAX_MS = 500;
-/** After the server has closed, how long a client that never closes its side is kept. */
+/** After the server has closed (or the router has answered), how long a client that never closes is kept. */
 const LINGER_MS = 2_000;
 
 export class Conn {
@@ -77,25 +60,15 @@ export class Conn {
   readonly deadline: number;
   readonly acceptedAt: number;
 
-  // Client side: packets are parsed until the StartupMessage (or a CancelRequest) is read.
+  /** Client bytes go straight to the server (else through the start-up machine). */
   clientRaw = false;
-  private cbuf: Buffer | null = null;
-  /** Packets sent upstream that a retry sends again, in order. */
-  private replay: Buffer[] = [];
-  private cancelKey: string | null = null;
-  /** Negotiation answers ('N') the client already has: swallowed when replayed. */
-  private answered = 0;
-  private swallow = 0;
-  private negotiating = false;
-  private startupSent = false;
-
-  // Upstream side.
+  /** Server bytes go straight to the client (else through the start-up machine). */
   upRaw = false;
-  private scanner: StartupAnswerScanner | null = null;
-  private held: Buffer[] | null = null;
-  private answerStarted = false;
-  replayable = true;
+  private readonly startup = new Startup();
   private sessionKey: string | null = null;
+  /** The session is over but the client is still read, to be told why in its own terms. */
+  private refusing = false;
+  private startupRead = false;
 
   private attempts = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -124,14 +97,13 @@ export class Conn {
     return this.state === "closed";
   }
 
-  /** Start (or continue after a hold): read the first packets, or connect when they are in hand. */
+  /** Start (or continue after a hold): read the first packets, or connect when one is in hand. */
   resume(): void {
     if (this.state === "closed") return;
-    if (this.replay.length === 0 && !this.clientRaw) {
+    if (!this.startup.started) {
       this.state = "reading";
       this.client.setTimeout(this.host.startupTimeoutMs);
       this.client.resume();
-      if (this.cbuf !== null) this.onClientPackets(Buffer.alloc(0));
       return;
     }
     this.connect();
@@ -140,24 +112,21 @@ export class Conn {
   /** The backend was fenced: retry elsewhere while the startup can be replayed, else close. */
   fence(): void {
     if (this.state === "closed") return;
-    if (this.replayable && !this.answerStarted && this.replay.length > 0) this.retry("fenced");
-    else this.close("fenced");
+    this.apply(this.startup.upstreamLost("fenced"));
   }
 
-  /** Closes a session the router gives up on, telling a client still in its startup why. */
+  /**
+   * Closes a session the router gives up on, telling a client still in its start-up why:
+   * an SSLRequest it waits for is answered 'N', then its StartupMessage the ErrorResponse.
+   */
   reject(outcome: CloseOutcome, sqlstate: string, message: string): void {
     if (this.state === "closed") return;
-    if (!this.answerStarted) {
-      this.detachUpstream();
-      this.finish(outcome);
-      this.client.removeListener("data", onClientData);
-      this.client.on("data", discard);
-      this.client.resume();
-      this.client.end(errorResponse(sqlstate, message));
-      this.client.setTimeout(LINGER_MS);
-      return;
-    }
-    this.close(outcome);
+    this.finish(outcome);
+    this.detachUpstream();
+    this.refusing = true;
+    this.client.setTimeout(LINGER_MS);
+    this.client.resume();
+    this.apply(this.startup.refuse(outcome, sqlstate, message));
   }
 
   close(outcome: CloseOutcome): void {
@@ -182,38 +151,82 @@ export class Conn {
     if (up !== null) up.destroy();
   }
 
-  // --- client packets before the startup -----------------------------------------------------
+  /** Ends the client once what it was sent is flushed; what it sends meanwhile is dropped. */
+  private endClient(): void {
+    this.client.removeListener("data", onClientData);
+    this.client.on("data", discard);
+    this.client.resume();
+    if (!this.client.writableEnded) this.client.end();
+    this.client.setTimeout(LINGER_MS);
+  }
 
-  onClientPackets(chunk: Buffer): void {
-    this.cbuf = this.cbuf === null ? chunk : Buffer.concat([this.cbuf, chunk]);
-    while (this.cbuf !== null && !this.negotiating && !this.clientRaw && this.state !== "closed") {
-      const p = classifyClientPacket(this.cbuf);
-      if (p.kind === "incomplete") return;
-      if (p.kind === "invalid") {
-        this.close("bad_startup");
-        return;
-      }
-      const packet = this.cbuf.subarray(0, p.length);
-      this.cbuf = this.cbuf.length > p.length ? this.cbuf.subarray(p.length) : null;
-      this.replay.push(packet);
-      if (p.kind === "ssl" || p.kind === "gssenc") this.negotiating = true;
-      else {
-        if (p.kind === "cancel") this.cancelKey = cancelKeyOfRequest(packet);
-        else {
-          this.startupSent = true;
-          if (this.up !== null) this.scanner = new StartupAnswerScanner();
-        }
-        // After the startup the client speaks only once the server has answered: forward as is.
-        this.clientRaw = true;
-        this.client.setTimeout(this.host.idleTimeoutMs);
-      }
-      if (this.up === null) this.connect();
-      else this.up.write(packet);
+  // --- the start-up machine's inputs and actions --------------------------------------------------
+
+  onClientStartup(chunk: Buffer): void {
+    if (this.state === "closed" && !this.refusing) return;
+    this.apply(this.startup.clientData(chunk));
+    if (!this.startupRead && this.startup.complete && this.state !== "closed") {
+      // After its first packets the client waits for the server: the idle timeout applies.
+      this.startupRead = true;
+      this.client.setTimeout(this.host.idleTimeoutMs);
     }
-    if (this.clientRaw && this.cbuf !== null && this.up !== null) {
-      this.replayable = false;
-      this.up.write(this.cbuf);
-      this.cbuf = null;
+  }
+
+  onUpStartup(chunk: Buffer): void {
+    this.apply(this.startup.serverData(chunk));
+  }
+
+  /** Carries out the machine's actions in order. Not per chunk once the session passes through. */
+  private apply(actions: readonly StartupAction[]): void {
+    for (const a of actions) {
+      switch (a.do) {
+        case "connect":
+          if (this.up !== null) this.detachUpstream();
+          this.connect();
+          break;
+        case "server": {
+          const up = this.up;
+          if (up !== null && !up.write(a.bytes)) this.client.pause();
+          break;
+        }
+        case "client":
+          if (!this.client.write(a.bytes)) this.up?.pause();
+          break;
+        case "clientRaw":
+          this.clientRaw = true;
+          break;
+        case "serverRaw":
+          this.upRaw = true;
+          break;
+        case "session":
+          if (this.backend !== null) {
+            this.sessionKey = a.key;
+            this.host.registerSession(a.key, this.backend.target);
+          }
+          break;
+        case "retry":
+          this.retry(a.reason);
+          return;
+        case "refuse":
+          this.reject(a.outcome, a.sqlstate, a.message);
+          return;
+        case "endServer":
+          this.up?.end();
+          break;
+        case "end":
+          this.upstreamEnded();
+          break;
+        case "close":
+          if (this.state === "closed") {
+            if (a.flush) this.endClient();
+            else this.client.destroy();
+          } else if (a.flush) {
+            this.finish(a.outcome);
+            this.detachUpstream();
+            this.endClient();
+          } else this.close(a.outcome);
+          return;
+      }
     }
   }
 
@@ -223,7 +236,8 @@ export class Conn {
     if (this.state === "closed") return;
     let target: Target | null = null;
     let backend: Backend | null = null;
-    if (this.cancelKey !== null) target = this.host.cancelTarget(this.cancelKey);
+    const cancelKey = this.startup.cancelKey;
+    if (cancelKey !== null) target = this.host.cancelTarget(cancelKey);
     if (target === null) {
       const b = this.host.pick();
       if (b === "reject") {
@@ -246,6 +260,8 @@ export class Conn {
     up[kConn] = this;
     this.up = up;
     this.backend = backend;
+    this.upRaw = false;
+    this.startup.attempt();
     backend?.attach(this);
     if (this.up !== up) return; // fenced while attaching
     up.setTimeout(this.host.connectTimeoutMs);
@@ -256,12 +272,6 @@ export class Conn {
     up.on("error", onSocketError);
     up.on("drain", onUpDrain);
     up.on("timeout", onUpTimeout);
-    this.upRaw = this.cancelKey !== null; // a CancelRequest needs no scanning
-    this.swallow = this.answered;
-    this.scanner = this.startupSent ? new StartupAnswerScanner() : null;
-    this.held = null;
-    this.answerStarted = false;
-    for (const p of this.replay) up.write(p);
     if (spare !== null) {
       up.resume();
       if (!up.connecting) this.onUpConnected(); // a spare connected before it was taken
@@ -272,94 +282,14 @@ export class Conn {
     this.assertInvariants();
     this.state = "open";
     this.attempts = 0;
-    // A CancelRequest is done once delivered; the server closes without an answer.
-    if (this.cancelKey !== null) this.goneRaw();
     this.up!.setTimeout(this.host.idleTimeoutMs);
     this.client.resume();
-  }
-
-  /** Server bytes before the session is plain passthrough. */
-  onUpStartup(chunk: Buffer): void {
-    let i = 0;
-    while (this.swallow > 0 && i < chunk.length) {
-      if (chunk[i] !== CHAR_N) {
-        this.close("upstream_error"); // a replayed negotiation answered differently
-        return;
-      }
-      this.swallow--;
-      i++;
-    }
-    if (i === chunk.length) return;
-    const data = i === 0 ? chunk : chunk.subarray(i);
-    if (this.negotiating) {
-      this.negotiating = false;
-      this.answered++;
-      if (data[0] === CHAR_N && data.length === 1) {
-        this.client.write(data);
-        if (this.cbuf !== null) this.onClientPackets(Buffer.alloc(0));
-        return;
-      }
-      // TLS or GSS begins (or something unexpected): nothing can be replayed from here.
-      this.toRaw(data);
-      return;
-    }
-    const s = this.scanner;
-    if (s === null) {
-      this.toRaw(data);
-      return;
-    }
-    s.push(data);
-    if (!this.answerStarted) {
-      if (s.awaitingFirstError) {
-        if (this.held === null) this.held = [data];
-        else this.held.push(data);
-        return;
-      }
-      if (s.firstError != null && RETRYABLE_SQLSTATES.has(s.firstError) && this.replayable) {
-        this.retry("startup_refused");
-        return;
-      }
-      this.goneRaw();
-      if (this.held !== null) for (const h of this.held) this.client.write(h);
-      this.held = null;
-    }
-    this.client.write(data);
-    if (s.ready || s.invalid) {
-      if (s.backendKey !== null && this.backend !== null) {
-        this.sessionKey = s.backendKey;
-        this.host.registerSession(s.backendKey, this.backend.target);
-      }
-      this.scanner = null;
-      this.upRaw = true;
-    }
-  }
-
-  /** Past the point of replay: free what was kept for it. */
-  private goneRaw(): void {
-    this.answerStarted = true;
-    this.replayable = false;
-    this.replay = [];
-  }
-
-  private toRaw(data: Buffer): void {
-    this.goneRaw();
-    this.upRaw = true;
-    this.scanner = null;
-    this.clientRaw = true;
-    this.client.write(data);
-    if (this.cbuf !== null && this.up !== null) {
-      this.up.write(this.cbuf);
-      this.cbuf = null;
-    }
+    this.apply(this.startup.upstreamConnected());
   }
 
   /** The upstream failed before the client saw anything: try again within the budget. */
   retry(why: RetryReason): void {
     if (this.state === "closed") return;
-    if (!this.replayable || this.answerStarted) {
-      this.close("upstream_error");
-      return;
-    }
     this.detachUpstream();
     this.host.retried(this, why);
     if (Date.now() >= this.deadline) {
@@ -372,22 +302,29 @@ export class Conn {
     this.timer = setTimeout(retryNow, delay, this);
   }
 
-  /** The upstream ended or failed. */
-  upstreamGone(error: boolean): void {
+  /** The upstream ended, failed or timed out. */
+  upstreamGone(how: UpstreamLoss): void {
     if (this.state === "closed") return;
-    if (!this.answerStarted && this.replayable && this.replay.length > 0) {
-      this.retry(this.state === "connecting" ? "connect_failed" : "closed_early");
-      return;
-    }
-    if (error) {
-      this.close("upstream_error");
-      return;
-    }
-    // Clean close: let what the client has buffered drain, then close.
+    const connecting = this.state === "connecting" && (how === "closed" || how === "reset");
+    this.apply(this.startup.upstreamLost(connecting ? "connect_failed" : how));
+  }
+
+  /** The server ended cleanly: let what the client has buffered drain, then close. */
+  private upstreamEnded(): void {
     this.up = null;
     this.backend?.detach(this);
     if (!this.client.writableEnded) this.client.end();
     this.client.setTimeout(LINGER_MS);
+  }
+
+  /** The client ended its side. */
+  clientEnded(): void {
+    if (this.state === "reading" || this.state === "held" || this.state === "waiting") {
+      this.close("done");
+      return;
+    }
+    if (this.clientRaw) this.up?.end();
+    else this.apply(this.startup.clientHalfClosed());
   }
 
   /** Checked once per upstream connection, never per chunk. */
@@ -410,6 +347,37 @@ export function connectUpstream(target: Target): net.Socket {
   });
 }
 
+/**
+ * Answers a client the router will not take (too many connections, shutting down) in its
+ * own terms, as a session's refusal does: 'N' to an SSLRequest, then the ErrorResponse to
+ * its StartupMessage. Not the hot path: one closure per refused client.
+ */
+export function refuseClient(socket: net.Socket, sqlstate: string, message: string): void {
+  const machine = new Startup();
+  let done = false;
+  const act = (actions: readonly StartupAction[]): void => {
+    for (const a of actions) {
+      if (done) return;
+      if (a.do === "client") socket.write(a.bytes);
+      else if (a.do === "close") {
+        done = true;
+        if (a.flush) socket.end();
+        else socket.destroy();
+      }
+    }
+  };
+  socket.on("error", discard);
+  socket.on("data", (chunk: Buffer) => {
+    if (!done) act(machine.clientData(chunk));
+  });
+  socket.on("end", () => {
+    if (!socket.writableEnded) socket.destroy();
+  });
+  socket.setTimeout(LINGER_MS, () => socket.destroy());
+  socket.resume();
+  act(machine.refuse("rejected", sqlstate, message));
+}
+
 // --- listeners (module functions: `this` is the socket) ------------------------------------------
 
 function discard(): void {}
@@ -419,11 +387,10 @@ function onClientData(this: Sock, chunk: Buffer): void {
   if (c.clientRaw) {
     const up = c.up;
     if (up === null) return;
-    c.replayable = false;
     if (!up.write(chunk)) this.pause();
     return;
   }
-  c.onClientPackets(chunk);
+  c.onClientStartup(chunk);
 }
 
 function onUpData(this: Sock, chunk: Buffer): void {
@@ -452,12 +419,8 @@ function onUpConnect(this: Sock): void {
 
 function onClientEnd(this: Sock): void {
   const c = this[kConn];
-  if (c.state === "reading" || c.state === "held" || c.state === "waiting") {
-    c.close("done");
-    return;
-  }
-  c.replayable = false;
-  c.up?.end();
+  if (c.state !== "closed") c.clientEnded();
+  else if (!this.writableEnded) this.destroy(); // a refused client that leaves before its answer
 }
 
 function onClientClose(this: Sock): void {
@@ -466,18 +429,18 @@ function onClientClose(this: Sock): void {
 
 function onUpEnd(this: Sock): void {
   const c = this[kConn];
-  if (c.up === this) c.upstreamGone(false);
+  if (c.up === this) c.upstreamGone("closed");
 }
 
 function onUpClose(this: Sock, hadError: boolean): void {
   const c = this[kConn];
-  if (c.up === this) c.upstreamGone(hadError);
+  if (c.up === this) c.upstreamGone(hadError ? "reset" : "closed");
 }
 
 function onSocketError(this: Sock): void {
   const c = this[kConn];
   if (this === c.client) c.close("client_error");
-  else if (c.up === this) c.upstreamGone(true);
+  else if (c.up === this) c.upstreamGone("reset");
   // An 'error' is always followed by 'close'; nothing else to do.
 }
 
@@ -491,7 +454,7 @@ function onClientTimeout(this: Sock): void {
 function onUpTimeout(this: Sock): void {
   const c = this[kConn];
   if (c.up !== this) return;
-  if (c.state === "connecting") c.retry("connect_timeout");
+  if (c.state === "connecting") c.upstreamGone("connect_timeout");
   else c.close("idle_timeout");
 }
 

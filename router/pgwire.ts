@@ -2,7 +2,8 @@
  * Just enough of PostgreSQL's wire protocol to route a connection: the client's
  * first packets (SSLRequest, GSSENCRequest, CancelRequest, StartupMessage) and the
  * server's answer to a startup (first message, BackendKeyData, ReadyForQuery).
- * Nothing here changes a byte; the proxy forwards what it reads.
+ * Nothing here changes a byte; the proxy forwards what it reads. The order of the
+ * start-up (who speaks when) is startup.ts's.
  */
 
 export const SSL_REQUEST_CODE = 80877103;
@@ -10,6 +11,14 @@ export const GSSENC_REQUEST_CODE = 80877104;
 export const CANCEL_REQUEST_CODE = 80877102;
 /** PostgreSQL's own bound on a startup packet (MAX_STARTUP_PACKET_LENGTH). */
 export const MAX_STARTUP_LENGTH = 10_000;
+/**
+ * First byte of a TLS handshake record: a client with PostgreSQL 17's direct TLS
+ * (`sslnegotiation=direct`) starts with a ClientHello instead of an SSLRequest. No
+ * startup packet starts with it (its length would be past MAX_STARTUP_LENGTH).
+ */
+export const TLS_HANDSHAKE_RECORD = 0x16;
+/** The protocol the router reads (and PostgreSQL 15 speaks): 3.0; a later 3.x is the server's to negotiate. */
+export const PROTOCOL_MAJOR = 3;
 /** Longest server message kept while looking at a startup answer. */
 const MAX_CAPTURE = 64 * 1024;
 
@@ -25,11 +34,17 @@ export type FirstPacketKind = "ssl" | "gssenc" | "cancel" | "startup";
 export type PacketClass =
   | { readonly kind: "incomplete" }
   | { readonly kind: FirstPacketKind; readonly length: number }
+  /** A whole startup packet of a protocol other than 3.x: PostgreSQL answers it with an error. */
+  | { readonly kind: "unsupported"; readonly length: number; readonly code: number }
   | { readonly kind: "invalid"; readonly reason: string };
 
 const INCOMPLETE: PacketClass = Object.freeze({ kind: "incomplete" });
 
-/** Classifies the client packet at the start of `buf` (length-prefixed, no type byte). */
+/**
+ * Classifies the client packet at the start of `buf` (length-prefixed, no type byte).
+ * A packet is reported only once all of it is in `buf` (as PostgreSQL reads it whole
+ * before it acts); a length out of range is invalid as soon as it is read.
+ */
 export function classifyClientPacket(buf: Buffer): PacketClass {
   if (buf.length < 8) return INCOMPLETE;
   const length = buf.readUInt32BE(0);
@@ -37,17 +52,41 @@ export function classifyClientPacket(buf: Buffer): PacketClass {
   if (length < 8 || length > MAX_STARTUP_LENGTH) {
     return { kind: "invalid", reason: `startup packet length ${length} out of range` };
   }
+  let kind: FirstPacketKind;
   switch (code) {
     case SSL_REQUEST_CODE:
-      return length === 8 ? { kind: "ssl", length } : { kind: "invalid", reason: "bad SSLRequest length" };
+      if (length !== 8) return { kind: "invalid", reason: "bad SSLRequest length" };
+      kind = "ssl";
+      break;
     case GSSENC_REQUEST_CODE:
-      return length === 8 ? { kind: "gssenc", length } : { kind: "invalid", reason: "bad GSSENCRequest" };
+      if (length !== 8) return { kind: "invalid", reason: "bad GSSENCRequest" };
+      kind = "gssenc";
+      break;
     case CANCEL_REQUEST_CODE:
-      return length === 16 ? { kind: "cancel", length } : { kind: "invalid", reason: "bad CancelRequest" };
+      if (length !== 16) return { kind: "invalid", reason: "bad CancelRequest" };
+      kind = "cancel";
+      break;
     default:
-      if (code >>> 16 === 3) return { kind: "startup", length };
-      return { kind: "invalid", reason: `unsupported protocol ${code >>> 16}.${code & 0xffff}` };
+      if (buf.length < length) return INCOMPLETE;
+      if (code >>> 16 !== PROTOCOL_MAJOR) return { kind: "unsupported", length, code };
+      kind = "startup";
   }
+  return buf.length < length ? INCOMPLETE : { kind, length };
+}
+
+/**
+ * PostgreSQL's own answer to a startup packet of a protocol it does not speak
+ * (ProcessStartupPacket: FATAL, feature_not_supported), byte for byte but for the
+ * source-location fields. An older client gets it in protocol 2's format ('E', then
+ * "FATAL:  <message>\n" as a C string, no SQLSTATE), which PostgreSQL keeps so that
+ * such a client can read it; a newer one a v3 ErrorResponse with SQLSTATE 0A000. A
+ * negotiation request sent twice gets it too, its code read as a version (1234.5679).
+ */
+export function unsupportedProtocolError(code: number): Buffer {
+  const major = code >>> 16;
+  const message = `unsupported frontend protocol ${major}.${code & 0xffff}: server supports ${PROTOCOL_MAJOR}.0 to ${PROTOCOL_MAJOR}.0`;
+  if (major < PROTOCOL_MAJOR) return Buffer.from(`EFATAL:  ${message}\n\0`, "utf8");
+  return errorResponse("0A000", message);
 }
 
 /** The key a CancelRequest carries (process id + secret), as a map key. */
@@ -94,7 +133,7 @@ export class StartupAnswerScanner {
 
   /** Messages whose header has been read. */
   messages = 0;
-  /** Type byte of the first message, 0 until known. */
+  /** Type byte of the first message, 0 until its first byte is in. */
   firstType = 0;
   /** SQLSTATE of the first message when it is a complete ErrorResponse; undefined until known. */
   firstError: string | null | undefined = undefined;
@@ -102,9 +141,13 @@ export class StartupAnswerScanner {
   ready = false;
   invalid = false;
 
-  /** True while the answer's first message is an ErrorResponse not yet read whole. */
+  /**
+   * True while the answer's first message may be an ErrorResponse not yet read whole: no
+   * byte of it is in yet, or it is an ErrorResponse (its first byte) not all in.
+   */
   get awaitingFirstError(): boolean {
-    return this.firstType === TYPE_ERROR && this.firstError === undefined && !this.invalid;
+    if (this.invalid) return false;
+    return this.firstType === 0 || (this.firstType === TYPE_ERROR && this.firstError === undefined);
   }
 
   push(chunk: Buffer): void {
@@ -114,6 +157,7 @@ export class StartupAnswerScanner {
       if (!this.inBody) {
         const take = Math.min(5 - this.headerLen, n - i);
         chunk.copy(this.header, this.headerLen, i, i + take);
+        if (this.firstType === 0 && this.messages === 0) this.firstType = chunk[i]!; // known from its first byte
         this.headerLen += take;
         i += take;
         if (this.headerLen < 5) return;
@@ -125,7 +169,6 @@ export class StartupAnswerScanner {
           return;
         }
         this.messages++;
-        if (this.messages === 1) this.firstType = this.type;
         this.left = length - 4;
         const keep =
           (this.type === TYPE_BACKEND_KEY || (this.type === TYPE_ERROR && this.messages === 1)) &&

@@ -8,9 +8,8 @@ import net, { type AddressInfo } from "node:net";
 import type { HostPort } from "../shared/config.js";
 import type { Logger } from "../shared/logger.js";
 import type { Backend } from "./backend.js";
-import { type CloseOutcome, Conn, type ConnHost, type RetryReason } from "./conn.js";
+import { type CloseOutcome, Conn, type ConnHost, type RetryReason, refuseClient } from "./conn.js";
 import type { RouterMetrics } from "./metrics.js";
-import { errorResponse } from "./pgwire.js";
 import type { Target } from "./selection.js";
 
 /** What all listeners of one process share. */
@@ -122,7 +121,7 @@ export class ProxyListener implements ConnHost {
     if (!this.accepting || shared.open >= shared.opts.maxConnections) {
       const reason = this.accepting ? "max_connections" : "shutdown";
       shared.metrics.clientsRefused.inc({ ...this.labels, reason });
-      refuse(
+      refuseClient(
         socket,
         reason === "shutdown" ? "57P01" : "53300",
         reason === "shutdown" ? "the router is shutting down" : "too many connections to the router",
@@ -240,13 +239,3 @@ export class ProxyListener implements ConnHost {
     this.armHoldTimer();
   }
 }
-
-function refuse(socket: net.Socket, sqlstate: string, message: string): void {
-  socket.on("error", noop);
-  socket.on("data", noop);
-  socket.resume();
-  socket.end(errorResponse(sqlstate, message));
-  socket.setTimeout(2000, socket.destroy);
-}
-
-function noop(): void {}

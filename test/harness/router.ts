@@ -2,6 +2,7 @@
  * The built router CLI (`node dist/router/main.js`) as a child process on free
  * ports, with helpers to read its admin endpoints and to talk PostgreSQL through it.
  */
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -196,4 +197,58 @@ export function untilClosed(s: net.Socket, timeoutMs = 30_000): Promise<Buffer> 
       resolve(Buffer.concat(chunks));
     });
   });
+}
+
+export interface PsqlResult {
+  /** psql's exit status: 0 done, 1 a query failed, 2 the connection failed or broke. */
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * One psql run (one connection, one command) through `port`: a libpq client, which by
+ * default sends an SSLRequest first (sslmode=prefer), unlike node-postgres. Never throws.
+ */
+export function psql(
+  port: number,
+  sql: string,
+  o: { user?: string; password?: string; sslmode?: string; timeoutMs?: number } = {},
+): Promise<PsqlResult> {
+  const args = [
+    "-X",
+    "-tA",
+    "-h",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-U",
+    o.user ?? "postgres",
+    "-d",
+    "postgres",
+  ];
+  const env = {
+    ...process.env,
+    PGPASSWORD: o.password ?? "",
+    PGSSLMODE: o.sslmode ?? "prefer",
+    PGCONNECT_TIMEOUT: "60",
+    PGAPPNAME: "router-test",
+  };
+  return new Promise((resolve) => {
+    execFile("psql", [...args, "-c", sql], { env, timeout: o.timeoutMs ?? 90_000 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === "number" ? err.code : -1;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+/** psql as the cluster's superuser through `port`. */
+export function psqlVia(
+  c: PatroniCluster,
+  port: number,
+  sql: string,
+  sslmode = "prefer",
+): Promise<PsqlResult> {
+  const n = c.nodes[0]!.pg();
+  return psql(port, sql, { user: n.user, password: n.password, sslmode });
 }

@@ -2,14 +2,17 @@
  * The router through the faults it exists for, on one real 3-node Patroni cluster
  * (failsafe_mode on, so the primary outlives an etcd outage): etcd stopped for 20 s,
  * a planned switchover, Patroni dying while its PostgreSQL keeps running (the
- * split-brain case the fence is for), and kill -9 of the primary.
+ * split-brain case the fence is for), and kill -9 of the primary. Clients are both
+ * node-postgres (no SSLRequest) and psql (libpq, sslmode=prefer: an SSLRequest first,
+ * so a replayed startup must wait for the server's 'N' before it sends the rest).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";
+import { SPARE_TTL_MS } from "../../router/spares.js";
 import { PatroniCluster } from "../harness/patroni.js";
 import { waitFor } from "../harness/proc.js";
-import { clientVia, RouterProcess, whoServes } from "../harness/router.js";
+import { clientVia, psqlVia, RouterProcess, whoServes } from "../harness/router.js";
 
 interface Attempt {
   readonly at: number;
@@ -37,11 +40,23 @@ function checkFailures(attempts: readonly Attempt[], switchovers: number, label:
   for (const a of inSession) {
     assert.match(
       a.error ?? "",
-      /terminating connection due to administrator command|Connection terminated unexpectedly/,
+      /terminating connection due to administrator command|Connection terminated unexpectedly|server closed the connection unexpectedly/,
       `an open session ended only by the old primary's stop ${label}`,
     );
   }
   assert.ok(inSession.length <= switchovers, `${inSession.length} open sessions ended ${label}`);
+}
+
+/**
+ * What PostgreSQL says when bytes follow an SSLRequest before its answer (a replay that sent
+ * the startup too early), and what libpq says when the router answers an SSLRequest with an
+ * ErrorResponse: neither may ever reach a client.
+ */
+const SSL_EXCHANGE_ERRORS = /received unencrypted data after SSL request|error response during SSL exchange/;
+
+function checkNoSslExchangeErrors(attempts: readonly Attempt[], label: string): void {
+  const bad = attempts.filter((a) => SSL_EXCHANGE_ERRORS.test(a.error ?? ""));
+  assert.deepEqual(bad, [], `no SSL exchange error ${label}`);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -87,6 +102,41 @@ describe("router: failover behaviour", () => {
           attempts.push({ at, ok: false, error: (err as Error).message, phase });
         } finally {
           await client.end().catch(() => undefined);
+        }
+        await sleep(everyMs);
+      }
+    })();
+    return {
+      attempts,
+      stop: async () => {
+        running = false;
+        await loop;
+        return attempts;
+      },
+    };
+  }
+
+  /**
+   * psql (sslmode=prefer) opening a new connection per write, every `everyMs`, until stopped:
+   * a failure printed as "connection to server ... failed" is one of connecting.
+   */
+  function psqlWriter(everyMs = 20): Writer {
+    const attempts: Attempt[] = [];
+    let running = true;
+    const loop = (async () => {
+      while (running) {
+        const at = Date.now();
+        const res = await psqlVia(
+          c,
+          r.port,
+          "INSERT INTO writes (at) VALUES (now()) RETURNING inet_server_port()",
+        );
+        const node = c.nodes.find((n) => n.pgPort === Number(res.stdout.split("\n")[0])); // then "INSERT 0 1"
+        if (res.code === 0 && node !== undefined) attempts.push({ at, ok: true, member: node.name });
+        else if (res.code === 0) attempts.push({ at, ok: false, error: `unexpected output: ${res.stdout}` });
+        else {
+          const phase = /connection to server at .* failed/.test(res.stderr) ? "connect" : "session";
+          attempts.push({ at, ok: false, error: res.stderr.trim(), phase });
         }
         await sleep(everyMs);
       }
@@ -270,6 +320,80 @@ describe("router: failover behaviour", () => {
     await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
   });
 
+  it("switchover with psql clients (sslmode=prefer), a new connection per write: none fails, none sees an SSL exchange error", async () => {
+    const from = (await c.leader())!;
+    const writers = [psqlWriter(), psqlWriter()];
+    const results: Attempt[][] = [];
+    let to = "";
+    try {
+      await sleep(500);
+      ({ to } = await c.switchover());
+      await waitFor(
+        "psql writes through the router on the new primary",
+        () => writers.every((w) => attemptsOn(w, to)),
+        { timeoutMs: 30_000 },
+      );
+      await sleep(500);
+    } finally {
+      for (const w of writers) results.push(await w.stop());
+    }
+    for (const [i, attempts] of results.entries()) {
+      checkNoSslExchangeErrors(attempts, `(psql writer ${i + 1})`);
+      checkFailures(attempts, 1, `(psql writer ${i + 1}, ${from} -> ${to})`);
+      assert.ok(attempts.some((a) => a.member === from) && attempts.some((a) => a.member === to));
+    }
+    await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
+  });
+
+  it("the primary refuses new connections (smart shutdown) until Patroni starts it again: psql clients that came meanwhile are served, their startups replayed after the server's 'N'", async () => {
+    // Deterministic replays: each startup through the router meets "the database system is
+    // shutting down" (57P03) after its SSLRequest was answered 'N', and is replayed until a
+    // primary takes it. A replay sending the startup before the server's 'N' would get
+    // "received unencrypted data after SSL request".
+    const leader = (await c.leader())!;
+    const node = c.node(leader);
+    const creds = node.pg();
+    // Spare connections opened to this leader when it was routed would serve: their server
+    // processes started before the shutdown. They close SPARE_TTL_MS after the routing.
+    await sleep(SPARE_TTL_MS + 500);
+    const refusedBefore = await r.metric("router_upstream_retries_total", { reason: "startup_refused" });
+    const keeper = clientVia(c, node.pgPort);
+    keeper.on("error", () => undefined);
+    await keeper.connect(); // an open session keeps a smart shutdown from completing
+    process.kill(node.postmasterPid()!, "SIGTERM"); // smart shutdown
+    await waitFor(
+      "the primary to refuse new connections",
+      async () => /shutting down/.test((await psqlVia(c, creds.port, "SELECT 1")).stderr),
+      { timeoutMs: 10_000 },
+    );
+    const clients = [0, 1, 2].map(() => psqlVia(c, r.port, "SELECT inet_server_port(), pg_is_in_recovery()"));
+    await waitFor(
+      "the router to replay their startups",
+      async () =>
+        (await r.metric("router_upstream_retries_total", { reason: "startup_refused" })) >= refusedBefore + 3,
+      { timeoutMs: 20_000 },
+    );
+    await sleep(1000); // a few more replays each
+    // End every other session (Patroni's own included): the shutdown completes and Patroni,
+    // still holding the leader lock, starts PostgreSQL again.
+    await keeper.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    );
+    await keeper.end();
+    const results = await Promise.all(clients);
+    for (const res of results) {
+      assert.doesNotMatch(res.stderr, SSL_EXCHANGE_ERRORS);
+      assert.equal(res.code, 0, `psql through the router: ${res.stderr}`);
+      const [port, standby] = res.stdout.trim().split("|");
+      assert.ok(
+        c.nodes.some((n) => n.pgPort === Number(port)),
+        `served by a member (${res.stdout})`,
+      );
+      assert.equal(standby, "f", "served by a primary");
+    }
+    await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
+  });
+
   it("Patroni dies but its PostgreSQL keeps running: the router fences that primary and follows the new leader", async () => {
     const old = (await c.leader())!;
     const node = c.node(old);
@@ -297,6 +421,45 @@ describe("router: failover behaviour", () => {
     // Put the old member back as a replica.
     await node.kill9();
     node.start();
+    await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
+  });
+
+  it("kill -9 of the primary with psql clients writing: every connection opened after the kill is served", async () => {
+    const victim = (await c.leader())!;
+    const writers = [psqlWriter(), psqlWriter()];
+    const results: Attempt[][] = [];
+    let killedAt = 0;
+    try {
+      await sleep(500);
+      killedAt = Date.now();
+      await c.kill9(victim);
+      await waitFor(
+        "psql writes through the router on a new primary",
+        () => writers.every((w) => w.attempts.some((a) => a.at > killedAt && a.ok && a.member !== victim)),
+        { timeoutMs: 60_000, intervalMs: 200 },
+      );
+      await sleep(500);
+    } finally {
+      for (const w of writers) results.push(await w.stop());
+    }
+    for (const [i, attempts] of results.entries()) {
+      const label = `(psql writer ${i + 1}, kill -9 of ${victim})`;
+      checkNoSslExchangeErrors(attempts, label);
+      // A connection whose server died under it mid-startup or mid-write may fail (its answer
+      // had begun: nothing can be replayed); one opened after the kill is held, then served.
+      const after = attempts.filter((a) => a.at > killedAt);
+      assert.deepEqual(
+        after.filter((a) => !a.ok),
+        [],
+        `no connection opened after the kill failed ${label}`,
+      );
+      const inFlight = attempts.filter((a) => !a.ok && a.at <= killedAt);
+      assert.ok(inFlight.length <= 1, `${inFlight.length} in flight at the kill ${label}`);
+      for (const a of inFlight) assert.match(a.error ?? "", /server closed the connection unexpectedly/);
+      assert.ok(after.some((a) => a.ok && a.member !== victim));
+    }
+    // Put the killed member back as a replica for the next test.
+    c.node(victim).start();
     await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
   });
 

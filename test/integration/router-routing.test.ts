@@ -1,14 +1,37 @@
 /**
  * The router CLI in front of a real 3-node Patroni cluster: the primary port reaches
  * the leader, the replica port the replicas, the wire protocol passes through
- * (SSLRequest, CancelRequest), bad clients are closed and counted, and the admin
- * endpoints tell what is routed where.
+ * (SSLRequest, CancelRequest, direct TLS), bad clients are closed and counted (and told
+ * what PostgreSQL would tell them), and the admin endpoints tell what is routed where.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { PatroniCluster } from "../harness/patroni.js";
 import { run, waitFor } from "../harness/proc.js";
 import { clientVia, RouterProcess, rawConnect, untilClosed, whoServes } from "../harness/router.js";
+
+/** Sends `bytes` on a new connection to `port` and returns all that comes back before the close. */
+async function exchange(port: number, bytes: Buffer): Promise<Buffer> {
+  const s = await rawConnect(port);
+  const closed = untilClosed(s, 10_000);
+  s.write(bytes);
+  return closed;
+}
+
+/** The fields of the ErrorResponse at the start of `b`, by their one-letter code. */
+function errorFields(b: Buffer): Record<string, string> {
+  assert.equal(String.fromCharCode(b[0]!), "E", `an ErrorResponse: ${b.toString("latin1")}`);
+  const out: Record<string, string> = {};
+  const end = 1 + b.readUInt32BE(1);
+  let i = 5;
+  while (i < end && b[i] !== 0) {
+    const stop = b.indexOf(0, i + 1);
+    assert.ok(stop > i && stop < end, `a NUL-terminated field: ${b.toString("latin1")}`);
+    out[String.fromCharCode(b[i]!)] = b.toString("utf8", i + 1, stop);
+    i = stop + 1;
+  }
+  return out;
+}
 
 describe("router: routing to a 3-node Patroni cluster", () => {
   let c: PatroniCluster;
@@ -94,6 +117,50 @@ describe("router: routing to a 3-node Patroni cluster", () => {
       (err: Error) => err.message,
     );
     assert.match(strict, /server does not support SSL/);
+  });
+
+  it("a startup of protocol 2.0 or 4.0 gets the error PostgreSQL itself sends", async () => {
+    const v2 = Buffer.alloc(296); // protocol 2's fixed-size startup packet
+    v2.writeUInt32BE(296, 0);
+    v2.writeUInt32BE(0x20000, 4);
+    v2.write("postgres", 8 + 64, "latin1");
+    // 2.0: in protocol 2's format, which a client of that protocol reads; the same bytes.
+    const direct2 = await exchange(c.node(leader).pgPort, v2);
+    assert.equal(
+      direct2.toString("latin1"),
+      "EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0",
+    );
+    assert.deepEqual(await exchange(r.port, v2), direct2);
+    // 4.0: a v3 ErrorResponse, SQLSTATE 0A000 (PostgreSQL adds its source file and line).
+    const v4body = Buffer.from("\0\0\0\0user\0postgres\0\0", "latin1");
+    v4body.writeUInt32BE(0x40000, 0);
+    const v4 = Buffer.concat([Buffer.alloc(4), v4body]);
+    v4.writeUInt32BE(v4.length, 0);
+    const direct4 = errorFields(await exchange(c.node(leader).pgPort, v4));
+    const routed4 = errorFields(await exchange(r.port, v4));
+    assert.equal(direct4.C, "0A000");
+    assert.deepEqual(
+      [routed4.S, routed4.V, routed4.C, routed4.M],
+      [direct4.S, direct4.V, direct4.C, direct4.M],
+    );
+    assert.equal(routed4.M, "unsupported frontend protocol 4.0: server supports 3.0 to 3.0");
+  });
+
+  it("direct TLS: a first TLS record (0x16) is forwarded to PostgreSQL, which answers it as it does directly", async () => {
+    // PostgreSQL 15 has no direct TLS: it reads the record header as a startup length, logs
+    // "invalid length of startup packet" and closes. Through the router it must see the same bytes.
+    const body = Buffer.from(Array.from({ length: 200 }, (_, i) => i & 0xff));
+    const hello = Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, body.length]), body]);
+    const node = c.node(leader);
+    const logged = () => node.tail(1_000_000).split("invalid length of startup packet").length - 1;
+    const badBefore = await r.metric("router_clients_closed_total", { outcome: "bad_startup" });
+    const direct = await exchange(node.pgPort, hello);
+    await waitFor("PostgreSQL to log the direct attempt", () => logged() >= 1);
+    const before = logged();
+    const routed = await exchange(r.port, hello);
+    assert.deepEqual(routed, direct, "the same answer (none) through the router");
+    await waitFor("PostgreSQL to log the routed attempt too", () => logged() === before + 1);
+    assert.equal(await r.metric("router_clients_closed_total", { outcome: "bad_startup" }), badBefore);
   });
 
   it("a CancelRequest reaches the server that owns the session", async () => {
