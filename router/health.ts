@@ -174,6 +174,7 @@ export class HealthChecker {
     let lsn: number | null = null;
     let role: string | null = null;
     let state: string | null = null;
+    let failsafe = false;
     try {
       const res = await this.pool(url.origin).request({
         path: url.pathname + url.search,
@@ -188,6 +189,7 @@ export class HealthChecker {
         lsn = parsed.lsn;
         role = parsed.role;
         state = parsed.state;
+        failsafe = parsed.failsafe;
       } else await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
     } catch (err) {
       this.log.debug({ err, member: p.name, check: kind }, "REST check failed");
@@ -204,14 +206,14 @@ export class HealthChecker {
       { member: p.name, check: kind, status, role, state, ms: Math.round(seconds * 1e4) / 10 },
       "REST check",
     );
-    this.record(p, kind, status, { lsn, role, state });
+    this.record(p, kind, status, { lsn, role, state, failsafe });
   }
 
   private record(
     p: CheckPlan,
     kind: CheckKind,
     status: number | null,
-    body: { lsn: number | null; role: string | null; state: string | null },
+    body: { lsn: number | null; role: string | null; state: string | null; failsafe: boolean },
   ): void {
     const planned = this.plan.find((x) => x.name === p.name);
     if (planned === undefined || planned.apiUrl !== p.apiUrl) return; // plan changed meanwhile
@@ -244,16 +246,22 @@ export class HealthChecker {
 export function statusBody(
   body: string,
   kind: CheckKind,
-): { lsn: number | null; role: string | null; state: string | null } {
+): { lsn: number | null; role: string | null; state: string | null; failsafe: boolean } {
   try {
-    const d = JSON.parse(body) as { xlog?: Record<string, unknown>; role?: unknown; state?: unknown };
+    const d = JSON.parse(body) as {
+      xlog?: Record<string, unknown>;
+      role?: unknown;
+      state?: unknown;
+      failsafe_mode_is_active?: unknown;
+    };
     const v = d.xlog?.[kind === "primary" ? "location" : "replayed_location"];
     return {
       lsn: typeof v === "number" && Number.isFinite(v) ? v : null,
       role: typeof d.role === "string" ? d.role : null,
       state: typeof d.state === "string" ? d.state : null,
+      failsafe: d.failsafe_mode_is_active === true,
     };
   } catch {
-    return { lsn: null, role: null, state: null };
+    return { lsn: null, role: null, state: null, failsafe: false };
   }
 }

@@ -204,6 +204,17 @@ export class ClusterRoute {
       if (wantReplicas && (mode === "rest" || m.name !== this.view.leader)) checks.push("replica");
       if (checks.length > 0) plan.push({ name: m.name, apiUrl: m.apiUrl, checks });
     }
+    // Patroni's failsafe mode: the routed primary may lose etcd, and with it its leader key and
+    // member record, and stay primary; keep checking it at the address it had.
+    const routedTarget = this.primaryBackend?.target ?? null;
+    if (
+      mode === "both" &&
+      routedTarget?.apiUrl &&
+      this.view.config?.["failsafe_mode"] === true &&
+      !plan.some((p) => p.name === routedTarget.name)
+    ) {
+      plan.push({ name: routedTarget.name, apiUrl: routedTarget.apiUrl, checks: ["primary"] });
+    }
     return plan;
   }
 

@@ -40,6 +40,11 @@ export interface Probe {
   readonly role?: string | null;
   /** Patroni's `state` in the body (`running`, `stopping`, ...). */
   readonly state?: string | null;
+  /**
+   * `failsafe_mode_is_active` in the body: a primary that lost etcd and stays primary because
+   * every member it knows confirmed it over REST (Patroni's failsafe mode).
+   */
+  readonly failsafe?: boolean;
 }
 
 export interface MemberHealth {
@@ -208,6 +213,43 @@ function restOnly(view: ClusterView, health: Health, ctx: PrimaryContext, now: n
   return none("no member answers /primary");
 }
 
+/**
+ * Patroni's failsafe mode: a primary that can no longer reach etcd keeps its role while
+ * every member it knows answers its REST pings, and its leader key expires meanwhile. With
+ * failsafe mode on in the cluster's config and no leader key, the one member that answers
+ * /primary 200 as a running primary and says failsafe is active is routed; anything else
+ * (none, or several) routes none.
+ */
+function failsafePrimary(
+  view: ClusterView,
+  health: Health,
+  previous: Target | null,
+  now: number,
+): PrimaryDecision | null {
+  if (view.config?.["failsafe_mode"] !== true) return null;
+  const inFailsafe = (name: string, apiUrl: string | null) =>
+    primaryVerdict(health.get(name)?.primary, apiUrl, now) === "ok" &&
+    health.get(name)?.primary?.failsafe === true;
+  const candidates: Target[] = view.members
+    .filter((m): m is ValidMember => m.valid && inFailsafe(m.name, m.apiUrl))
+    .map(targetOf);
+  // Its member record shares the lease of its leader key: the primary routed until now may be
+  // known only from before (route.ts keeps checking it).
+  if (
+    previous !== null &&
+    !candidates.some((c) => c.name === previous.name) &&
+    inFailsafe(previous.name, previous.apiUrl)
+  ) {
+    candidates.push(previous);
+  }
+  if (candidates.length !== 1) return null;
+  const only = candidates[0]!;
+  return route(
+    only,
+    `no leader key; ${only.name} stays primary in Patroni's failsafe mode (every member confirmed it over REST)`,
+  );
+}
+
 /** Where new clients of the primary port go now, and why. */
 export function selectPrimary(
   view: ClusterView,
@@ -218,7 +260,13 @@ export function selectPrimary(
   if (ctx.mode === "rest") return restOnly(view, health, ctx, now);
 
   const m = dcsPrimary(view, ctx.mode === "both");
-  if (typeof m === "string") return none(m);
+  if (typeof m === "string") {
+    if (ctx.mode === "both" && view.leader === null) {
+      const failsafe = failsafePrimary(view, health, ctx.previous, now);
+      if (failsafe !== null) return failsafe;
+    }
+    return none(m);
+  }
   const target = targetOf(m);
   const stale = ctx.dcs.disconnectedSince === null ? 0 : now - ctx.dcs.disconnectedSince;
 

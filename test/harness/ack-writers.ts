@@ -15,8 +15,8 @@
  * test of asynchronous replication can assert a documented bound on what may
  * be lost instead of "nothing".
  */
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import pg from "pg";
-import { run } from "./proc.js";
 
 export interface PgTarget {
   readonly host: string;
@@ -26,8 +26,8 @@ export interface PgTarget {
   readonly database?: string;
 }
 
-export type WriterKind = "psql per-write" | "pg per-write" | "pg kept";
-export const WRITER_KINDS: readonly WriterKind[] = ["psql per-write", "pg per-write", "pg kept"];
+export type WriterKind = "psql per-write" | "psql kept" | "pg per-write" | "pg kept";
+export const WRITER_KINDS: readonly WriterKind[] = ["psql per-write", "psql kept", "pg per-write", "pg kept"];
 
 export const ACKED_TABLE_SQL =
   "CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY, writer text NOT NULL, lsn pg_lsn, at timestamptz NOT NULL DEFAULT clock_timestamp())";
@@ -51,8 +51,114 @@ export interface Failure {
 const INSERT = (id: number, writer: string) =>
   `INSERT INTO acked (id, writer, lsn) VALUES (${id}, '${writer}', pg_current_wal_insert_lsn()) RETURNING lsn`;
 
-function conninfo(t: PgTarget): string {
-  return `host=${t.host} port=${t.port} user=${t.user} dbname=${t.database ?? "postgres"} connect_timeout=10`;
+function conninfo(t: PgTarget, timeoutMs = 40_000): string {
+  return `host=${t.host} port=${t.port} user=${t.user} dbname=${t.database ?? "postgres"} connect_timeout=${Math.ceil(timeoutMs / 1000)}`;
+}
+
+function psqlEnv(t: PgTarget): NodeJS.ProcessEnv {
+  // libpq's default sslmode=prefer: an SSLRequest first, as every libpq client sends it.
+  return { ...process.env, PGPASSWORD: t.password, PGSSLMODE: "prefer", PGAPPNAME: "ack-writer" };
+}
+
+/** psql's own error: "connection to server … failed" is a failed new connection, the rest a session's. */
+function psqlError(stderr: string): Error {
+  const text =
+    stderr
+      .trim()
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .join(" / ") || "psql failed";
+  const phase: Failure["phase"] = /connection to server .* failed|could not connect/i.test(stderr)
+    ? "connect"
+    : "session";
+  return Object.assign(new Error(text), { phase });
+}
+
+/** One `psql -c`: a new connection for one statement. */
+function runPsql(t: PgTarget, sql: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn("psql", ["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql, conninfo(t, timeoutMs)], {
+      env: psqlEnv(t),
+    });
+    let out = "";
+    let err = "";
+    const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs + 5_000);
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    p.on("close", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(psqlError(err || `psql exited with ${code}`));
+    });
+  });
+}
+
+/**
+ * One psql process fed statements on its standard input, as a script or a session keeps
+ * one connection. psql that is not interactive exits when it loses its connection; the
+ * writer then starts a new one (its reconnect).
+ */
+class PsqlSession {
+  private readonly p: ChildProcessWithoutNullStreams;
+  private out = "";
+  private err = "";
+  private exited = false;
+  private wake: (() => void) | null = null;
+  /** No statement has been answered yet: a failure now is a failed connection. */
+  private fresh = true;
+
+  constructor(
+    t: PgTarget,
+    private readonly timeoutMs: number,
+  ) {
+    this.p = spawn("psql", ["-X", "-qAt", "-v", "ON_ERROR_STOP=0", conninfo(t, timeoutMs)], {
+      env: psqlEnv(t),
+    });
+    this.p.stdout.on("data", (d: Buffer) => {
+      this.out += d.toString();
+      this.wake?.();
+    });
+    this.p.stderr.on("data", (d: Buffer) => {
+      this.err += d.toString();
+      this.wake?.();
+    });
+    this.p.on("close", () => {
+      this.exited = true;
+      this.wake?.();
+    });
+    this.p.stdin.on("error", () => undefined);
+  }
+
+  async insert(id: number, sql: string): Promise<string> {
+    const done = `done:${id}`;
+    this.out = "";
+    this.err = "";
+    this.p.stdin.write(`${sql};\n\\echo ${done}\n`);
+    const deadline = Date.now() + this.timeoutMs;
+    while (!this.out.includes(done)) {
+      if (this.exited) throw this.failure();
+      if (Date.now() > deadline)
+        throw Object.assign(new Error("psql did not answer in time"), { phase: "session" });
+      await new Promise<void>((r) => {
+        this.wake = r;
+        setTimeout(r, 200);
+      });
+    }
+    const line = this.out.split("\n").find((l) => /^\d+\/[0-9A-F]+$/i.test(l.trim()));
+    if (line === undefined) throw this.failure();
+    this.fresh = false;
+    return line.trim();
+  }
+
+  private failure(): Error {
+    const e = psqlError(this.err || "psql exited");
+    if (!this.fresh) (e as Error & { phase: Failure["phase"] }).phase = "session";
+    return e;
+  }
+
+  close(): void {
+    if (!this.exited) this.p.kill("SIGKILL");
+  }
 }
 
 /** Connection errors that libpq and node-postgres report before a session exists. */
@@ -65,7 +171,10 @@ export class AckWriter {
   private stopping = false;
   private loop: Promise<void> | null = null;
   private client: pg.Client | null = null;
+  private psql: PsqlSession | null = null;
   private next: number;
+  /** How long a client waits to connect and for an answer: longer than the router holds clients. */
+  timeoutMs = 40_000;
 
   /** `idBase` keeps each writer's ids apart (writer k uses idBase + 1, 2, …). */
   constructor(
@@ -88,6 +197,8 @@ export class AckWriter {
     await this.loop;
     await this.client?.end().catch(() => undefined);
     this.client = null;
+    this.psql?.close();
+    this.psql = null;
   }
 
   /** One write, outside the loop: resolves when acknowledged, throws otherwise. */
@@ -132,19 +243,22 @@ export class AckWriter {
   private async insert(id: number): Promise<string> {
     const t = this.target();
     switch (this.kind) {
+      case "psql kept": {
+        this.psql ??= new PsqlSession(t, this.timeoutMs);
+        try {
+          return await this.psql.insert(id, INSERT(id, this.name));
+        } catch (err) {
+          this.psql.close();
+          this.psql = null;
+          throw err;
+        }
+      }
       case "psql per-write": {
-        const r = await run(
-          "psql",
-          ["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", INSERT(id, this.name), conninfo(t)],
-          {
-            env: { ...process.env, PGPASSWORD: t.password, PGSSLMODE: "prefer" },
-            timeoutMs: 60_000,
-          },
-        );
-        return r.stdout.trim();
+        const r = await runPsql(t, INSERT(id, this.name), this.timeoutMs);
+        return r.trim();
       }
       case "pg per-write": {
-        const c = new pg.Client({ ...pgConfig(t), connectionTimeoutMillis: 10_000 });
+        const c = new pg.Client({ ...pgConfig(t), connectionTimeoutMillis: this.timeoutMs });
         c.on("error", () => undefined);
         try {
           await c.connect();
@@ -159,7 +273,11 @@ export class AckWriter {
       }
       case "pg kept": {
         if (!this.client) {
-          const c = new pg.Client({ ...pgConfig(t), connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
+          const c = new pg.Client({
+            ...pgConfig(t),
+            connectionTimeoutMillis: this.timeoutMs,
+            query_timeout: this.timeoutMs,
+          });
           c.on("error", () => undefined);
           try {
             await c.connect();

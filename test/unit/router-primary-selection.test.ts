@@ -73,7 +73,67 @@ interface Case {
 
 const PG1_OK = { pg1: { primary: probe(5001, 200) } };
 
+const FAILSAFE_ON = { key: "config", value: JSON.stringify({ ttl: 10, failsafe_mode: true }) };
+const FAILSAFE_OFF = { key: "config", value: JSON.stringify({ ttl: 10, failsafe_mode: false }) };
+const inFailsafe = (port: number): Probe => ({
+  ...probe(port, 200),
+  role: "master",
+  state: "running",
+  failsafe: true,
+});
+
 const cases: Case[] = [
+  {
+    name: "failsafe mode: no leader key and no member record, the routed primary says failsafe is active: keep routing it",
+    view: view(FAILSAFE_ON, PG2, PG3),
+    health: health({ pg1: { primary: inFailsafe(5001) } }),
+    previous: t("pg1", 5001),
+    want: "route",
+    target: "pg1",
+    reason: /failsafe mode/,
+  },
+  {
+    name: "failsafe mode: the leader key gone but its record still there, failsafe active: route it",
+    view: view(FAILSAFE_ON, PG1, PG2),
+    health: health({ pg1: { primary: inFailsafe(5001) } }),
+    want: "route",
+    target: "pg1",
+  },
+  {
+    name: "failsafe mode off in the cluster's config: no leader key is none",
+    view: view(FAILSAFE_OFF, PG2, PG3),
+    health: health({ pg1: { primary: inFailsafe(5001) } }),
+    previous: t("pg1", 5001),
+    want: "none",
+    reason: /no leader key/,
+  },
+  {
+    name: "failsafe mode: the old primary answers /primary 200 but failsafe is not active: none",
+    view: view(FAILSAFE_ON, PG2, PG3),
+    health: health({ pg1: { primary: { ...inFailsafe(5001), failsafe: false } } }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
+    name: "failsafe mode: the old primary's answer is stale: none",
+    view: view(FAILSAFE_ON, PG2, PG3),
+    health: health({ pg1: { primary: { ...inFailsafe(5001), at: NOW - 10_000 } } }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
+    name: "failsafe mode: two members say they are failsafe primaries: none",
+    view: view(FAILSAFE_ON, PG1, PG2),
+    health: health({ pg1: { primary: inFailsafe(5001) }, pg2: { primary: inFailsafe(5002) } }),
+    want: "none",
+  },
+  {
+    name: "failsafe mode with a leader key: the key decides as always",
+    view: view(FAILSAFE_ON, { key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "master")),
+    health: health({ pg1: { primary: inFailsafe(5001) }, pg2: { primary: probe(5002, 200) } }),
+    want: "route",
+    target: "pg2",
+  },
   {
     name: "leader key, role primary, running, /primary 200: route",
     view: view({ key: "leader", value: "pg1" }, PG1, PG2),

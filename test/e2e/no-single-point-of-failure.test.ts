@@ -1,0 +1,270 @@
+/**
+ * Lose any one part of the compose stack, and clients see a pause, never an error.
+ * Four writers go through the router the whole time: psql (libpq, sslmode=prefer) and
+ * node-postgres, each both opening a new connection per write and keeping one that it
+ * replaces after an error. For each fault:
+ *
+ *  - the leader's container stopped (a planned stop) and SIGKILLed;
+ *  - one etcd member SIGKILLed (the raft leader); every etcd member stopped for 40 s;
+ *  - the leader cut off from every etcd member for 45 s (iptables in its namespace);
+ *  - a router worker SIGKILLed; the registrator SIGKILLed;
+ *
+ * it asserts that no acknowledged write is lost and that no new connection fails (a
+ * session already open may end when its server or router worker goes, and its writer
+ * reconnects), and prints how long writes stopped. Patroni runs with ttl 10 s here.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import {
+  ACKED_TABLE_SQL,
+  type AckWriter,
+  missing,
+  pgConfig,
+  startWriters,
+  summary,
+} from "../harness/ack-writers.js";
+import { ComposeStack, ETCD_MEMBERS } from "../harness/compose.js";
+import { docker, ensureImages } from "../harness/docker.js";
+import { run, waitFor } from "../harness/proc.js";
+
+let stack: ComposeStack;
+const results: string[] = [];
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function containerPid(container: string): Promise<number> {
+  return Number(await docker(["inspect", "-f", "{{.State.Pid}}", container]));
+}
+
+async function ipOf(container: string): Promise<string> {
+  return docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container]);
+}
+
+/** The etcd member that leads the raft group now. */
+async function etcdLeader(): Promise<string> {
+  const endpoints = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(",");
+  for (const m of ETCD_MEMBERS) {
+    try {
+      const out = await docker([
+        "exec",
+        await stack.container(m),
+        "etcdctl",
+        `--endpoints=${endpoints}`,
+        "endpoint",
+        "status",
+        "-w",
+        "json",
+      ]);
+      const rows = JSON.parse(out) as {
+        Endpoint: string;
+        Status: { header: { member_id: number }; leader: number };
+      }[];
+      const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
+      const name = /http:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
+      if (name) return name;
+    } catch {}
+  }
+  throw new Error("no etcd member leads");
+}
+
+/**
+ * Writers run through the fault: `inject` plays it, `recovered` waits until the cluster
+ * serves again. Asserts nothing acknowledged is lost and no new connection failed.
+ */
+async function underFault(
+  name: string,
+  inject: () => Promise<void>,
+  recovered: () => Promise<void>,
+  opts: { sessionsMayEnd: boolean },
+): Promise<void> {
+  await stack.waitReady({ timeoutMs: 180_000 });
+  const writers = startWriters(() => stack.pg(), `spof-${name.replace(/\W+/g, "-")}`);
+  let t0 = 0;
+  try {
+    await sleep(3000);
+    t0 = Date.now();
+    await inject();
+    await recovered();
+    await sleep(4000);
+  } finally {
+    await Promise.all(writers.map((w) => w.stop()));
+  }
+  const leader = (await stack.leader())!;
+  const lost = await missing({ ...stack.pg(), host: await stack.ipOf(leader), port: 5432 }, writers);
+  const stopped = Math.max(...writers.map((w) => w.longestGapMs(t0 - 1000)));
+  const failedNew = writers.flatMap((w) =>
+    w.failures.filter((f) => f.phase === "connect").map((f) => `${w.kind}: ${f.error}`),
+  );
+  const endedSessions = writers.flatMap((w: AckWriter) => w.failures.filter((f) => f.phase === "session"));
+  const line = `${name}: writes stopped ${(stopped / 1000).toFixed(1)} s; ${failedNew.length} failed new connections; ${endedSessions.length} sessions ended; ${lost.length} acknowledged writes lost`;
+  results.push(line);
+  console.log(`fault: ${line}\n  ${summary(writers, t0)}`);
+  assert.deepEqual(lost, [], `${name}: acknowledged writes lost`);
+  assert.deepEqual(failedNew, [], `${name}: no new connection fails`);
+  if (!opts.sessionsMayEnd) {
+    assert.deepEqual(
+      endedSessions.map((f) => f.error),
+      [],
+      `${name}: no session ends`,
+    );
+  }
+  for (const w of writers)
+    assert.ok(
+      w.acks.some((a) => a.at > t0),
+      `${name}: ${w.kind} wrote after the fault`,
+    );
+}
+
+describe("no single point of failure: the compose stack under faults", { timeout: 30 * 60_000 }, () => {
+  before(async () => {
+    await ensureImages(["agent", "etcd", "registrator", "router"]);
+    stack = await ComposeStack.up("spof", {
+      cli: "v2",
+      env: { PATRONI_TTL: "10", PATRONI_LOOP_WAIT: "2", PATRONI_RETRY_TIMEOUT: "4", SWITCHOVER_TIMEOUT: "5" },
+    });
+    await stack.waitReady();
+    const c = new pg.Client(pgConfig(stack.pg()));
+    await c.connect();
+    await c.query(ACKED_TABLE_SQL);
+    await c.end();
+  });
+
+  after(async () => {
+    console.log(`fault summary:\n${results.map((r) => `  ${r}`).join("\n")}`);
+    await stack?.destroy();
+  });
+
+  it("the leader's container stopped", async () => {
+    const leader = (await stack.leader())!;
+    const container = `${stack.project}-${leader}`;
+    await underFault(
+      "leader stopped",
+      () => docker(["stop", "-t", "60", container], { timeoutMs: 90_000 }).then(() => undefined),
+      async () => {
+        await waitFor(
+          "a new leader",
+          async () => ((await stack.leader().catch(() => null)) ?? leader) !== leader,
+          {
+            timeoutMs: 60_000,
+          },
+        );
+        await docker(["start", container]);
+      },
+      { sessionsMayEnd: true },
+    );
+  });
+
+  it("the leader's container SIGKILLed", async () => {
+    const leader = (await stack.leader())!;
+    const container = `${stack.project}-${leader}`;
+    await underFault(
+      "leader SIGKILLed",
+      () => docker(["kill", container]).then(() => undefined),
+      async () => {
+        await waitFor(
+          "a new leader",
+          async () => ((await stack.leader().catch(() => null)) ?? leader) !== leader,
+          {
+            timeoutMs: 90_000,
+          },
+        );
+        await docker(["start", container]);
+      },
+      { sessionsMayEnd: true },
+    );
+  });
+
+  it("one etcd member SIGKILLed (the raft leader)", async () => {
+    const member = await etcdLeader();
+    const container = await stack.container(member);
+    await underFault(
+      `etcd member ${member} SIGKILLed`,
+      () => docker(["kill", container]).then(() => undefined),
+      async () => {
+        await sleep(5000);
+        await docker(["start", container]);
+      },
+      { sessionsMayEnd: false },
+    );
+  });
+
+  it("every etcd member stopped for 40 s", async () => {
+    const containers = await Promise.all(ETCD_MEMBERS.map((m) => stack.container(m)));
+    await underFault(
+      "every etcd member stopped for 40 s",
+      () => docker(["stop", "-t", "5", ...containers]).then(() => undefined),
+      async () => {
+        await sleep(40_000);
+        await docker(["start", ...containers]);
+      },
+      { sessionsMayEnd: false },
+    );
+  });
+
+  it("the leader cut off from every etcd member for 45 s", async () => {
+    const leader = (await stack.leader())!;
+    const pid = await containerPid(`${stack.project}-${leader}`);
+    const etcdIps = await Promise.all(ETCD_MEMBERS.map(async (m) => ipOf(await stack.container(m))));
+    const iptables = (args: string[]) => run("nsenter", ["-t", String(pid), "-n", "iptables", ...args]);
+    await underFault(
+      "the leader cut off from etcd for 45 s",
+      async () => {
+        for (const ip of etcdIps) {
+          await iptables(["-I", "OUTPUT", "-d", ip, "-j", "DROP"]);
+          await iptables(["-I", "INPUT", "-s", ip, "-j", "DROP"]);
+        }
+      },
+      async () => {
+        await sleep(45_000);
+        for (const ip of etcdIps) {
+          await iptables(["-D", "OUTPUT", "-d", ip, "-j", "DROP"]);
+          await iptables(["-D", "INPUT", "-s", ip, "-j", "DROP"]);
+        }
+      },
+      { sessionsMayEnd: false },
+    );
+  });
+
+  it("a router worker SIGKILLed", async () => {
+    const router = await stack.container("router");
+    const view = (await (await fetch(`${stack.adminUrl}/routes`)).json()) as { workers: { pid: number }[] };
+    const victim = view.workers[0]!.pid;
+    await underFault(
+      "a router worker SIGKILLed",
+      () => docker(["exec", router, "kill", "-9", String(victim)]).then(() => undefined),
+      () =>
+        waitFor(
+          "the supervisor's new worker",
+          async () => {
+            const v = (await (await fetch(`${stack.adminUrl}/routes`)).json()) as {
+              workers: { pid: number }[];
+            };
+            return v.workers.length === 2 && !v.workers.some((w) => w.pid === victim);
+          },
+          { timeoutMs: 30_000 },
+        ).then(() => undefined),
+      { sessionsMayEnd: true },
+    );
+  });
+
+  it("the registrator SIGKILLed", async () => {
+    const registrator = await stack.container("registrator");
+    const pid = await containerPid(registrator);
+    await underFault(
+      "the registrator SIGKILLed",
+      async () => {
+        process.kill(pid, "SIGKILL");
+      },
+      () =>
+        waitFor(
+          "Docker to restart the registrator",
+          async () =>
+            (await docker(["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", registrator])) !==
+            "true 0",
+          { timeoutMs: 30_000 },
+        ).then(() => undefined),
+      { sessionsMayEnd: false },
+    );
+  });
+});
