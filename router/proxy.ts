@@ -87,10 +87,15 @@ export class ProxyListener implements ConnHost {
   async start(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", reject);
-      this.server.listen({ port: this.listen.port, host: this.listen.host, backlog: 4096 }, () => {
-        this.server.off("error", reject);
-        resolve();
-      });
+      // reusePort (Node 22.12+; ignored before): a new router can bind the same port beside
+      // this one while it drains (the compose stack's rolling update, README "Updates").
+      this.server.listen(
+        { port: this.listen.port, host: this.listen.host, backlog: 4096, reusePort: true },
+        () => {
+          this.server.off("error", reject);
+          resolve();
+        },
+      );
     });
     this.bound = this.server.address() as AddressInfo;
     this.log.info({ address: this.bound.address, port: this.bound.port }, "listening");

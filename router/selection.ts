@@ -242,12 +242,26 @@ function failsafePrimary(
   ) {
     candidates.push(previous);
   }
-  if (candidates.length !== 1) return null;
-  const only = candidates[0]!;
-  return route(
-    only,
-    `no leader key; ${only.name} stays primary in Patroni's failsafe mode (every member confirmed it over REST)`,
-  );
+  if (candidates.length === 1) {
+    const only = candidates[0]!;
+    return route(
+      only,
+      `no leader key; ${only.name} stays primary in Patroni's failsafe mode (every member confirmed it over REST)`,
+    );
+  }
+  // The routed primary's key just expired and its last answer predates failsafe mode (or was
+  // ambiguous): hold new clients, keep its sessions, and ask it again rather than fence it.
+  if (candidates.length === 0 && previous !== null) {
+    const verdict = primaryVerdict(health.get(previous.name)?.primary, previous.apiUrl, now);
+    const failures = health.get(previous.name)?.primary?.failures ?? 0;
+    if ((verdict === "ok" || verdict === "unknown") && failures < REST_FALL) {
+      return pause(
+        previous,
+        `no leader key; asking ${previous.name} whether Patroni's failsafe mode keeps it primary`,
+      );
+    }
+  }
+  return null;
 }
 
 /** Where new clients of the primary port go now, and why. */

@@ -87,6 +87,7 @@ export class RouterSupervisor {
       readiness: () => this.readiness(),
       routes: { "/routes": () => this.routes() },
       log,
+      reusePort: true,
     });
   }
 

@@ -104,9 +104,12 @@ fi
 # A host port something else already listens on (a local PostgreSQL on 5432, say) fails late
 # and obscurely inside compose; say so now. Our own running router holds them legitimately.
 port_in_use() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
+# The ports belong to router-ports (the router's holder) once the stack runs.
+ports_held=$(docker ps -q --filter "label=com.docker.compose.project=$project" \
+  --filter "label=com.docker.compose.service=router-ports" 2>/dev/null || true)
 router_running=$(docker ps -q --filter "label=com.docker.compose.project=$project" \
   --filter "label=com.docker.compose.service=router" 2>/dev/null || true)
-if [ -z "$router_running" ]; then
+if [ -z "$ports_held" ] && [ -z "$router_running" ]; then
   for p in "PGHA_PORT=$port" "PGHA_REPLICA_PORT=$replica_port" "PGHA_ADMIN_PORT=$admin_port"; do
     if port_in_use "${p#*=}"; then
       say "port ${p#*=} on $host is already in use; choose another with ${p%%=*}=<port> (in $env_file or the environment)"
@@ -117,8 +120,15 @@ fi
 
 profile=()
 [ "$monitoring" = 1 ] && profile=(--profile monitoring)
-say "starting project $project (cluster $scope)"
-compose "${profile[@]}" up -d --no-build >&2
+if [ -n "$ports_held" ]; then
+  # Already up: apply changes one part at a time (scripts/stack-roll.sh), not all at once.
+  roll=()
+  [ "$monitoring" = 1 ] && roll=(--monitoring)
+  PGHA_ENV_FILE="$env_file" scripts/stack-roll.sh "${roll[@]}"
+else
+  say "starting project $project (cluster $scope)"
+  compose "${profile[@]}" up -d --no-build >&2
+fi
 
 say "waiting up to ${wait_s}s for the router to route to a primary (http://$host:$admin_port/readyz)"
 deadline=$(($(date +%s) + wait_s))

@@ -27,6 +27,8 @@ export interface AdminOptions {
   readonly readiness: () => Readiness | Promise<Readiness>;
   readonly routes?: Readonly<Record<string, JsonRoute>>;
   readonly log: Logger;
+  /** Share the port with another process (SO_REUSEPORT; Node 22.12+): the router's rolling update. */
+  readonly reusePort?: boolean;
 }
 
 /**
@@ -68,7 +70,12 @@ export class AdminServer {
   async start(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", reject);
-      this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+      const o = {
+        port: this.opts.listen.port,
+        host: this.opts.listen.host,
+        reusePort: this.opts.reusePort === true,
+      };
+      this.server.listen(o, () => {
         this.server.off("error", reject);
         resolve();
       });

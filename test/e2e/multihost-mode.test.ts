@@ -38,7 +38,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
       overrides: ["docker-compose.multihost.yml"],
       env,
       // Host A, as documented: its etcd member, its registrator, a router and pg1.
-      services: ["etcd1", "registrator", "router", "pg1"],
+      services: ["etcd1", "registrator", "router-ports", "router", "pg1"],
       noDeps: true,
       // The original system's hosts ran the classic docker-compose.
       cli: "v1",
