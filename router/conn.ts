@@ -72,6 +72,12 @@ export class Conn {
 
   private attempts = 0;
   private timer: NodeJS.Timeout | null = null;
+  /**
+   * Fixed deadlines, counted from accept, that activity does not push back: the client's
+   * first packets within --startup-timeout, and a refused client's answer within LINGER_MS.
+   * (An idle timer would let a client that trickles a byte a second keep its slot forever.)
+   */
+  private deadlineTimer: NodeJS.Timeout | null = null;
   state: "held" | "reading" | "connecting" | "open" | "waiting" | "closed" = "held";
   /** Set by the listener while the session waits in its hold queue. */
   heldSince = 0;
@@ -102,7 +108,10 @@ export class Conn {
     if (this.state === "closed") return;
     if (!this.startup.started) {
       this.state = "reading";
-      this.client.setTimeout(this.host.startupTimeoutMs);
+      if (this.deadlineTimer === null) {
+        const left = Math.max(0, this.acceptedAt + this.host.startupTimeoutMs - Date.now());
+        this.deadlineTimer = setTimeout(startupExpired, left, this);
+      }
       this.client.resume();
       return;
     }
@@ -124,7 +133,7 @@ export class Conn {
     this.finish(outcome);
     this.detachUpstream();
     this.refusing = true;
-    this.client.setTimeout(LINGER_MS);
+    this.lingerAtMost();
     this.client.resume();
     this.apply(this.startup.refuse(outcome, sqlstate, message));
   }
@@ -136,10 +145,19 @@ export class Conn {
     this.client.destroy();
   }
 
+  /** A closed session's client is kept at most LINGER_MS more, however much it sends. */
+  private lingerAtMost(): void {
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    this.client.setTimeout(0);
+    this.deadlineTimer = setTimeout(destroySocket, LINGER_MS, this.client);
+  }
+
   private finish(outcome: CloseOutcome): void {
     this.state = "closed";
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
     if (this.sessionKey !== null) this.host.forgetSession(this.sessionKey);
     this.host.closed(this, outcome);
   }
@@ -157,7 +175,7 @@ export class Conn {
     this.client.on("data", discard);
     this.client.resume();
     if (!this.client.writableEnded) this.client.end();
-    this.client.setTimeout(LINGER_MS);
+    this.lingerAtMost();
   }
 
   // --- the start-up machine's inputs and actions --------------------------------------------------
@@ -168,6 +186,8 @@ export class Conn {
     if (!this.startupRead && this.startup.complete && this.state !== "closed") {
       // After its first packets the client waits for the server: the idle timeout applies.
       this.startupRead = true;
+      if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = null;
       this.client.setTimeout(this.host.idleTimeoutMs);
     }
   }
@@ -314,7 +334,7 @@ export class Conn {
     this.up = null;
     this.backend?.detach(this);
     if (!this.client.writableEnded) this.client.end();
-    this.client.setTimeout(LINGER_MS);
+    this.lingerAtMost();
   }
 
   /** The client ended its side. */
@@ -353,6 +373,14 @@ export function connectUpstream(target: Target): net.Socket {
  * its StartupMessage. Not the hot path: one closure per refused client.
  */
 export function refuseClient(socket: net.Socket, sqlstate: string, message: string): void {
+  // Refused clients do not count against --max-connections, so they get a budget of their
+  // own: past it, a refused socket is closed at once, unread.
+  if (lingering >= MAX_LINGERING) {
+    socket.on("error", discard);
+    socket.destroy();
+    return;
+  }
+  lingering++;
   const machine = new Startup();
   let done = false;
   const act = (actions: readonly StartupAction[]): void => {
@@ -366,6 +394,12 @@ export function refuseClient(socket: net.Socket, sqlstate: string, message: stri
       }
     }
   };
+  // A fixed deadline: activity does not extend it.
+  const deadline = setTimeout(destroySocket, LINGER_MS, socket);
+  socket.once("close", () => {
+    lingering--;
+    clearTimeout(deadline);
+  });
   socket.on("error", discard);
   socket.on("data", (chunk: Buffer) => {
     if (!done) act(machine.clientData(chunk));
@@ -373,14 +407,26 @@ export function refuseClient(socket: net.Socket, sqlstate: string, message: stri
   socket.on("end", () => {
     if (!socket.writableEnded) socket.destroy();
   });
-  socket.setTimeout(LINGER_MS, () => socket.destroy());
   socket.resume();
   act(machine.refuse("rejected", sqlstate, message));
 }
 
+/** Refused sockets still open (each waits at most LINGER_MS for its answer to flush). */
+let lingering = 0;
+/** At most this many refused sockets linger at once, per process. */
+export const MAX_LINGERING = 256;
+
 // --- listeners (module functions: `this` is the socket) ------------------------------------------
 
 function discard(): void {}
+
+function destroySocket(s: net.Socket): void {
+  s.destroy();
+}
+
+function startupExpired(c: Conn): void {
+  if (c.state === "reading") c.close("startup_timeout");
+}
 
 function onClientData(this: Sock, chunk: Buffer): void {
   const c = this[kConn];

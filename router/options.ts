@@ -210,6 +210,15 @@ export const routerOptions = {
     min: 1,
     max: 1_000_000,
   }),
+  maxConnectionsPerSource: opt.int({
+    flag: "max-connections-per-source",
+    env: "ROUTER_MAX_CONNECTIONS_PER_SOURCE",
+    description:
+      "client connections from one source address, per worker; 0 (the default): no cap. One client that opens many slow connections then cannot take every slot",
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+  }),
   connectTimeout: opt.seconds({
     flag: "connect-timeout",
     env: "ROUTER_CONNECT_TIMEOUT",

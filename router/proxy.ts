@@ -16,6 +16,8 @@ import type { Target } from "./selection.js";
 export class ProxyShared {
   /** Client connections open across all listeners (held ones included). */
   open = 0;
+  /** Open client connections by source address (only while --max-connections-per-source is set). */
+  readonly bySource = new Map<string, number>();
   /** Server sessions by their cancel key, so a CancelRequest reaches the server that owns it. */
   readonly sessions = new Map<string, Target>();
 
@@ -26,9 +28,28 @@ export class ProxyShared {
       readonly startupTimeoutMs: number;
       readonly idleTimeoutMs: number;
       readonly maxConnections: number;
+      /** 0: no cap. */
+      readonly maxConnectionsPerSource: number;
     },
     readonly metrics: RouterMetrics,
   ) {}
+
+  /** Counts a client against its source's cap; false when the source is over it. */
+  admitSource(source: string): boolean {
+    const cap = this.opts.maxConnectionsPerSource;
+    if (cap === 0) return true;
+    const n = this.bySource.get(source) ?? 0;
+    if (n >= cap) return false;
+    this.bySource.set(source, n + 1);
+    return true;
+  }
+
+  releaseSource(source: string): void {
+    if (this.opts.maxConnectionsPerSource === 0) return;
+    const n = (this.bySource.get(source) ?? 1) - 1;
+    if (n <= 0) this.bySource.delete(source);
+    else this.bySource.set(source, n);
+  }
 }
 
 /** Where new clients of a listener go: `pick` chooses (and may rotate); `ready` only asks. */
@@ -133,6 +154,12 @@ export class ProxyListener implements ConnHost {
       );
       return;
     }
+    const source = socket.remoteAddress ?? "";
+    if (!shared.admitSource(source)) {
+      shared.metrics.clientsRefused.inc({ ...this.labels, reason: "max_connections_per_source" });
+      refuseClient(socket, "53300", `too many connections to the router from ${source}`);
+      return;
+    }
     shared.open++;
     shared.metrics.clientsAccepted.inc(this.labels);
     const c = new Conn(socket, this, shared.opts.holdTimeoutMs);
@@ -202,6 +229,7 @@ export class ProxyListener implements ConnHost {
     if (!this.conns.delete(c)) return;
     const m = this.shared.metrics;
     this.shared.open--;
+    this.shared.releaseSource(c.client.remoteAddress ?? "");
     m.clientsClosed.inc({ ...this.labels, outcome });
     const read = c.client.bytesRead;
     const written = c.client.bytesWritten;

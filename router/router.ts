@@ -50,6 +50,7 @@ export class Router {
         startupTimeoutMs: config.startupTimeout * 1000,
         idleTimeoutMs: config.idleTimeout * 1000,
         maxConnections: config.maxConnections,
+        maxConnectionsPerSource: config.maxConnectionsPerSource,
       },
       this.metrics,
     );

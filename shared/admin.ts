@@ -50,11 +50,17 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.end(text + "\n");
 }
 
+/** Connections the admin port serves at once; more are closed on accept. */
+export const ADMIN_MAX_CONNECTIONS = 64;
+
 export class AdminServer {
   private readonly server: Server;
   private boundAddress: AddressInfo | null = null;
 
   constructor(private readonly opts: AdminOptions) {
+    // The admin port shares the process's descriptors with whatever else it serves (the
+    // router's clients): a bounded number of connections, each closed when idle or slow.
+    // (Node 20 stops applying `timeout` to sockets when createServer gets options: none.)
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         opts.log.error({ err }, "admin request failed");
@@ -63,8 +69,10 @@ export class AdminServer {
       });
     });
     this.server.keepAliveTimeout = 5000;
-    this.server.headersTimeout = 10_000;
+    this.server.headersTimeout = 5_000;
     this.server.requestTimeout = 10_000;
+    this.server.timeout = 10_000;
+    this.server.maxConnections = ADMIN_MAX_CONNECTIONS;
   }
 
   async start(): Promise<AddressInfo> {

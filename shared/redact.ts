@@ -9,10 +9,17 @@ export const REDACTED = "[REDACTED]";
 const SECRET_KEY =
   /pass(word|wd|phrase)?$|^pgpassword$|secret|token|authorization|^auth$|api[-_]?key|private[-_]?key|credential|^cookie$|access[-_]?key|^sslkey$/i;
 
-// scheme://user:password@host  → scheme://user:[REDACTED]@host
-const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*):([^\s@/]*)@/gi;
-// key=value pairs of a libpq conninfo or env-like text: password=secret, PGPASSWORD=secret
-const KV_PASSWORD = /\b(password|pgpassword|passwd|secret|token)(\s*[=:]\s*)('[^']*'|"[^"]*"|[^\s,;&]+)/gi;
+// scheme://user:password@host  → scheme://user:[REDACTED]@host; the password may hold a '/'
+// (unencoded, as people type it), so it runs to the '@'.
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*):([^\s@]*)@/gi;
+/**
+ * key=value or key: value pairs whose key names a secret, in a conninfo, an environment entry
+ * (`PATRONI_SUPERUSER_PASSWORD=…`, `AWS_SECRET_ACCESS_KEY=…`), a config line
+ * (`repo1-cipher-pass=…`) or JSON text (`"password":"…"`): the key may carry any prefix, and
+ * it and its value may be quoted.
+ */
+const KV_SECRET =
+  /(["']?)\b([\w.-]*?(?:pass(?:word|wd|phrase)?|secret[\w.-]*|token|api[-_]?key|private[-_]?key|credentials?))\1(\s*[=:]\s*)("(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&"'}\]]+)/gi;
 // Authorization: Basic xyz / Bearer xyz
 const AUTH_HEADER = /\b(authorization\s*[:=]\s*)(basic|bearer|digest)?\s*[^\s,;]+/gi;
 
@@ -20,7 +27,10 @@ export function redactString(s: string): string {
   if (s.length === 0) return s;
   return s
     .replace(URL_CREDENTIALS, `$1:${REDACTED}@`)
-    .replace(KV_PASSWORD, `$1$2${REDACTED}`)
+    .replace(KV_SECRET, (_m, q: string, key: string, sep: string, value: string) => {
+      const quote = value.startsWith('"') ? '"' : value.startsWith("'") ? "'" : "";
+      return `${q}${key}${q}${sep}${quote}${REDACTED}${quote}`;
+    })
     .replace(
       AUTH_HEADER,
       (_m, head: string, scheme: string | undefined) => `${head}${scheme ? scheme + " " : ""}${REDACTED}`,

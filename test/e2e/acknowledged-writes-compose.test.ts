@@ -46,7 +46,14 @@ function underTest(stack: ComposeStack, synchronous: boolean): ClusterUnderTest 
     loopWait: 2,
     gracePeriod: 60,
     containerOf: (n) => `${stack.project}-${n}`,
-    runningLeader: () => stack.leader().catch(() => null),
+    // The lock holder, once its PostgreSQL runs as a primary: a replica that takes the lock for
+    // a moment and is refused by the stop fence shows as `leader` in /cluster meanwhile.
+    runningLeader: async () => {
+      const l = await stack.leader().catch(() => null);
+      if (l === null) return null;
+      const me = await stack.rest<{ role?: string }>(l, "/patroni").catch(() => null);
+      return me?.role === "master" || me?.role === "primary" ? l : null;
+    },
     hasMember: async (n) => (await stack.members().catch(() => [])).some((m) => m.name === n),
     direct: async (n) => ({ ...stack.pg(), host: await stack.ipOf(n as Agent), port: 5432 }),
     viaRouter: () => stack.pg(),

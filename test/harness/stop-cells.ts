@@ -63,8 +63,9 @@ async function withDiagnostics<T>(c: ClusterUnderTest, fn: () => Promise<T>): Pr
   try {
     return await fn();
   } catch (err) {
-    (err as Error).message += `\n${await c.diagnostics()}`;
-    throw err;
+    // A new error: the test runner prints an AssertionError's own message and diff, not one
+    // appended to afterwards.
+    throw new Error(`${(err as Error).message}\n${await c.diagnostics()}`, { cause: err });
   }
 }
 

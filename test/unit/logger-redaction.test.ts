@@ -90,3 +90,43 @@ describe("secret redaction in logs", () => {
     assert.match(line.err.stack, /TypeError: bad thing/);
   });
 });
+
+describe("redaction of the forms a review found missing", () => {
+  const table: [string, string, string][] = [
+    // name, input, what must remain (the secret must not)
+    ["an agent env entry", "PATRONI_SUPERUSER_PASSWORD=x1-secret", "PATRONI_SUPERUSER_PASSWORD=[REDACTED]"],
+    [
+      "an S3 secret key",
+      "AWS_SECRET_ACCESS_KEY=x1-secret AWS_ACCESS_KEY_ID=AKIA1",
+      "AWS_ACCESS_KEY_ID=AKIA1",
+    ],
+    ["JSON text", '{"password":"x1-secret","user":"u"}', '"user":"u"'],
+    ["pgbackrest.conf", "repo1-cipher-pass=x1-secret", "repo1-cipher-pass=[REDACTED]"],
+    [
+      "a URL password with a slash",
+      "postgres://u:pa/x1-secret@h:5432/db",
+      "postgres://u:[REDACTED]@h:5432/db",
+    ],
+    ["a quoted value with spaces", 'secret_key = "x1-secret and more"', 'secret_key = "[REDACTED]"'],
+  ];
+  for (const [name, input, kept] of table) {
+    it(name, () => {
+      const out = redactString(input);
+      assert.ok(!out.includes("x1-secret"), out);
+      assert.ok(out.includes(kept), out);
+    });
+  }
+
+  it("an environment array, as docker inspect shows it", () => {
+    const c = capture();
+    c.log.info({ Env: ["PGPASSWORD=x1-secret", "RESTAPI_PASSWORD=x1-secret", "HOME=/root"] }, "inspect");
+    assert.ok(!c.text().includes("x1-secret"), c.text());
+    assert.match(c.text(), /HOME=\/root/);
+  });
+
+  it("leaves look-alikes alone", () => {
+    for (const s of ["password_encryption=scram-sha-256", "http://127.0.0.1:8008/patroni", "key=value"]) {
+      assert.equal(redactString(s), s);
+    }
+  });
+});
