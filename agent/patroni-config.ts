@@ -5,7 +5,7 @@
  * patroni.yml, mode 0600, and Patroni reads it.
  */
 import { dirname, join } from "node:path";
-import { stringify } from "yaml";
+import { Document, isScalar, visit } from "yaml";
 import { formatHostPort } from "../shared/config.js";
 import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
@@ -204,12 +204,37 @@ export function bootstrapSql(admin: { readonly username: string; readonly passwo
   ].join("\n");
 }
 
+/**
+ * Every string value double-quoted: a password such as `=`, `<<`, `*x` or `!x` written plain
+ * is another type, an alias, a tag or a merge key to Patroni's YAML 1.1 loader (the library
+ * writes `<<` plain even when asked to quote by default, so each scalar is marked).
+ */
+function quotedYaml(config: PatroniConfig): string {
+  // Without its merge tag: the 1.1 schema takes the string `<<` for a merge key and writes it plain.
+  const doc = new Document(config, {
+    version: "1.1",
+    customTags: (tags) =>
+      tags.filter((t) => t !== "merge" && (typeof t === "string" || t.tag !== "tag:yaml.org,2002:merge")),
+  });
+  visit(doc, {
+    Pair(_key, pair) {
+      if (isScalar(pair.value) && typeof pair.value.value === "string") pair.value.type = "QUOTE_DOUBLE";
+    },
+    Seq(_key, seq) {
+      for (const item of seq.items) {
+        if (isScalar(item) && typeof item.value === "string") item.type = "QUOTE_DOUBLE";
+      }
+    },
+  });
+  return doc.toString({ lineWidth: 0 });
+}
+
 /** YAML 1.1, as Patroni's PyYAML reads it: strings such as "on" and "off" stay quoted strings. */
 export function toYaml(config: PatroniConfig): string {
   return (
     "# Rendered by the agent at every start from its environment; edit the environment, not this file.\n" +
     "# Settings under bootstrap.dcs apply when the cluster is created; change them later with\n" +
     "# `patronictl edit-config`.\n" +
-    stringify(config, { lineWidth: 0, version: "1.1" })
+    quotedYaml(config)
   );
 }

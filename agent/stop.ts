@@ -31,6 +31,11 @@ export const SHUTDOWN_RESERVE_MS = 10_000;
 /** A switchover is not started with less time than this left. */
 export const MIN_SWITCHOVER_MS = 5_000;
 const POLL_MS = 500;
+/**
+ * How long the handover fence stands before the switchover is asked for: routers see it in
+ * their watch and hold new clients, and those already in start-up on this leader finish.
+ */
+const HANDOVER_NOTICE_MS = 300;
 
 export interface StopOptions {
   readonly self: string;
@@ -153,6 +158,7 @@ export class StopSequence {
       candidate,
       since: new Date(now()).toISOString(),
     });
+    await (this.d.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms))))(HANDOVER_NOTICE_MS);
     log.info({ candidate }, "switching over before stopping");
     const t0 = now();
     try {

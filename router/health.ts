@@ -221,7 +221,16 @@ export class HealthChecker {
     const before = prev[kind];
     const failures =
       status !== null ? 0 : before !== undefined && before.apiUrl === p.apiUrl ? before.failures + 1 : 1;
-    const probe: Probe = Object.freeze({ status, failures, at: Date.now(), apiUrl: p.apiUrl, ...body });
+    const sameApi = before !== undefined && before.apiUrl === p.apiUrl;
+    const refusals = status === null || status === 200 ? 0 : (sameApi ? (before.refusals ?? 0) : 0) + 1;
+    const probe: Probe = Object.freeze({
+      status,
+      failures,
+      refusals,
+      at: Date.now(),
+      apiUrl: p.apiUrl,
+      ...body,
+    });
     const next = new Map(this.snapshot);
     next.set(p.name, Object.freeze({ ...prev, [kind]: probe }));
     this.snapshot = next;

@@ -45,6 +45,8 @@ export interface Probe {
    * every member it knows confirmed it over REST (Patroni's failsafe mode).
    */
   readonly failsafe?: boolean;
+  /** Consecutive answers other than 200 (0 after a 200 or no answer). */
+  readonly refusals?: number;
 }
 
 export interface MemberHealth {
@@ -157,6 +159,11 @@ export function pendingSwitchover(
   failoverSeenAt: number | null,
   now: number,
 ): string | null {
+  // The agent writes its handover fence before it asks Patroni to switch over, and waits a
+  // moment: clients in start-up on the leader finish before it stops (agent/stop.ts).
+  if (view.handover !== null && view.handover.member === leader) {
+    return `${leader} is stopping and hands over to ${view.handover.candidate}`;
+  }
   const f = view.failover;
   if (f === null) return null;
   if (f.leader !== null && f.leader !== leader) return null;
@@ -300,7 +307,20 @@ export function selectPrimary(
   const probe = health.get(m.name)?.primary;
   const verdict = primaryVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
-  if (verdict === "refused") return none(`leader ${m.name} answers /primary with ${probe!.status}`);
+  if (verdict === "refused") {
+    // Patroni answers 503 for a moment while it re-takes its lock (after a failsafe period,
+    // say) though its PostgreSQL still runs as primary: hold new clients and ask again, and
+    // fence only if it says so twice, or says it is no longer primary.
+    const stillPrimary =
+      (probe?.role === "master" || probe?.role === "primary") && probe?.state === "running";
+    if (wasRouted && stillPrimary && (probe?.refusals ?? 1) < REST_FALL) {
+      return pause(
+        target,
+        `${m.name} answers /primary with ${probe!.status} while still primary; asking again`,
+      );
+    }
+    return none(`leader ${m.name} answers /primary with ${probe!.status}`);
+  }
   if (verdict === "unreachable") {
     if (wasRouted && (probe?.failures ?? 0) < REST_FALL) {
       return pause(target, `${m.name} /primary did not answer; holding new clients`);

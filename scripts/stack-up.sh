@@ -147,7 +147,9 @@ password=$(setting POSTGRES_PASSWORD)
 url="postgresql://$user@$host:$port/postgres"
 ok=0
 for _ in $(seq 1 30); do
-  if docker run --rm --network host --entrypoint psql -e PGPASSWORD="$password" -e PGCONNECT_TIMEOUT=5 \
+  # The password goes through the environment (-e NAME without a value), never a command line
+  # that any local user can read in ps.
+  if PGPASSWORD="$password" docker run --rm --network host --entrypoint psql -e PGPASSWORD -e PGCONNECT_TIMEOUT=5 \
     "$agent_image" "$url" -Atqc 'select 1' >/dev/null 2>&1; then
     ok=1
     break

@@ -355,9 +355,11 @@ export function parseArgs<S extends OptionTable, P = undefined>(
     if (name === "help" || name === "h") return { kind: "help", text: helpText(spec) };
     const entry = byFlag.get(name);
     if (!entry) {
+      // Never echo an inline value: a mistyped secret flag (--etcd-pasword=…) carries a secret.
+      const shown = eq === -1 ? arg : `${arg.slice(0, arg.indexOf("="))}=…`;
       throw new ConfigError(
         name,
-        `${program}: unknown option ${JSON.stringify(arg)} (see ${program} --help)`,
+        `${program}: unknown option ${JSON.stringify(shown)} (see ${program} --help)`,
       );
     }
     const [key, o] = entry;

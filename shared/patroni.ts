@@ -78,6 +78,11 @@ export interface ClusterView {
   readonly paused: boolean;
   readonly sync: SyncState | null;
   readonly failover: FailoverRequest | null;
+  /**
+   * The agent's stop fence (`pgha-fence`) when it says `handover`: `member`, the leader, is
+   * about to hand over to `candidate` (agent/fence.ts). Routers hold new clients from then on.
+   */
+  readonly handover: { readonly member: string; readonly candidate: string } | null;
   readonly initialize: string | null;
   /** The leader's WAL position: `status.optime`, or the leader member's lsn. */
   readonly leaderLsn: number | null;
@@ -125,6 +130,10 @@ function num(v: unknown): number | null {
   if (typeof v === "number" && Number.isFinite(v)) return v;
   if (typeof v === "string" && /^\d+$/.test(v)) return Number(v);
   return null;
+}
+
+function str(v: unknown): string | null {
+  return typeof v === "string" && v !== "" ? v : null;
 }
 
 function truthy(v: unknown): boolean {
@@ -240,6 +249,7 @@ export function decodeCluster(scope: string, entries: Iterable<RawEntry>, revisi
   let config: Record<string, unknown> | null = null;
   let sync: SyncState | null = null;
   let failover: FailoverRequest | null = null;
+  let handover: { member: string; candidate: string } | null = null;
   let initialize: string | null = null;
   let optime: number | null = null;
 
@@ -276,6 +286,15 @@ export function decodeCluster(scope: string, entries: Iterable<RawEntry>, revisi
       case "initialize":
         initialize = e.value.trim() === "" ? null : e.value.trim();
         break;
+      case "pgha-fence": {
+        const f = parseJsonObject(e.value);
+        const member = f ? str(f["member"]) : null;
+        const candidate = f ? str(f["candidate"]) : null;
+        if (f?.["state"] === "handover" && member !== null && candidate !== null) {
+          handover = Object.freeze({ member, candidate });
+        }
+        break;
+      }
       case "status": {
         const s = parseJsonObject(e.value);
         optime = s ? num(s["optime"]) : null;
@@ -304,6 +323,7 @@ export function decodeCluster(scope: string, entries: Iterable<RawEntry>, revisi
     paused: config !== null && truthy(config["pause"]),
     sync,
     failover,
+    handover,
     initialize,
     leaderLsn,
     malformedKeys: Object.freeze(malformed),

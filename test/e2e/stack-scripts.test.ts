@@ -180,7 +180,7 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
     assert.equal(readFileSync(envFile, "utf8"), before);
   });
 
-  it("stack-down keeps the data; up again serves it; --volumes removes it", async () => {
+  it("stack-down keeps the data; up again serves it; --volumes removes it but the backups; --delete-backups those too", async () => {
     const down = await script("stack-down.sh");
     assert.equal(down.code, 0, down.stderr);
     assert.equal(await docker(["ps", "-aq", "--filter", `label=com.docker.compose.project=${project}`]), "");
@@ -194,6 +194,11 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
     const purge = await pgha(["down", "--volumes"]);
     assert.equal(purge.code, 0, purge.stderr);
     assert.equal(purge.stdout, "");
+    // The backup repository survives --volumes unless it is named.
+    assert.deepEqual(await volumes(), [`${project}_backups`], "only the backup repository is left");
+    assert.match(purge.stderr, /backup repository .* kept/);
+    const all = await pgha(["down", "--volumes", "--delete-backups"]);
+    assert.equal(all.code, 0, all.stderr);
     assert.deepEqual(await volumes(), []);
   });
 });

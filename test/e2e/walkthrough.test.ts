@@ -179,7 +179,7 @@ async function afterJohnLeads(): Promise<void> {
     role: string;
   };
   assert.equal(status.role, "master");
-  assert.match(await dockerExec("john", ["cat", "/etc/patroni/patroni.yml"]), /scope: demo/);
+  assert.match(await dockerExec("john", ["cat", "/etc/patroni/patroni.yml"]), /scope: "demo"/);
   assert.equal(await dockerExec("john", ["stat", "-c", "%a %U", "/etc/patroni/patroni.yml"]), "600 postgres");
   // Synchronous replication is the image's default.
   const config = JSON.parse(await dockerExec("john", ["curl", "-fsS", "localhost:8008/config"])) as {

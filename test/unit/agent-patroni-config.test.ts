@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { parse } from "yaml";
 import { AGENT_ENV_NAMES, type AgentConfig, parseAgentConfig } from "../../agent/config.js";
@@ -345,5 +346,65 @@ describe("Patroni's environment", () => {
   for (const [code, signal, want] of codes) {
     it(`exit ${code} / ${signal} → container exit code ${want}`, () =>
       assert.equal(exitCodeOf(code, signal), want));
+  }
+});
+
+describe("hostile passwords reach Patroni intact", () => {
+  // What Patroni itself loads patroni.yml with: PyYAML's safe_load (YAML 1.1), in Debian's
+  // python3 with python3-yaml (Patroni's dependencies, installed by ./pgha setup).
+  const pyLoad = (text: string): unknown =>
+    JSON.parse(
+      execFileSync(
+        "/usr/bin/python3",
+        ["-c", "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
+        {
+          input: text,
+        },
+      ).toString(),
+    );
+  const hostile = [
+    "=",
+    "<<",
+    "&anchor",
+    "*alias",
+    "!tag",
+    "# not a comment",
+    "a: b",
+    "'single'",
+    '"double"',
+    "back\\slash",
+    "multi\nline",
+    "yes",
+    "0x1F",
+    "1e3",
+    "~",
+    "- dash",
+    "[flow]",
+    "{flow: map}",
+    "%percent",
+    "@at",
+    "`tick`",
+    "ünïcödé ✓",
+    " leading and trailing ",
+  ];
+  for (const pw of hostile) {
+    it(`${JSON.stringify(pw)} as every password`, () => {
+      const r = parseAgentConfig([], {
+        ...ENV,
+        POSTGRES_PASSWORD: pw,
+        REPLICATION_PASSWORD: pw,
+        SUPERUSER_PASSWORD: pw,
+        RESTAPI_PASSWORD: pw,
+      });
+      assert.ok(r.kind === "config");
+      const loaded = pyLoad(toYaml(renderPatroniConfig(r.config, ADDR))) as {
+        restapi: { authentication: { password: unknown } };
+        postgresql: { authentication: Record<string, { password: unknown }> };
+      };
+      assert.equal(loaded.restapi.authentication.password, pw);
+      for (const who of ["superuser", "replication", "rewind"]) {
+        assert.equal(loaded.postgresql.authentication[who]!.password, pw, who);
+      }
+    });
   }
 });

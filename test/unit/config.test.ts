@@ -158,6 +158,17 @@ describe("config", () => {
     failsWith(["--scope", "x", "stray"], {}, /unexpected argument "stray"/);
   });
 
+  it("a mistyped flag with an inline value does not echo the value (it may be a secret)", () => {
+    assert.throws(
+      () => parseArgs(spec, ["--scope", "x", "--etcd-pasword=hunter2"], {}),
+      (err: unknown) => {
+        assert.match((err as Error).message, /unknown option "--etcd-pasword=…"/);
+        assert.ok(!(err as Error).message.includes("hunter2"));
+        return true;
+      },
+    );
+  });
+
   it("never echoes a secret value", () => {
     const s2 = {
       program: "demo",

@@ -166,6 +166,27 @@ describe("Patroni DCS decoder", () => {
     assert.deepEqual([...v.malformedKeys].sort(), ["config", "failover", "members/", "status", "sync"]);
   });
 
+  it("reads the agent's handover fence, and only its handover state", () => {
+    const fence = (o: unknown) =>
+      decodeCluster("demo", [...P3_LEADER, { key: "pgha-fence", value: JSON.stringify(o) }]);
+    assert.deepEqual(fence({ state: "handover", member: "pg1", candidate: "pg2", since: "x" }).handover, {
+      member: "pg1",
+      candidate: "pg2",
+    });
+    assert.equal(fence({ state: "stopping", member: "pg1", since: "x" }).handover, null);
+    assert.equal(fence({ state: "handover", member: "pg1" }).handover, null, "no candidate");
+    assert.equal(
+      fence({ state: "handover", member: 7, candidate: "pg2" }).handover,
+      null,
+      "member not a string",
+    );
+    assert.equal(
+      decodeCluster("demo", [...P3_LEADER, { key: "pgha-fence", value: "not json" }]).handover,
+      null,
+    );
+    assert.equal(decodeCluster("demo", P3_LEADER).handover, null);
+  });
+
   it("treats an emptied failover key as none", () => {
     const v = decodeCluster("demo", [...P3_LEADER, { key: "failover", value: "" }]);
     assert.equal(v.failover, null);

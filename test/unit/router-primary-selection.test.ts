@@ -416,6 +416,82 @@ const cases: Case[] = [
     reason: /switchover from pg1 to pg2 pending/,
   },
   {
+    name: "the leader's agent wrote its handover fence: pause new clients on it",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "pgha-fence",
+      value: '{"state":"handover","member":"pg1","candidate":"pg2","since":"2026-11-28T11:59:59Z"}',
+    }),
+    health: health(PG1_OK),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+    reason: /pg1 is stopping and hands over to pg2/,
+  },
+  {
+    name: "a handover fence left by a former leader says nothing about this one: route",
+    view: view(
+      { key: "leader", value: "pg2" },
+      member("pg2", 5002, "master"),
+      member("pg1", 5001, "replica"),
+      {
+        key: "pgha-fence",
+        value: '{"state":"handover","member":"pg1","candidate":"pg2","since":"2026-11-28T11:59:59Z"}',
+      },
+    ),
+    health: health({ pg2: { primary: probe(5002, 200) } }),
+    want: "route",
+    target: "pg2",
+  },
+  {
+    name: "a stopping fence (no handover) does not pause: the leader still serves until it stops",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
+      key: "pgha-fence",
+      value: '{"state":"stopping","member":"pg1","since":"2026-11-28T11:59:59Z"}',
+    }),
+    health: health(PG1_OK),
+    previous: t("pg1", 5001),
+    want: "route",
+    target: "pg1",
+  },
+  {
+    name: "the routed leader answers 503 once while its body still says running primary: pause",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
+    }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+    reason: /503 while still primary/,
+  },
+  {
+    name: "the routed leader answers 503 twice in a row: none",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: { primary: { ...probe(5001, 503), refusals: 2, role: "master", state: "running" } },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+    reason: /answers \/primary with 503/,
+  },
+  {
+    name: "503 with a body that says replica: none at once",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "replica", state: "running" } },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
+    name: "503 from a leader not routed before: none (no pause for a target never confirmed)",
+    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
+    }),
+    want: "none",
+  },
+  {
     name: "switchover scheduled in the future: route",
     view: view({ key: "leader", value: "pg1" }, PG1, PG2, {
       key: "failover",
