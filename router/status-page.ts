@@ -48,6 +48,9 @@ ol.decisions li.switch .what { font-weight: 600; }
 p.router, p.empty { color: #5f6b76; }
 `;
 
+const ICON =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="#2f7d32"/></svg>';
+
 /** A compiled module beside this one, without its source-map comment (the map is not served). */
 function sibling(name: string): string {
   return readFileSync(new URL(`./${name}`, import.meta.url), "utf8").replace(
@@ -65,6 +68,7 @@ export function renderStatusPage(view: unknown): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pgha router status</title>
 <link rel="stylesheet" href="assets/status.css">
+<link rel="icon" href="assets/icon.svg">
 <noscript><meta http-equiv="refresh" content="5"></noscript>
 <script type="module" src="assets/status-client.js"></script>
 </head>
@@ -99,6 +103,7 @@ export function statusRoutes(view: () => unknown): {
       "/assets/status-client.js": () => ({ contentType: js, body: client, headers: HEADERS }),
       "/assets/status-view.js": () => ({ contentType: js, body: renderer, headers: HEADERS }),
       "/assets/status.css": () => ({ contentType: "text/css; charset=utf-8", body: STYLE, headers: HEADERS }),
+      "/assets/icon.svg": () => ({ contentType: "image/svg+xml", body: ICON, headers: HEADERS }),
     },
     json: { "/status.json": () => stamped(view) },
   };

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops and removes the compose stack's containers and network (Prometheus too).
+# Stops and removes the compose stack's containers and network (Prometheus and Alertmanager too).
 # Data volumes and .env are kept unless --volumes is given.
 #
 #   scripts/stack-down.sh [--volumes]        (or PGHA_VOLUMES=1)
