@@ -81,6 +81,9 @@ export class Conn {
   state: "held" | "reading" | "connecting" | "open" | "waiting" | "closed" = "held";
   /** Set by the listener while the session waits in its hold queue. */
   heldSince = 0;
+  /** Set by the listener: the session was held at some point, and released at some point. */
+  wasHeld = false;
+  wasReleased = false;
 
   constructor(
     socket: net.Socket,

@@ -9,6 +9,7 @@ import type { HostPort } from "../shared/config.js";
 import type { Logger } from "../shared/logger.js";
 import type { Backend } from "./backend.js";
 import { type CloseOutcome, Conn, type ConnHost, type RetryReason, refuseClient } from "./conn.js";
+import type { HoldTally } from "./decisions.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { Target } from "./selection.js";
 
@@ -78,6 +79,8 @@ export class ProxyListener implements ConnHost {
     private readonly shared: ProxyShared,
     private readonly picker: Picker,
     private readonly log: Logger,
+    /** Counts this listener's held clients for the route's decision log (the primary port's). */
+    private readonly tally: HoldTally | null = null,
   ) {
     this.connectTimeoutMs = shared.opts.connectTimeoutMs;
     this.startupTimeoutMs = shared.opts.startupTimeoutMs;
@@ -198,6 +201,10 @@ export class ProxyListener implements ConnHost {
       c.reject("shutdown", "57P01", "the router is shutting down");
       return;
     }
+    if (!c.wasHeld) {
+      c.wasHeld = true;
+      this.tally?.held();
+    }
     c.heldSince = Date.now();
     this.heldCount++;
     this.shared.metrics.heldClients.inc(this.labels);
@@ -242,6 +249,9 @@ export class ProxyListener implements ConnHost {
   private unhold(c: Conn, now: number, outcome: "released" | "timeout" | "closed"): void {
     if (c.heldSince === 0) return;
     this.shared.metrics.holdWait.observe({ ...this.labels, outcome }, (now - c.heldSince) / 1000);
+    // A client held again after a failed attempt is counted once, as one client.
+    if (outcome !== "released" || !c.wasReleased) this.tally?.unheld(outcome, now - c.heldSince);
+    if (outcome === "released") c.wasReleased = true;
     this.shared.metrics.heldClients.dec(this.labels);
     this.heldCount--;
     c.heldSince = 0;

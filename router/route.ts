@@ -11,6 +11,7 @@ import type { Logger } from "../shared/logger.js";
 import { type ClusterView, clusterFromSnapshot, decodeCluster } from "../shared/patroni.js";
 import { type PrefixSnapshot, PrefixWatch, type WatchState } from "../shared/watch.js";
 import { Backend } from "./backend.js";
+import { DecisionLog, HoldTally } from "./decisions.js";
 import { type CheckPlan, HealthChecker, type RestTls } from "./health.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { CheckMode, ReplicaFallback, RouteSpec } from "./options.js";
@@ -66,6 +67,10 @@ export class ClusterRoute {
   private timer: NodeJS.Timeout | null = null;
   /** Called when held clients may be able to go (a backend became routable). */
   onRoutable: () => void = () => undefined;
+  /** The primary listener's held clients (it counts them; the decision log reads them). */
+  readonly holds = new HoldTally();
+  /** The last primary decisions, for /routes and the status page. */
+  private readonly decisions: DecisionLog;
 
   constructor(
     readonly spec: RouteSpec,
@@ -77,6 +82,7 @@ export class ClusterRoute {
     this.scope = spec.scope;
     this.log = log.child({ route: spec.scope });
     this.view = decodeCluster(spec.scope, [], 0);
+    this.decisions = new DecisionLog(this.holds, Date.now());
     this.watch = new PrefixWatch(etcd, clusterPrefix(opts.namespace, spec.scope), this.log);
     this.checker = new HealthChecker(
       {
@@ -238,6 +244,7 @@ export class ClusterRoute {
         { action: d.action, target: d.target?.name ?? null, reason: d.reason },
         "primary decision",
       );
+      this.decisions.record(now, d.action, d.target?.name ?? null, d.reason, this.failoverSeenAt !== null);
     }
     this.primary = d;
     this.metrics.primaryRoutable.set({ route: this.scope }, d.action === "route" ? 1 : 0);
@@ -253,6 +260,8 @@ export class ClusterRoute {
 
     if (this.spec.replicaListen !== null) this.evaluateReplicas(now);
     if (d.action === "route" && !wasRoutable) this.onRoutable();
+    // The release above let the held clients go: now the interruption's cost is known.
+    this.decisions.settle();
   }
 
   private lastRouted: PrimaryDecision["target"] = null;
@@ -383,6 +392,7 @@ export class ClusterRoute {
           sessions: b.conns.size,
         })),
         excluded: this.replicas.excluded,
+        reason: this.replicas.reason,
         fallback: this.opts.replicaFallback,
       },
       failover: v.failover,
@@ -400,6 +410,7 @@ export class ClusterRoute {
             }
           : { name: m.name, invalid: m.reason },
       ),
+      decisions: this.decisions.entries,
     };
   }
 }

@@ -14,6 +14,7 @@ import { type RouterConfig, type RouteSpec, staticRoutes } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
 import { ClusterRoute } from "./route.js";
 import { diffRoutes, RouteTable, type TableRoutes } from "./route-table.js";
+import { statusRoutes } from "./status-page.js";
 
 interface OpenRoute {
   readonly spec: RouteSpec;
@@ -55,11 +56,14 @@ export class Router {
       this.metrics,
     );
     this.metrics.bindClients(() => this.shared.open, config.maxConnections);
+    // Without a supervisor (--workers 0) this admin server is the router's; the status page too.
+    const status = statusRoutes(() => this.routesView());
     this.admin = new AdminServer({
       listen: config.adminListen,
       registry: this.registry,
       readiness: () => this.readiness(),
-      routes: { "/routes": () => this.routesView() },
+      routes: { "/routes": () => this.routesView(), ...status.json },
+      pages: status.pages,
       log,
     });
   }
@@ -155,6 +159,7 @@ export class Router {
       this.shared,
       { pick: () => control.pickPrimary(), ready: () => control.pickPrimary() !== null },
       log.child({ role: "primary" }),
+      control.holds,
     );
     const replica =
       spec.replicaListen === null

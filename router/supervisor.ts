@@ -16,8 +16,10 @@ import cluster, { type Worker } from "node:cluster";
 import { AggregatorRegistry, Counter, Gauge, type Registry } from "prom-client";
 import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
+import { type Decision, mergeDecisions } from "./decisions.js";
 import { isAnswer, type Query, type ToWorker, type WorkerMetrics } from "./ipc.js";
 import type { RouterConfig } from "./options.js";
+import { statusRoutes } from "./status-page.js";
 
 /** A worker that lived this long has its restart backoff reset. */
 const STABLE_MS = 30_000;
@@ -38,6 +40,7 @@ interface RouteEntry {
   scope?: string;
   held?: { primary?: number; replica?: number };
   clients?: { primary?: number; replica?: number };
+  decisions?: Decision[];
   [k: string]: unknown;
 }
 
@@ -80,12 +83,14 @@ export class RouterSupervisor {
       failures: 0,
       timer: null,
     }));
+    const status = statusRoutes(() => this.routes());
     this.admin = new AdminServer({
       listen: config.adminListen,
       registry: this.registry,
       metrics: () => this.metrics(),
       readiness: () => this.readiness(),
-      routes: { "/routes": () => this.routes() },
+      routes: { "/routes": () => this.routes(), ...status.json },
+      pages: status.pages,
       log,
       reusePort: true,
     });
@@ -179,7 +184,10 @@ export class RouterSupervisor {
     };
   }
 
-  /** One view: the first worker's routes, with held clients and sessions summed over all workers. */
+  /**
+   * One view: the first worker's routes, with held clients and sessions summed over all workers,
+   * and the first worker's last decisions with the clients every worker held during each.
+   */
   private async routes(): Promise<unknown> {
     const answers = await this.ask("routes");
     const views = answers.map((a) => ({ ...a, view: a.body as { routes?: RouteEntry[]; clients?: number } }));
@@ -194,6 +202,7 @@ export class RouterSupervisor {
         ...r,
         held: { primary: sum((x) => x.held?.primary), replica: sum((x) => x.held?.replica) },
         clients: { primary: sum((x) => x.clients?.primary), replica: sum((x) => x.clients?.replica) },
+        decisions: mergeDecisions(same.map((x) => x.decisions)),
       };
     });
     return {

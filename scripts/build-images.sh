@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Builds the stack's images from this checkout (cached: an unchanged tree rebuilds in seconds).
 #
-#   scripts/build-images.sh                 # agent etcd prometheus registrator router
+#   scripts/build-images.sh                 # agent alertmanager etcd prometheus registrator router
 #   scripts/build-images.sh agent etcd      # only these
 #
-# Tags: pgha/<name>:dev, the names docker-compose.yml uses. Build logs: .cache/build/<name>.log
+# Tags: pgha/<name>:dev, the names docker-compose.yml uses; PGHA_IMAGE_TAG=<tag> builds
+# pgha/<name>:<tag> instead (then point PGHA_<NAME>_IMAGE at it). Build logs:
+# .cache/build/<name>.log
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-tag=dev
+tag=${PGHA_IMAGE_TAG:-dev}
 logs="$here/.cache/build"
 mkdir -p "$logs"
 log() { printf 'build-images: %s\n' "$*" >&2; }
 
 images=("$@")
-[ ${#images[@]} -gt 0 ] || images=(agent etcd prometheus registrator router)
+[ ${#images[@]} -gt 0 ] || images=(agent alertmanager etcd prometheus registrator router)
 
 docker info >/dev/null 2>&1 || { log "no Docker engine answers (run ./pgha setup, or start dockerd)"; exit 1; }
 for base in debian:bookworm-slim node:22-bookworm-slim; do

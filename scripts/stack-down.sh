@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops and removes the compose stack's containers and network (Prometheus too).
+# Stops and removes the compose stack's containers and network (Prometheus and Alertmanager too).
 # Data volumes and .env are kept unless --volumes is given; the backup repository
 # (volume `backups`) is kept even then, unless --delete-backups names it too.
 #

@@ -16,7 +16,7 @@
 #      synchronous mode) before the next;
 #   5. the leader last: stopping it hands over to its synchronous standby first (the agent's
 #      planned stop), and it comes back as a replica;
-#   6. Prometheus (monitoring profile), when it runs.
+#   6. Prometheus and Alertmanager (monitoring profile), when they run.
 # A part whose container already runs its current image and settings is left alone.
 set -euo pipefail
 
@@ -153,11 +153,14 @@ roll_agents() {
   fi
 }
 
-roll_prometheus() {
-  [ "$monitoring" = 1 ] || [ -n "$(container_of prometheus)" ] || return 0
-  outdated prometheus || return 0
-  say "update: prometheus"
-  compose --profile monitoring up -d --no-deps prometheus >&2
+roll_monitoring() {
+  local svc
+  for svc in prometheus alertmanager; do
+    [ "$monitoring" = 1 ] || [ -n "$(container_of "$svc")" ] || continue
+    outdated "$svc" || continue
+    say "update: $svc"
+    compose --profile monitoring up -d --no-deps "$svc" >&2
+  done
 }
 
 export PGHA_SYNC
@@ -170,5 +173,5 @@ roll_etcd
 roll_registrator
 roll_router
 roll_agents
-roll_prometheus
+roll_monitoring
 say "update done in $(($(date +%s) - start)) s"

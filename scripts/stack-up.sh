@@ -8,7 +8,8 @@
 #
 # Environment (each may also be set in .env; the environment wins):
 #   PGHA_PORT (5432), PGHA_REPLICA_PORT (5433), PGHA_ADMIN_PORT (8080),
-#   PGHA_PROMETHEUS_PORT (9090), PGHA_BIND (127.0.0.1): where the host publishes them
+#   PGHA_PROMETHEUS_PORT (9090), PGHA_ALERTMANAGER_PORT (9093), PGHA_BIND (127.0.0.1): where
+#   the host publishes them
 #   PGHA_ENV_FILE (./.env), PGHA_WAIT (seconds to wait for a primary, 300)
 #   POSTGRES_USERNAME, POSTGRES_PASSWORD, REPLICATION_PASSWORD, SUPERUSER_PASSWORD,
 #   RESTAPI_PASSWORD: used when .env is first written instead of random ones
@@ -90,6 +91,7 @@ port=$(setting PGHA_PORT 5432)
 replica_port=$(setting PGHA_REPLICA_PORT 5433)
 admin_port=$(setting PGHA_ADMIN_PORT 8080)
 prom_port=$(setting PGHA_PROMETHEUS_PORT 9090)
+am_port=$(setting PGHA_ALERTMANAGER_PORT 9093)
 wait_s=$(setting PGHA_WAIT 300)
 agent_image=$(setting PGHA_AGENT_IMAGE pgha/agent:dev)
 host=$bind
@@ -97,7 +99,7 @@ case "$host" in 0.0.0.0 | "" | "::" | "[::]") host=127.0.0.1 ;; esac
 
 if [ "$build" = 1 ]; then
   images=(agent etcd registrator router)
-  [ "$monitoring" = 1 ] && images+=(prometheus)
+  [ "$monitoring" = 1 ] && images+=(prometheus alertmanager)
   scripts/build-images.sh "${images[@]}"
 fi
 
@@ -165,9 +167,12 @@ pgha: the stack is up.
   replicas (read-only):  psql "postgresql://$user@$host:$replica_port/postgres"
   password:              POSTGRES_PASSWORD in $env_file, e.g.
                          PGPASSWORD="\$(sed -n 's/^POSTGRES_PASSWORD=//p' $env_file)" psql "$url"
-  router:                http://$host:$admin_port/routes  /metrics  /readyz
+  router:                http://$host:$admin_port/  (status page)  /routes  /metrics  /readyz
 EOF
-if [ "$monitoring" = 1 ]; then echo "  prometheus:            http://$host:$prom_port/targets" >&2; fi
+if [ "$monitoring" = 1 ]; then
+  echo "  prometheus:            http://$host:$prom_port/alerts" >&2
+  echo "  alertmanager:          http://$host:$am_port/  (receiver: ALERTMANAGER_WEBHOOK_URL in $env_file)" >&2
+fi
 echo "  stop:                  ./pgha down   (data kept; ./pgha down --volumes deletes it)" >&2
 # The URL alone on stdout, for scripts: psql "$(./pgha up)"
 echo "$url"

@@ -1,7 +1,8 @@
 /**
  * The admin HTTP server every service runs: `/metrics` (prom-client, default
  * process metrics on), `/healthz` (the process loop answers), `/readyz` (the
- * service's own readiness), plus service routes such as `/routes`.
+ * service's own readiness), plus service routes such as `/routes` (JSON) and
+ * pages (any content type, such as the router's status page at `/`).
  */
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -19,6 +20,15 @@ export interface Readiness {
 
 export type JsonRoute = (req: IncomingMessage) => unknown | Promise<unknown>;
 
+/** A response that is not JSON: its content type, its body and headers of its own. */
+export interface Page {
+  readonly contentType: string;
+  readonly body: string | Buffer;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export type PageRoute = (req: IncomingMessage) => Page | Promise<Page>;
+
 export interface AdminOptions {
   readonly listen: HostPort;
   readonly registry: Registry;
@@ -26,6 +36,8 @@ export interface AdminOptions {
   readonly metrics?: () => Promise<string>;
   readonly readiness: () => Readiness | Promise<Readiness>;
   readonly routes?: Readonly<Record<string, JsonRoute>>;
+  /** Non-JSON paths; what they show is the caller's to escape and redact. */
+  readonly pages?: Readonly<Record<string, PageRoute>>;
   readonly log: Logger;
   /** Share the port with another process (SO_REUSEPORT; Node 22.12+): the router's rolling update. */
   readonly reusePort?: boolean;
@@ -131,6 +143,13 @@ export class AdminServer {
         return;
       }
       default: {
+        const page = this.opts.pages?.[url.pathname];
+        if (page) {
+          const p = await page(req);
+          res.writeHead(200, { ...(p.headers ?? {}), "content-type": p.contentType });
+          res.end(p.body);
+          return;
+        }
         const route = this.opts.routes?.[url.pathname];
         if (route) {
           sendJson(res, 200, await route(req));
@@ -142,6 +161,12 @@ export class AdminServer {
   }
 
   private paths(): string[] {
-    return ["/metrics", "/healthz", "/readyz", ...Object.keys(this.opts.routes ?? {})];
+    return [
+      "/metrics",
+      "/healthz",
+      "/readyz",
+      ...Object.keys(this.opts.routes ?? {}),
+      ...Object.keys(this.opts.pages ?? {}).filter((p) => !p.startsWith("/assets/")),
+    ];
   }
 }

@@ -28,7 +28,7 @@ async function prom<T>(path: string): Promise<T> {
 
 describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
   before(async () => {
-    await ensureImages(["agent", "etcd", "registrator", "router", "prometheus"]);
+    await ensureImages(["agent", "etcd", "registrator", "router", "prometheus", "alertmanager"]);
     stack = await ComposeStack.up("monitoring", {
       profiles: ["monitoring"],
       cli: "v2",

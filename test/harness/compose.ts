@@ -80,6 +80,7 @@ export class ComposeStack {
       PGHA_REPLICA_PORT: String(await freePort()),
       PGHA_ADMIN_PORT: String(await freePort()),
       PGHA_PROMETHEUS_PORT: String(await freePort()),
+      PGHA_ALERTMANAGER_PORT: String(await freePort()),
       DOCKER_GID: await dockerSocketGid(),
       // Fast failure detection for tests (ttl >= loop_wait + 2 x retry_timeout).
       PATRONI_TTL: "10",
@@ -90,6 +91,7 @@ export class ComposeStack {
       PGHA_REGISTRATOR_IMAGE: imageOf("registrator"),
       PGHA_ROUTER_IMAGE: imageOf("router"),
       PGHA_PROMETHEUS_IMAGE: imageOf("prometheus"),
+      PGHA_ALERTMANAGER_IMAGE: imageOf("alertmanager"),
       ...(opts.env ?? {}),
     };
     const envFile = join(dir, "stack.env");
@@ -148,6 +150,9 @@ export class ComposeStack {
   }
   get prometheusUrl(): string {
     return `http://127.0.0.1:${this.settings["PGHA_PROMETHEUS_PORT"]}`;
+  }
+  get alertmanagerUrl(): string {
+    return `http://127.0.0.1:${this.settings["PGHA_ALERTMANAGER_PORT"]}`;
   }
 
   /** node-postgres settings for the router's primary port. */

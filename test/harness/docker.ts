@@ -32,7 +32,9 @@ export function randomSecret(): string {
 }
 
 /** Image of each part; PGHA_<NAME>_IMAGE picks another (the compose file reads the same variables). */
-export function imageOf(name: "agent" | "etcd" | "prometheus" | "registrator" | "router"): string {
+export function imageOf(
+  name: "agent" | "alertmanager" | "etcd" | "prometheus" | "registrator" | "router",
+): string {
   return process.env[`PGHA_${name.toUpperCase()}_IMAGE`] ?? `pgha/${name}:dev`;
 }
 
@@ -45,7 +47,7 @@ export async function dockerSocketGid(): Promise<string> {
 const built = new Map<string, Promise<void>>();
 
 /**
- * Builds the named images (agent, etcd, prometheus, registrator, router) with
+ * Builds the named images (agent, alertmanager, etcd, prometheus, registrator, router) with
  * scripts/build-images.sh, at most once per test process. PGHA_E2E_NO_BUILD=1
  * uses the images as they are.
  */

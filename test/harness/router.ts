@@ -151,6 +151,22 @@ export interface RouteView {
   primary: { action: string; target: string | null; reason: string; sessions: number };
   replicas: { eligible: { name: string }[]; excluded: { name: string; reason: string }[] };
   members: { name: string; role?: string; lagBytes?: number | null; invalid?: string }[];
+  /** The last primary decisions, newest first (router/decisions.ts). */
+  decisions: {
+    at: number;
+    action: string;
+    target: string | null;
+    reason: string;
+    switch?: {
+      kind: string;
+      from: string | null;
+      to: string;
+      ms: number;
+      held: number;
+      released: number;
+      failed: number;
+    };
+  }[];
 }
 
 /** A node-postgres client to the cluster's superuser through `port`. */

@@ -267,6 +267,13 @@ describe("router: failover behaviour", () => {
     const spares = (await r.metric("router_spare_connections_total", { outcome: "used" })) - sparesBefore;
     assert.ok(spares >= 1, `held clients were served on spare connections (${spares})`);
     assert.ok((await r.metric("router_switch_seconds_count")) >= 1);
+    // The status page's last decisions: this switchover, its duration, the clients it held.
+    const decision = (await r.route(c.scope)).decisions.find((d) => d.switch?.to === to);
+    assert.ok(decision?.switch, JSON.stringify((await r.route(c.scope)).decisions));
+    assert.equal(decision.switch.kind, "switchover");
+    assert.equal(decision.switch.from, from);
+    assert.ok(decision.switch.held >= 1 && decision.switch.failed === 0, JSON.stringify(decision));
+    assert.ok(decision.switch.ms > 0 && decision.switch.ms < 30_000, JSON.stringify(decision));
     await c.waitReady({ replicas: 2 });
   });
 

@@ -221,6 +221,53 @@ describe("router: routing to a 3-node Patroni cluster", () => {
     for (const m of view.members) assert.equal(typeof m.lagBytes, "number");
   });
 
+  it("the status page at / shows the leader and where both ports route, from the supervisor and with --workers 0", async () => {
+    const single = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      args: ["--workers", "0"],
+    });
+    try {
+      await single.waitReady();
+      for (const [label, router] of [
+        ["supervisor", r],
+        ["--workers 0", single],
+      ] as const) {
+        const page = await fetch(`http://127.0.0.1:${router.adminPort}/`, {
+          signal: AbortSignal.timeout(5000),
+        });
+        const html = await page.text();
+        assert.equal(page.status, 200, label);
+        assert.match(page.headers.get("content-type") ?? "", /^text\/html/, label);
+        assert.match(
+          page.headers.get("content-security-policy") ?? "",
+          /default-src 'none'; script-src 'self'/,
+        );
+        assert.ok(
+          html.includes(`<strong data-leader="${leader}">${leader}</strong>`),
+          `${label}: the leader`,
+        );
+        assert.ok(
+          html.includes(`<td data-routed="${leader}">${leader} (`),
+          `${label}: the primary port routes to it`,
+        );
+        assert.match(html, /<tr data-port="replica">/, label);
+        assert.match(html, /first primary /, `${label}: the first decision`);
+        assert.ok(!/harness-superuser-pw|harness-replication-pw/.test(html), "no credential");
+        const json = (await router.get("/status.json")).body as {
+          time: number;
+          routes: { leader: string }[];
+        };
+        assert.equal(json.routes[0]?.leader, leader, label);
+        for (const asset of ["status-client.js", "status-view.js", "status.css"]) {
+          assert.equal((await router.get(`/assets/${asset}`)).status, 200, `${label}: ${asset}`);
+        }
+      }
+    } finally {
+      await single.destroy();
+    }
+  });
+
   it("/readyz is 200 with a routable primary; /healthz answers; /metrics has the router's series", async () => {
     assert.equal((await r.get("/readyz")).status, 200);
     assert.equal((await r.get("/healthz")).status, 200);
