@@ -9,8 +9,7 @@
  * message is the one line printed to the operator. The AgentConfig goes to
  * the start-up sequence (startup.ts) and from there to every part.
  */
-import { readFileSync } from "node:fs";
-import { type HostPort, parseArgs, parseHostPort } from "../shared/config.js";
+import { type HostPort, parseArgs, parseHostPort, resolveFileSecrets } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import type { LogLevel } from "../shared/logger.js";
 import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup/index.js";
@@ -93,31 +92,12 @@ export const AGENT_ENV_NAMES: ReadonlySet<string> = new Set([
   ...FILE_BACKED.map((name) => `${name}_FILE`),
 ]);
 
-/**
- * Resolves `<NAME>_FILE` into `<NAME>` (the value itself wins when both are
- * set); a trailing newline in the file is dropped.
- */
-export function resolveFileSecrets(
+/** Resolves `<NAME>_FILE` into `<NAME>` for the agent's secrets (shared/config.ts). */
+export function resolveAgentFileSecrets(
   env: Readonly<Record<string, string | undefined>>,
-  read: (path: string) => string = (p) => readFileSync(p, "utf8"),
+  read?: (path: string) => string,
 ): Record<string, string | undefined> {
-  const out: Record<string, string | undefined> = { ...env };
-  for (const name of FILE_BACKED) {
-    const path = env[`${name}_FILE`];
-    if (path === undefined || path === "" || (env[name] ?? "") !== "") continue;
-    let text: string;
-    try {
-      text = read(path);
-    } catch (err) {
-      const why = (err as NodeJS.ErrnoException).code ?? "unreadable";
-      throw new ConfigError(
-        name,
-        `${PROGRAM}: cannot read ${name}_FILE ${JSON.stringify(path)} (${why}): expected a readable file`,
-      );
-    }
-    out[name] = text.replace(/\r?\n$/, "");
-  }
-  return out;
+  return resolveFileSecrets(PROGRAM, FILE_BACKED, env, read);
 }
 
 function fail(option: string, message: string): never {
@@ -130,7 +110,7 @@ export function parseAgentConfig(
   rawEnv: Readonly<Record<string, string | undefined>>,
   read?: (path: string) => string,
 ): { kind: "help"; text: string } | { kind: "config"; config: AgentConfig } {
-  const env = resolveFileSecrets(rawEnv, read);
+  const env = resolveAgentFileSecrets(rawEnv, read);
   const parsed = parseArgs(agentSpec, argv, env);
   if (parsed.kind === "help") return parsed;
   const c = parsed.config;

@@ -3,16 +3,25 @@
  * (it holds passwords: mode 0600, owned by postgres) and the data directory.
  */
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import {
   chmodSync,
   chownSync,
+  closeSync,
+  constants,
   existsSync,
+  fchmodSync,
+  fchownSync,
+  fsyncSync,
+  lstatSync,
   mkdirSync,
+  openSync,
   readFileSync,
   renameSync,
   rmSync,
   statSync,
-  writeFileSync,
+  unlinkSync,
+  writeSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "../shared/logger.js";
@@ -40,13 +49,50 @@ export function lookupAccount(name: string, passwd = "/etc/passwd"): Account | n
   return { uid, gid, home: f[5] || "/" };
 }
 
-/** Writes a secret file atomically, mode 0600, owned by `owner` when given. */
-export function writeSecretFile(path: string, content: string, owner: Account | null): void {
+/**
+ * Makes `dir` a directory that only root may write (0755, root:root) when we are root, so that
+ * no other account can plant a file or a symlink where root writes. A symlink or a
+ * non-directory in its place is an error, never followed.
+ */
+export function ensureRootDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory())
+    throw new Error(
+      `${dir}: expected a directory, found ${st.isSymbolicLink() ? "a symlink" : "another kind of file"}`,
+    );
+  if (process.getuid?.() === 0 && (st.uid !== 0 || st.gid !== 0 || (st.mode & 0o022) !== 0)) {
+    chownSync(dir, 0, 0);
+    chmodSync(dir, 0o755);
+  }
+}
+
+/**
+ * Writes a file atomically with `mode` (0600 by default), owned by `owner` when given. The
+ * temporary file has a random name and is created with O_EXCL|O_NOFOLLOW: a symlink or file
+ * planted in its place makes the open fail instead of redirecting root's write. Owner and mode
+ * are set on the open descriptor, never by path.
+ */
+export function writeSecretFile(path: string, content: string, owner: Account | null, mode = 0o600): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  if (owner) chownSync(tmp, owner.uid, owner.gid);
+  const tmp = `${path}.tmp-${randomBytes(8).toString("hex")}`;
+  const fd = openSync(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    if (owner) fchownSync(fd, owner.uid, owner.gid);
+    fchmodSync(fd, mode);
+    const buf = Buffer.from(content);
+    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw err;
+  }
+  closeSync(fd);
   renameSync(tmp, path);
 }
 

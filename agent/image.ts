@@ -27,6 +27,9 @@ export const AGENT_SOCKET = "/run/pgha/agent.sock";
 /** agent/bin/pgha-pre-promote: asks the agent whether the stop fence lets this node promote. */
 export const PRE_PROMOTE_COMMAND = "pgha-pre-promote";
 
+/** agent/bin/pgha-post-bootstrap: runs the bootstrap SQL file as postgres, then deletes it. */
+export const POST_BOOTSTRAP_COMMAND = "pgha-post-bootstrap";
+
 /** agent/bin/pgha-patroni: Patroni's own entry point with Nagle off on its etcd connections. */
 export const PATRONI_LAUNCHER = "pgha-patroni";
 

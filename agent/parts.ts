@@ -8,7 +8,8 @@
  * runs them in order.
  */
 import { execFile } from "node:child_process";
-import { join } from "node:path";
+import { chownSync, existsSync, lstatSync, mkdirSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { createRegistry } from "../shared/admin.js";
 import { formatHostPort } from "../shared/config.js";
 import { createEtcdClient } from "../shared/etcd.js";
@@ -18,7 +19,7 @@ import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
 import { FenceKeeper } from "./fence-keeper.js";
 import { FenceStore } from "./fence-store.js";
-import { type Account, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
+import { type Account, ensureRootDir, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
 import { AGENT_SOCKET, IMAGE_PATHS, LOCAL_RESTAPI_URL } from "./image.js";
 import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, toYaml } from "./patroni-config.js";
 import { PromotionCheckServer } from "./promotion-check.js";
@@ -44,18 +45,47 @@ function controlData(dataDir: string): Promise<string | null> {
 export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: Logger): Account | null {
   const postgres = process.getuid?.() === 0 ? lookupAccount("postgres") : null;
   prepareDataDir(cfg.dataDir, postgres, log);
+  // What root writes lives in directories only root may write: nothing can be planted there.
+  if (postgres) ensureRootDir(dirname(cfg.configFile));
   writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
-  writeSecretFile(bootstrapSqlPath(cfg.configFile), bootstrapSql(cfg.admin), postgres);
+  writeBootstrapSql(cfg, postgres);
   writeBackupFiles(
     cfg.backup,
     { dataDir: cfg.dataDir, superuser: cfg.superuser.username },
-    { owner: postgres, writeSecret: (path, content) => writeSecretFile(path, content, postgres), log },
+    {
+      owner: postgres,
+      writeSecret: (path, content, mode) => writeSecretFile(path, content, postgres, mode),
+      ensureRootDir: (dir) => (postgres ? ensureRootDir(dir) : mkdirSync(dir, { recursive: true })),
+      log,
+    },
   );
   log.info(
     { configFile: cfg.configFile, etcd: cfg.etcd.hosts, sync: cfg.dcs.synchronousMode },
     "patroni.yml written",
   );
   return postgres;
+}
+
+/**
+ * The admin role's SQL for Patroni's post_bootstrap, in a directory of postgres's own (the
+ * hook runs as postgres and deletes the file once it ran: agent/bin/pgha-post-bootstrap).
+ * Written only while the data directory holds no cluster; once one exists the file is never
+ * needed again, and a leftover is removed.
+ */
+function writeBootstrapSql(cfg: AgentConfig, postgres: Account | null): void {
+  const file = bootstrapSqlPath(cfg.configFile);
+  if (existsSync(join(cfg.dataDir, "PG_VERSION"))) {
+    rmSync(file, { force: true });
+    return;
+  }
+  const dir = dirname(file);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (postgres) {
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new Error(`${dir}: expected a directory, found another kind of file`);
+    if (st.uid !== postgres.uid) chownSync(dir, postgres.uid, postgres.gid);
+  }
+  writeSecretFile(file, bootstrapSql(cfg.admin), postgres);
 }
 
 export function assembleParts(

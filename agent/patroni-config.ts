@@ -10,11 +10,17 @@ import { formatHostPort } from "../shared/config.js";
 import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
-import { IMAGE_PATHS, POSTGRES_PORT, PRE_PROMOTE_COMMAND, RESTAPI_PORT } from "./image.js";
+import {
+  IMAGE_PATHS,
+  POST_BOOTSTRAP_COMMAND,
+  POSTGRES_PORT,
+  PRE_PROMOTE_COMMAND,
+  RESTAPI_PORT,
+} from "./image.js";
 
 /** SQL run once, when this node creates the cluster; beside patroni.yml (mode 0600: it holds the admin's password). */
 export function bootstrapSqlPath(configFile: string): string {
-  return join(dirname(configFile), "bootstrap.sql");
+  return join(dirname(configFile), "bootstrap", "bootstrap.sql");
 }
 
 /** The pg_ident map that lets root and postgres inside the container use psql over the socket. */
@@ -138,8 +144,9 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         // Patroni wants each key-value option's value as a string.
         { "wal-segsize": String(cfg.walSegmentSizeMb) },
       ],
-      // Patroni appends the superuser's local connection string: psql runs the file there.
-      post_bootstrap: `psql -X -q -v ON_ERROR_STOP=1 -f ${bootstrapSqlPath(cfg.configFile)}`,
+      // Patroni appends the superuser's local connection string: the script runs the file
+      // there with psql, then deletes it (agent/bin/pgha-post-bootstrap).
+      post_bootstrap: `${POST_BOOTSTRAP_COMMAND} ${bootstrapSqlPath(cfg.configFile)}`,
       ...(backup.bootstrap ?? {}),
     },
     postgresql: {
@@ -180,13 +187,16 @@ export function quoteLiteral(value: string): string {
 
 /**
  * The admin user (POSTGRES_USERNAME) and what it may do, created when the
- * cluster is bootstrapped. PostgreSQL 15 no longer lets every user create in
+ * cluster is bootstrapped: what an application needs (log in, create databases, own what it
+ * creates in `public`), and nothing that reaches the operating system. PostgreSQL 15 no longer lets every user create in
  * the public schema, so the admin is given it explicitly. A cluster restored
  * from a backup already has the role: it gets the password of this run.
  */
 export function bootstrapSql(admin: { readonly username: string; readonly password: string }): string {
   const role = quoteIdent(admin.username);
-  const options = `LOGIN CREATEDB CREATEROLE PASSWORD ${quoteLiteral(admin.password)}`;
+  // No CREATEROLE: on PostgreSQL 15 it lets a role grant itself pg_read_server_files or
+  // pg_execute_server_program, and from there read the node's secrets as the postgres user.
+  const options = `LOGIN CREATEDB NOCREATEROLE NOSUPERUSER NOREPLICATION NOBYPASSRLS PASSWORD ${quoteLiteral(admin.password)}`;
   return [
     "-- Run by Patroni once, on the node that creates the cluster (post_bootstrap).",
     "DO $bootstrap$",
@@ -200,6 +210,8 @@ export function bootstrapSql(admin: { readonly username: string; readonly passwo
     "$bootstrap$;",
     `GRANT CREATE, CONNECT, TEMPORARY ON DATABASE postgres TO ${role};`,
     `GRANT ALL ON SCHEMA public TO ${role};`,
+    // A role restored from an older backup may hold these; an application needs none of them.
+    `REVOKE pg_read_server_files, pg_write_server_files, pg_execute_server_program FROM ${role};`,
     "",
   ].join("\n");
 }

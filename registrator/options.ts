@@ -15,6 +15,8 @@ import {
   ParseFailure,
   parseArgs,
   parseHostPort,
+  resolveFileSecrets,
+  secretEnvNames,
   valueOption,
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
@@ -312,7 +314,7 @@ export function parseOptions(
   env: Readonly<Record<string, string | undefined>>,
   osHostname: string,
 ): LoadedOptions {
-  const parsed = parseArgs(spec, argv, env);
+  const parsed = parseArgs(spec, argv, resolveFileSecrets(PROGRAM, secretEnvNames(spec), env));
   if (parsed.kind === "help") return parsed;
   const c = parsed.config;
   let registry = parsed.positional;

@@ -6,6 +6,7 @@
  * value produces one line that names the option, the value given and what is
  * accepted; `loadConfigOrExit` prints it and exits with code 2.
  */
+import { readFileSync } from "node:fs";
 import { ConfigError } from "./errors.js";
 
 /** Thrown by a parser; the message (if any) adds detail to "expected <accepted>". */
@@ -441,6 +442,11 @@ export function parseArgs<S extends OptionTable, P = undefined>(
   return { kind: "config", config: Object.freeze(config) as ConfigOf<S>, positional: positional as P };
 }
 
+/** The environment names of a program's secret options: each may also come from `<NAME>_FILE`. */
+export function secretEnvNames<S extends OptionTable, P>(spec: ProgramSpec<S, P>): string[] {
+  return Object.values(spec.options).flatMap((o) => (o.secret && o.env !== undefined ? [o.env] : []));
+}
+
 export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): string {
   const lines: string[] = [];
   const pos = spec.positional
@@ -455,6 +461,7 @@ export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): str
     const head = `  -${o.flag}${o.metavar ? ` ${o.metavar}` : ""}`;
     const facts: string[] = [];
     if (o.env) facts.push(`env ${o.env}`);
+    if (o.env && o.secret) facts.push(`or a file named by ${o.env}_FILE`);
     if (o.required) facts.push("required");
     else if (o.kind === "repeat") facts.push("repeatable");
     else if (o.defaultLabel === undefined) facts.push("default unset");
@@ -477,7 +484,7 @@ export function loadConfigOrExit<S extends OptionTable, P = undefined>(
 ): { config: ConfigOf<S>; positional: P } {
   let parsed: Parsed<S, P>;
   try {
-    parsed = parseArgs(spec, argv, env);
+    parsed = parseArgs(spec, argv, resolveFileSecrets(spec.program, secretEnvNames(spec), env));
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(err.message + "\n");
@@ -490,4 +497,35 @@ export function loadConfigOrExit<S extends OptionTable, P = undefined>(
     process.exit(0);
   }
   return { config: parsed.config, positional: parsed.positional };
+}
+
+/**
+ * Resolves `<NAME>_FILE` into `<NAME>` for each of `names` (Docker secrets: a password read
+ * from a file, never on a command line or in `docker inspect`). The value itself wins when
+ * both are set; a trailing newline in the file is dropped. An unreadable file is a
+ * ConfigError naming the variable, the path and why.
+ */
+export function resolveFileSecrets(
+  program: string,
+  names: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  read: (path: string) => string = (p) => readFileSync(p, "utf8"),
+): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = { ...env };
+  for (const name of names) {
+    const path = env[`${name}_FILE`];
+    if (path === undefined || path === "" || (env[name] ?? "") !== "") continue;
+    let text: string;
+    try {
+      text = read(path);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code ?? "unreadable";
+      throw new ConfigError(
+        name,
+        `${program}: cannot read ${name}_FILE ${JSON.stringify(path)} (${why}): expected a readable file`,
+      );
+    }
+    out[name] = text.replace(/\r?\n$/, "");
+  }
+  return out;
 }

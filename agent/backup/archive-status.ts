@@ -5,7 +5,7 @@
  * backup loop (manager.ts) judges it (`archiveFailing`) and metrics.ts shows it.
  */
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { summarizeError } from "./pgbackrest.js";
 
@@ -87,19 +87,48 @@ export function readArchiveStatus(
   });
 }
 
-/** The newest error pgBackRest's asynchronous push left in the spool, summarised; undefined when none. */
+/** The most of an error file that is read: pgBackRest's own are a few hundred bytes. */
+const ERROR_FILE_MAX = 64 * 1024;
+
+/**
+ * The newest error pgBackRest's asynchronous push left in the spool, summarised; undefined when
+ * none. The spool belongs to postgres and the agent reads it as root: a file is read only when
+ * it is a regular file owned by the spool's owner, opened without following a symlink, so a
+ * link or hard link planted there to a file of root's is never read.
+ */
 export function readPushError(spool: string, stanza: string): string | undefined {
   const dir = join(spool, "archive", stanza, "out");
   let names: string[];
+  let owner: number;
   try {
+    owner = lstatSync(spool).uid;
     names = readdirSync(dir).filter((n) => n.endsWith(".error"));
   } catch {
     return undefined;
   }
   for (const name of names.sort().reverse()) {
-    try {
-      return summarizeError(readFileSync(join(dir, name), "utf8"));
-    } catch {}
+    const text = readOwnedFile(join(dir, name), owner);
+    if (text !== null) return summarizeError(text);
   }
   return undefined;
+}
+
+function readOwnedFile(path: string, owner: number): string | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.uid !== owner || st.nlink !== 1) return null;
+    const buf = Buffer.alloc(Math.min(st.size, ERROR_FILE_MAX));
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n).toString("utf8");
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -28,8 +28,10 @@ export interface FileOwner {
 
 export interface BackupFilesIo {
   readonly owner: FileOwner | null;
-  /** Writes a file that holds secrets: mode 0600, owned by `owner`, atomically. */
-  readonly writeSecret: (path: string, content: string) => void;
+  /** Writes a file atomically, owned by `owner`, with `mode` (0600 unless given), never through a symlink. */
+  readonly writeSecret: (path: string, content: string, mode?: number) => void;
+  /** Makes a directory only root may write (when root), so nothing can be planted where root writes. */
+  readonly ensureRootDir: (dir: string) => void;
   readonly log: Logger;
 }
 
@@ -46,9 +48,9 @@ export function writeBackupFiles(b: BackupConfig | null, pg: LocalPostgres, io: 
     socketDir: IMAGE_PATHS.socketDir,
     superuser: pg.superuser,
   };
+  io.ensureRootDir(dirname(PGBACKREST_PATHS.conf));
   io.writeSecret(PGBACKREST_PATHS.conf, renderPgbackrestConf(b, target));
-  io.writeSecret(PGBACKREST_PATHS.jobFile, `${JSON.stringify(backupJob(b, pg), null, 2)}\n`);
-  chmodSync(PGBACKREST_PATHS.jobFile, 0o644);
+  io.writeSecret(PGBACKREST_PATHS.jobFile, `${JSON.stringify(backupJob(b, pg), null, 2)}\n`, 0o644);
   if (b.repo.type === "posix") {
     mkdirSync(b.repo.path, { recursive: true });
     if (owner && statSync(b.repo.path).uid !== owner.uid) {
@@ -56,7 +58,7 @@ export function writeBackupFiles(b: BackupConfig | null, pg: LocalPostgres, io: 
       chmodSync(b.repo.path, 0o750);
     }
   }
-  for (const dir of [PGBACKREST_PATHS.spool, PGBACKREST_PATHS.log, dirname(PGBACKREST_PATHS.conf)]) {
+  for (const dir of [PGBACKREST_PATHS.spool, PGBACKREST_PATHS.log]) {
     mkdirSync(dir, { recursive: true });
     if (owner) chownSync(dir, owner.uid, owner.gid);
   }

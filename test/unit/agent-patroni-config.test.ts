@@ -138,13 +138,13 @@ describe("patroni.yml rendered from the configuration", () => {
       "the admin user created at bootstrap by psql with the bootstrap SQL",
       {},
       "bootstrap.post_bootstrap",
-      "psql -X -q -v ON_ERROR_STOP=1 -f /etc/patroni/bootstrap.sql",
+      "pgha-post-bootstrap /etc/patroni/bootstrap/bootstrap.sql",
     ],
     [
       "the bootstrap SQL beside a config file elsewhere",
       { PATRONICTL_CONFIG_FILE: "/srv/patroni/patroni.yml" },
       "bootstrap.post_bootstrap",
-      "psql -X -q -v ON_ERROR_STOP=1 -f /srv/patroni/bootstrap.sql",
+      "pgha-post-bootstrap /srv/patroni/bootstrap/bootstrap.sql",
     ],
     ["no password in bootstrap.users", {}, "bootstrap.users", undefined],
     ["no watchdog in a container", {}, "watchdog.mode", "off"],
@@ -207,17 +207,20 @@ describe("the bootstrap SQL that creates the admin user", () => {
       "a plain name and password",
       { username: "admin", password: "secret" },
       [
-        `CREATE ROLE "admin" WITH LOGIN CREATEDB CREATEROLE PASSWORD 'secret';`,
-        `ALTER ROLE "admin" WITH LOGIN CREATEDB CREATEROLE PASSWORD 'secret';`,
+        `CREATE ROLE "admin" WITH LOGIN CREATEDB NOCREATEROLE NOSUPERUSER NOREPLICATION NOBYPASSRLS PASSWORD 'secret';`,
+        `ALTER ROLE "admin" WITH LOGIN CREATEDB NOCREATEROLE NOSUPERUSER NOREPLICATION NOBYPASSRLS PASSWORD 'secret';`,
         `IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'admin') THEN`,
         `GRANT CREATE, CONNECT, TEMPORARY ON DATABASE postgres TO "admin";`,
         `GRANT ALL ON SCHEMA public TO "admin";`,
+        `REVOKE pg_read_server_files, pg_write_server_files, pg_execute_server_program FROM "admin";`,
       ],
     ],
     [
       "quotes and backslashes in the password stay inside the literal",
       { username: "app_owner", password: `it's "q" \\ ; DROP ROLE x; --` },
-      [`CREATE ROLE "app_owner" WITH LOGIN CREATEDB CREATEROLE PASSWORD 'it''s "q" \\ ; DROP ROLE x; --';`],
+      [
+        `CREATE ROLE "app_owner" WITH LOGIN CREATEDB NOCREATEROLE NOSUPERUSER NOREPLICATION NOBYPASSRLS PASSWORD 'it''s "q" \\ ; DROP ROLE x; --';`,
+      ],
     ],
     [
       "a mixed-case name keeps its case",
@@ -231,11 +234,16 @@ describe("the bootstrap SQL that creates the admin user", () => {
         .split("\n")
         .map((l) => l.trim());
       for (const line of lines) assert.ok(sql.includes(line), `${line}\nin\n${sql.join("\n")}`);
-      // A DO block that creates the role or, in a cluster restored from a backup, updates it; two grants.
-      const statements = sql.filter((l) => /^(DO|GRANT|CREATE|ALTER)\b/.test(l));
+      // A DO block that creates the role or, in a cluster restored from a backup, updates it; two
+      // grants; the revoke of what reaches the operating system.
+      const statements = sql.filter((l) => /^(DO|GRANT|CREATE|ALTER|REVOKE)\b/.test(l));
       assert.deepEqual(
         statements.map((l) => l.split(" ")[0]),
-        ["DO", "ALTER", "CREATE", "GRANT", "GRANT"],
+        ["DO", "ALTER", "CREATE", "GRANT", "GRANT", "REVOKE"],
+      );
+      assert.ok(
+        !/\bCREATEROLE\b|\bSUPERUSER\b/.test(sql.join("\n").replace(/\bNO(CREATEROLE|SUPERUSER)\b/g, "")),
+        "no power over roles or the server",
       );
     });
   }
