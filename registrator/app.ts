@@ -3,6 +3,7 @@
  * etcd, with a resync timer and the admin server beside them.
  */
 import { lookup } from "node:dns/promises";
+import { hostname as osHostname } from "node:os";
 import type { Etcd3 } from "etcd3";
 import { AdminServer, createRegistry } from "../shared/admin.js";
 import { PgHaError } from "../shared/errors.js";
@@ -113,10 +114,13 @@ export class RegistratorApp {
   /** Starts serving; resolves once etcd answered and a lease is held (Docker is followed in the background). */
   async start(): Promise<void> {
     await this.admin?.start();
-    const defaultHostIp = this.o.ip ? undefined : await resolveHostIp(this.o.hostname);
+    // The default -hostname (the engine's name and a hash) is a name for keys, not for DNS:
+    // the address of ports published on all interfaces then comes from the OS hostname.
+    const resolvable = this.o.hostnameGiven ? this.o.hostname : osHostname();
+    const defaultHostIp = this.o.ip ? undefined : await resolveHostIp(resolvable);
     if (!this.o.ip && !defaultHostIp) {
       this.log.warn(
-        { hostname: this.o.hostname },
+        { hostname: resolvable },
         "the hostname does not resolve: ports published on all interfaces are skipped until -ip is set",
       );
     }

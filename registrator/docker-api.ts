@@ -53,7 +53,7 @@ export class DockerApi {
     return new DockerApi(http, { host: endpoint.host, port: endpoint.port });
   }
 
-  info(signal: AbortSignal): Promise<{ SystemTime?: string }> {
+  info(signal: AbortSignal): Promise<{ SystemTime?: string; Name?: string; ID?: string }> {
     return this.json("/info", signal);
   }
 

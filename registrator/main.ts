@@ -6,7 +6,8 @@ import { ConfigError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
 import { installShutdown } from "../shared/shutdown.js";
 import { RegistratorApp } from "./app.js";
-import { type LoadedOptions, parseOptions } from "./options.js";
+import { DockerApi } from "./docker-api.js";
+import { engineHostname, type LoadedOptions, parseOptions } from "./options.js";
 
 let loaded: LoadedOptions;
 try {
@@ -20,7 +21,29 @@ if (loaded.kind === "help") {
   process.stdout.write(loaded.text);
   process.exit(0);
 }
-const o = loaded.options;
+let o = loaded.options;
+if (!o.hostnameGiven) {
+  // The default hostname is this Docker engine's: unique per host, stable across restarts.
+  const docker = DockerApi.forEndpoint(o.dockerHost);
+  let name: string | null = null;
+  let why = "";
+  for (const deadline = Date.now() + 30_000; name === null && Date.now() < deadline; ) {
+    try {
+      name = engineHostname(await docker.info(AbortSignal.timeout(5000)));
+      if (name === null) why = "its /info names no engine";
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (name === null) await new Promise((r) => setTimeout(r, 1000));
+  }
+  if (name === null) {
+    process.stderr.write(
+      `registrator: cannot ask Docker for this engine's name, which the default -hostname is made of (${why}): set -hostname or REGISTRATOR_HOSTNAME\n`,
+    );
+    process.exit(2);
+  }
+  o = Object.freeze({ ...o, hostname: name });
+}
 for (const [flag, file] of [
   ["etcd-ca", o.etcdCa],
   ["etcd-cert", o.etcdCert],

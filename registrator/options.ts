@@ -6,6 +6,7 @@
  * Parsing is pure: `parseOptions(argv, env, osHostname)` gives the options or a
  * help text, or throws a ConfigError whose message is the one line to print.
  */
+import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import {
   type ConfigOf,
@@ -58,7 +59,7 @@ const options = {
       accepted: "a name without '/', spaces or control characters",
       metavar: "NAME",
       default: undefined,
-      defaultLabel: "the OS hostname",
+      defaultLabel: "this Docker engine's name and a hash of its ID",
     },
     (raw) => {
       if (raw === "") return undefined;
@@ -301,6 +302,8 @@ type Raw = ConfigOf<typeof options>;
 
 export interface RegistratorOptions extends Omit<Raw, "hostname"> {
   readonly hostname: string;
+  /** False when -hostname (REGISTRATOR_HOSTNAME) was not given: main.ts asks Docker (engineHostname). */
+  readonly hostnameGiven: boolean;
   readonly registry: RegistryUri;
 }
 
@@ -340,12 +343,22 @@ export function parseOptions(
   if ((c.etcdCert === undefined) !== (c.etcdKey === undefined)) {
     throw new ConfigError("etcd-cert", `${PROGRAM}: -etcd-cert and -etcd-key must be given together`);
   }
+  // Without -hostname, main.ts replaces this with the Docker engine's name (engineHostname).
   const hostname = c.hostname ?? osHostname;
-  if (!KEY_SAFE.test(hostname)) {
-    throw new ConfigError(
-      "hostname",
-      `${PROGRAM}: the OS hostname ${JSON.stringify(hostname)} cannot be used in keys: set -hostname`,
-    );
-  }
-  return { kind: "options", options: Object.freeze({ ...c, hostname, registry }) };
+  return {
+    kind: "options",
+    options: Object.freeze({ ...c, hostname, hostnameGiven: c.hostname !== undefined, registry }),
+  };
+}
+
+/**
+ * The default -hostname: the Docker engine's name and the first 8 hex digits of the SHA-256 of
+ * its ID, e.g. `db-host-3f9c01aa`. Unique per Docker host (two hosts named alike still differ),
+ * stable across restarts and container re-creations, and never `:`, `/` or a space (it starts
+ * every service ID). Null when Docker's /info lacks either.
+ */
+export function engineHostname(info: { readonly Name?: unknown; readonly ID?: unknown }): string | null {
+  if (typeof info.ID !== "string" || info.ID === "" || typeof info.Name !== "string") return null;
+  const name = info.Name.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "") || "docker";
+  return `${name}-${createHash("sha256").update(info.ID).digest("hex").slice(0, 8)}`;
 }

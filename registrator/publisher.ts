@@ -115,8 +115,9 @@ export class Publisher {
       const actual = await this.readActual();
       const todo = plan(desired, actual, { ...this.planContext(leaseId), cleanup: this.opts.cleanup });
       await this.apply(todo, leaseId, "resync");
+      const refused = new Set(todo.filter((a) => a.action === "refuse").map((a) => a.key));
       this.acked.clear();
-      for (const [k, v] of desired) this.acked.set(k, v);
+      for (const [k, v] of desired) if (!refused.has(k)) this.acked.set(k, v);
       this.metrics.servicesRegistered.set(this.acked.size);
       return todo;
     });
@@ -226,7 +227,11 @@ export class Publisher {
       const res = await this.client.getAll().prefix(registryKeys.all(this.opts.prefix)).exec();
       const out = new Map<string, ActualKey>();
       for (const kv of res.kvs)
-        out.set(kv.key.toString(), { value: kv.value.toString(), lease: String(kv.lease) });
+        out.set(kv.key.toString(), {
+          value: kv.value.toString(),
+          lease: String(kv.lease),
+          modRevision: String(kv.mod_revision),
+        });
       return out;
     } catch (err) {
       this.metrics.etcdErrors.inc({ op: "get" });
@@ -234,10 +239,60 @@ export class Publisher {
     }
   }
 
-  /** Applies actions in transactions of at most MAX_TXN_OPS; logs each change once it is written. */
+  /**
+   * Applies actions: unguarded ones in transactions of at most MAX_TXN_OPS, each guarded delete
+   * in a transaction of its own that compares the guard (a key changed meanwhile is left
+   * alone); a refusal is logged and counted. Logs each change once it is written.
+   */
   private async apply(actions: readonly Action[], leaseId: string, cause: string): Promise<void> {
-    for (let i = 0; i < actions.length; i += MAX_TXN_OPS) {
-      const batch = actions.slice(i, i + MAX_TXN_OPS);
+    for (const a of actions) {
+      if (a.action === "refuse") {
+        this.log.warn({ key: a.key, reason: a.reason, cause }, "key left alone");
+        this.metrics.reconcileActions.inc({ action: "refuse" });
+      } else if (a.action === "delete" && a.guard !== undefined) {
+        const compare =
+          "lease" in a.guard
+            ? {
+                key: Buffer.from(a.key),
+                result: "Equal" as const,
+                target: "Lease" as const,
+                lease: a.guard.lease,
+              }
+            : {
+                key: Buffer.from(a.key),
+                result: "Equal" as const,
+                target: "Mod" as const,
+                mod_revision: a.guard.modRevision,
+              };
+        this.metrics.etcdOperations.inc({ op: "txn" });
+        let ok: boolean;
+        try {
+          const r = await this.client.kv.txn({
+            compare: [compare],
+            success: [{ request_delete_range: { key: Buffer.from(a.key) } }],
+            failure: [],
+          });
+          ok = r.succeeded;
+        } catch (err) {
+          this.metrics.etcdErrors.inc({ op: "txn" });
+          throw toEtcdError(err, "txn", { ops: 1 });
+        }
+        this.acked.delete(a.key);
+        if (ok) {
+          this.log.info({ action: a.action, key: a.key, reason: a.reason, cause }, "key deleted");
+          this.metrics.reconcileActions.inc({ action: a.action });
+        } else {
+          this.log.info({ key: a.key, reason: a.reason, cause }, "key changed since it was read; left alone");
+          this.metrics.reconcileActions.inc({ action: "refuse" });
+        }
+      }
+    }
+    const plainOps = actions.filter(
+      (a): a is Exclude<Action, { action: "refuse" }> =>
+        a.action === "put" || (a.action === "delete" && a.guard === undefined),
+    );
+    for (let i = 0; i < plainOps.length; i += MAX_TXN_OPS) {
+      const batch = plainOps.slice(i, i + MAX_TXN_OPS);
       const success = batch.map((a) =>
         a.action === "put"
           ? { request_put: { key: Buffer.from(a.key), value: Buffer.from(a.value), lease: leaseId } }
@@ -263,8 +318,8 @@ export class Publisher {
         }
         this.metrics.reconcileActions.inc({ action: a.action });
       }
-      this.metrics.servicesRegistered.set(this.acked.size);
     }
+    this.metrics.servicesRegistered.set(this.acked.size);
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

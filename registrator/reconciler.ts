@@ -6,8 +6,12 @@
  *
  * Ownership: a key is this registrator's when it is attached to its lease or
  * when this process wrote it. Only those are deleted when unwanted, and with
- * -cleanup also keys whose ID starts with `<hostname>:` (left by an earlier
- * process on this host). Keys of other hosts are never touched.
+ * -cleanup also plain keys (on no lease: a `-ttl 0` run) whose ID starts with
+ * `<hostname>:`, left by an earlier process on this host; a key on another lease
+ * goes with that lease by itself. Every delete carries a guard (this lease, or the
+ * revision read) that etcd checks in the same transaction, so a key rewritten
+ * meanwhile survives. A key that another registrator holds on its lease is never
+ * overwritten unless its ID names this host (an earlier process of this host).
  */
 import { isIP } from "node:net";
 import { normalizeRegistryPrefix } from "../shared/keys.js";
@@ -16,11 +20,23 @@ export interface ActualKey {
   readonly value: string;
   /** Decimal lease ID, "0" for none. */
   readonly lease: string;
+  /** Decimal mod revision, when read from etcd. */
+  readonly modRevision?: string;
 }
+
+/** What etcd must still hold for a delete to go ahead: the key on this lease, or unchanged since read. */
+export type DeleteGuard = { readonly lease: string } | { readonly modRevision: string };
 
 export type Action =
   | { readonly action: "put"; readonly key: string; readonly value: string; readonly reason: string }
-  | { readonly action: "delete"; readonly key: string; readonly reason: string };
+  | {
+      readonly action: "delete";
+      readonly key: string;
+      readonly reason: string;
+      /** Absent only for a key this process wrote as a plain key (-ttl 0) and never read back. */
+      readonly guard?: DeleteGuard;
+    }
+  | { readonly action: "refuse"; readonly key: string; readonly reason: string };
 
 export interface PlanContext {
   readonly prefix: string;
@@ -66,7 +82,18 @@ export function plan(
     if (!isValidAddress(value)) continue; // the model never produces these; never write one
     const have = actual.get(key);
     if (!have) actions.push({ action: "put", key, value, reason: "missing from etcd" });
-    else if (have.value !== value) {
+    else if (
+      have.lease !== "0" &&
+      have.lease !== ctx.leaseId &&
+      !ctx.owned.has(key) &&
+      !isKeyOfHost(ctx.prefix, ctx.hostname, key)
+    ) {
+      actions.push({
+        action: "refuse",
+        key,
+        reason: `held by another registrator (lease ${have.lease}) and its ID does not name this host`,
+      });
+    } else if (have.value !== value) {
       actions.push({ action: "put", key, value, reason: `value was ${JSON.stringify(have.value)}` });
     } else if (have.lease !== ctx.leaseId) {
       actions.push({
@@ -82,10 +109,17 @@ export function plan(
   }
   for (const [key, have] of actual) {
     if (desired.has(key)) continue;
-    const ours = ctx.owned.has(key) || (ctx.leaseId !== "0" && have.lease === ctx.leaseId);
-    if (ours) actions.push({ action: "delete", key, reason: "no running container wants it" });
-    else if (ctx.cleanup && isKeyOfHost(ctx.prefix, ctx.hostname, key)) {
-      actions.push({ action: "delete", key, reason: "stale key of this host (-cleanup)" });
+    const onOurLease = ctx.leaseId !== "0" && have.lease === ctx.leaseId;
+    const guard: DeleteGuard | null = onOurLease
+      ? { lease: ctx.leaseId }
+      : have.modRevision !== undefined
+        ? { modRevision: have.modRevision }
+        : null;
+    if (onOurLease || ctx.owned.has(key)) {
+      const reason = "no running container wants it";
+      actions.push(guard ? { action: "delete", key, reason, guard } : { action: "delete", key, reason });
+    } else if (ctx.cleanup && have.lease === "0" && guard && isKeyOfHost(ctx.prefix, ctx.hostname, key)) {
+      actions.push({ action: "delete", key, reason: "stale plain key of this host (-cleanup)", guard });
     }
   }
   return actions.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -42,10 +42,12 @@ export type SkipCode =
   | "duplicate-key"
   | "not-published"
   | "ignored"
-  | "not-explicit";
+  | "not-explicit"
+  | "foreign-id";
 
 export const WARN_CODES: ReadonlySet<SkipCode> = new Set([
   "malformed",
+  "foreign-id",
   "invalid-port",
   "invalid-name",
   "no-address",
@@ -211,6 +213,16 @@ function collectPorts(inspect: Obj, skipped: Skip[]): PortEntry[] {
   return out.sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
 }
 
+/**
+ * The host an ID claims when it has the shape of a default ID, `<hostname>:<container>:<port>`
+ * (with `:udp` or `:sctp` after it); null for any other ID. A container may not use it to name
+ * another host: that would overwrite or shadow the other registrator's key.
+ */
+export function claimedHost(id: string): string | null {
+  const m = /^([^:]+):([^:]+):(\d{1,5})(?::(?:udp|sctp))?$/.exec(id);
+  return m ? m[1]! : null;
+}
+
 function checkKeySafe(what: string, value: string): string | undefined {
   return KEY_SAFE.test(value)
     ? undefined
@@ -322,6 +334,15 @@ export function servicesFor(
     const problem = checkKeySafe("service name", name) ?? checkKeySafe("service ID", serviceId);
     if (problem) {
       skipped.push({ port: p.key, code: "invalid-name", reason: problem });
+      continue;
+    }
+    const claimed = claimedHost(serviceId);
+    if (claimed !== null && claimed !== options.hostname) {
+      skipped.push({
+        port: p.key,
+        code: "foreign-id",
+        reason: `service ID ${JSON.stringify(serviceId)} names host ${JSON.stringify(claimed)}, not this registrator's ${JSON.stringify(options.hostname)}: an ID of the form <hostname>:<container>:<port> must name this host`,
+      });
       continue;
     }
     const key = registryKeys.instance(options.prefix, name, serviceId);

@@ -34,6 +34,18 @@ say() { printf 'pgha: %s\n' "$*" >&2; }
 
 random_secret() { LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32 || true; }
 
+# The name this Docker host goes by in the registrator's keys: the engine's name and the first
+# 8 hex digits of the SHA-256 of its ID (what the registrator itself picks without -hostname,
+# registrator/options.ts engineHostname): unique per host, so that two stacks sharing an etcd
+# never name their keys alike.
+engine_hostname() {
+  local name id
+  name=$(docker info -f '{{.Name}}' 2>/dev/null | sed -E 's/[^A-Za-z0-9._-]+/-/g; s/^-+|-+$//g')
+  id=$(docker info -f '{{.ID}}' 2>/dev/null)
+  [ -n "$id" ] || { echo local; return; }
+  printf '%s-%s' "${name:-docker}" "$(printf '%s' "$id" | sha256sum | cut -c1-8)"
+}
+
 # .env: created with mode 0600; missing settings are added, existing ones never changed.
 ensure_env() {
   local added=()
@@ -49,7 +61,7 @@ ensure_env() {
   )
   chmod 600 "$env_file"
   local var value
-  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME DOCKER_GID \
+  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME DOCKER_GID DOCKER_HOSTNAME \
     POSTGRES_PASSWORD REPLICATION_PASSWORD SUPERUSER_PASSWORD RESTAPI_PASSWORD; do
     grep -q "^$var=" "$env_file" && continue
     case "$var" in
@@ -57,6 +69,7 @@ ensure_env() {
       POSTGRES_USERNAME) value="${!var:-admin}" ;;
       # The registrator runs without root and reaches Docker through the socket's group.
       DOCKER_GID) value="${!var:-$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)}" ;;
+      DOCKER_HOSTNAME) value="${!var:-$(engine_hostname)}" ;;
       *) value="${!var:-$(random_secret)}" ;;
     esac
     printf '%s=%s\n' "$var" "$value" >>"$env_file"

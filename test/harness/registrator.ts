@@ -15,7 +15,8 @@ export const REGISTRATOR_MAIN = fileURLToPath(new URL("../../registrator/main.js
 export interface RegistratorStart {
   readonly etcd: EtcdServer | string;
   readonly prefix: string;
-  readonly hostname: string;
+  /** -hostname; undefined leaves the registrator's default (the Docker engine's name). */
+  readonly hostname: string | undefined;
   readonly args?: readonly string[];
   readonly env?: Record<string, string>;
   /** Default: $REGISTRATOR_TEST_LOG_LEVEL or debug. */
@@ -38,8 +39,7 @@ export class RegistratorProcess {
       process.execPath,
       [
         REGISTRATOR_MAIN,
-        "-hostname",
-        o.hostname,
+        ...(o.hostname === undefined ? [] : ["-hostname", o.hostname]),
         "-metrics-addr",
         `127.0.0.1:${adminPort}`,
         "-log-level",

@@ -6,7 +6,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { parseOptions, parseRegistryUri, type RegistratorOptions } from "../../registrator/options.js";
+import {
+  engineHostname,
+  parseOptions,
+  parseRegistryUri,
+  type RegistratorOptions,
+} from "../../registrator/options.js";
 import { ConfigError } from "../../shared/errors.js";
 import { freePort } from "../harness/ports.js";
 
@@ -22,7 +27,7 @@ function parse(argv: string[], env: Record<string, string> = {}): RegistratorOpt
 describe("registrator options", () => {
   it("defaults", () => {
     const o = parse(["etcd://127.0.0.1:2379"]);
-    assert.equal(o.hostname, "os-host");
+    assert.equal(o.hostnameGiven, false, "main.ts asks Docker for the engine's name");
     assert.equal(o.ttl, 30);
     assert.equal(o.resync, 60);
     assert.equal(o.deregister, "always");
@@ -163,9 +168,27 @@ describe("registrator options", () => {
     });
   }
 
-  it("rejects an OS hostname that cannot sit in a key unless -hostname is given", () => {
-    assert.throws(() => parseOptions(["etcd://h"], {}, "bad host"), /set -hostname/);
-    assert.equal(parse(["-hostname", "ok", "etcd://h"]).hostname, "ok");
+  it("-hostname or REGISTRATOR_HOSTNAME given: used as is", () => {
+    const o = parse(["-hostname", "ok", "etcd://h"]);
+    assert.deepEqual([o.hostname, o.hostnameGiven], ["ok", true]);
+    assert.equal(parse(["etcd://h"], { REGISTRATOR_HOSTNAME: "envhost" }).hostname, "envhost");
+  });
+
+  it("the default hostname: the engine's name and a hash of its ID, unique per Docker host", () => {
+    const a = engineHostname({ Name: "db-host", ID: "a3f1c2d4-0000-4000-8000-000000000001" });
+    const b = engineHostname({ Name: "db-host", ID: "a3f1c2d4-0000-4000-8000-000000000002" });
+    assert.match(a ?? "", /^db-host-[0-9a-f]{8}$/);
+    assert.notEqual(a, b, "two hosts named alike differ");
+    assert.equal(
+      a,
+      engineHostname({ Name: "db-host", ID: "a3f1c2d4-0000-4000-8000-000000000001" }),
+      "stable",
+    );
+    // An old-style engine ID holds colons; a name could hold anything: neither reaches the key.
+    const odd = engineHostname({ Name: "my host:1/x", ID: "ABCD:EFGH:IJKL" }) ?? "";
+    assert.match(odd, /^my-host-1-x-[0-9a-f]{8}$/);
+    assert.equal(engineHostname({ Name: "db-host" }), null);
+    assert.equal(engineHostname({ ID: "x" }), null);
   });
 
   it("never echoes a secret in an error", () => {
@@ -224,6 +247,8 @@ describe("the built CLI", () => {
   it("exits 1 with the reason once -retry-attempts to reach etcd are used up", async () => {
     const port = await freePort(); // nothing listens there
     const r = run([
+      "-hostname",
+      "h1",
       "-retry-attempts",
       "1",
       "-retry-interval",

@@ -69,7 +69,7 @@ const rows: Row[] = [
     title: "an unwanted key on our lease is deleted",
     desired: {},
     actual: { [K1]: { value: "127.0.0.1:1", lease: "42" } },
-    want: [`delete ${K1} no running container wants it`],
+    want: [`delete ${K1} no running container wants it [lease 42]`],
   },
   {
     title: "an unwanted key this process wrote is deleted (plain keys)",
@@ -85,14 +85,45 @@ const rows: Row[] = [
     want: [],
   },
   {
-    title: "with -cleanup a stale key of this host is deleted",
+    title: "with -cleanup a stale plain key of this host is deleted, guarded by the revision read",
     desired: {},
-    actual: { [K1]: { value: "127.0.0.1:1", lease: "7" }, [K2]: { value: "127.0.0.1:2", lease: "0" } },
+    actual: {
+      [K1]: { value: "127.0.0.1:1", lease: "7", modRevision: "10" },
+      [K2]: { value: "127.0.0.1:2", lease: "0", modRevision: "11" },
+    },
     ctx: { cleanup: true },
+    want: [`delete ${K2} stale plain key of this host (-cleanup) [mod 11]`],
+  },
+  {
+    title: "-cleanup leaves a key of this host on another lease: it goes with that lease",
+    desired: {},
+    actual: { [K1]: { value: "127.0.0.1:1", lease: "7", modRevision: "10" } },
+    ctx: { cleanup: true },
+    want: [],
+  },
+  {
+    title: "a key on this registrator's lease is deleted only if still on it",
+    desired: {},
+    actual: { [K1]: { value: "127.0.0.1:1", lease: "42", modRevision: "10" } },
+    want: [`delete ${K1} no running container wants it [lease 42]`],
+  },
+  {
+    title: "a key another registrator holds on its lease is never overwritten (an ID not of this host)",
+    desired: { [OTHER]: "127.0.0.1:5", [CUSTOM]: "127.0.0.1:6" },
+    actual: {
+      [OTHER]: { value: "127.0.0.1:1", lease: "7", modRevision: "10" },
+      [CUSTOM]: { value: "127.0.0.1:1", lease: "8", modRevision: "12" },
+    },
     want: [
-      `delete ${K1} stale key of this host (-cleanup)`,
-      `delete ${K2} stale key of this host (-cleanup)`,
+      `refuse ${CUSTOM} held by another registrator (lease 8) and its ID does not name this host`,
+      `refuse ${OTHER} held by another registrator (lease 7) and its ID does not name this host`,
     ],
+  },
+  {
+    title: "a key of this host on an earlier process's lease is taken over",
+    desired: { [K1]: "127.0.0.1:1" },
+    actual: { [K1]: { value: "127.0.0.1:1", lease: "7", modRevision: "10" } },
+    want: [`put ${K1} 127.0.0.1:1 not attached to this registrator's lease`],
   },
   {
     title: "-cleanup never touches other hosts' keys or keys of another shape",
@@ -117,7 +148,7 @@ const rows: Row[] = [
     desired: { [K2]: "127.0.0.1:2", [K1]: "127.0.0.1:1" },
     actual: { "/svc/a/host1:z:1": { value: "127.0.0.1:9", lease: "42" } },
     want: [
-      "delete /svc/a/host1:z:1 no running container wants it",
+      "delete /svc/a/host1:z:1 no running container wants it [lease 42]",
       `put ${K1} 127.0.0.1:1 missing from etcd`,
       `put ${K2} 127.0.0.1:2 missing from etcd`,
     ],
@@ -130,7 +161,11 @@ describe("plan", () => {
       const desired = deepFreeze(new Map(Object.entries(r.desired)));
       const actual = deepFreeze(new Map(Object.entries(r.actual)));
       const got = plan(desired, actual, { ...ctx, ...r.ctx }).map((a) =>
-        a.action === "put" ? `put ${a.key} ${a.value} ${a.reason}` : `delete ${a.key} ${a.reason}`,
+        a.action === "put"
+          ? `put ${a.key} ${a.value} ${a.reason}`
+          : a.action === "refuse"
+            ? `refuse ${a.key} ${a.reason}`
+            : `delete ${a.key} ${a.reason}${a.guard === undefined ? "" : "lease" in a.guard ? ` [lease ${a.guard.lease}]` : ` [mod ${a.guard.modRevision}]`}`,
       );
       assert.deepEqual(got, r.want);
       assert.equal(desired.size, Object.keys(r.desired).length, "inputs untouched");

@@ -418,6 +418,44 @@ describe("servicesFor on malformed input", () => {
       codes: ["duplicate-key"],
       services: 1,
     },
+    {
+      title: "a SERVICE_ID that names another host (<hostname>:<container>:<port>)",
+      input: () => {
+        const c = single();
+        c["Config"]["Labels"] = { SERVICE_ID: "host2:pg1:5432" };
+        return c;
+      },
+      codes: ["foreign-id"],
+    },
+    {
+      title: "a SERVICE_ID of that shape with :udp, naming another host",
+      input: () => {
+        const c = single();
+        c["Config"]["Labels"] = { SERVICE_ID: "host2:dns:53:udp" };
+        return c;
+      },
+      codes: ["foreign-id"],
+    },
+    {
+      title: "a SERVICE_ID that names this host is its own",
+      input: () => {
+        const c = single();
+        c["Config"]["Labels"] = { SERVICE_ID: "host1:renamed:5432" };
+        return c;
+      },
+      codes: [],
+      services: 1,
+    },
+    {
+      title: "a SERVICE_ID of another shape (web:1) claims no host",
+      input: () => {
+        const c = single();
+        c["Config"]["Labels"] = { SERVICE_ID: "web:1" };
+        return c;
+      },
+      codes: [],
+      services: 1,
+    },
   ];
   for (const c of cases) {
     it(`${c.title}: skipped with a reason, never thrown`, () => {
