@@ -174,6 +174,20 @@ export function parseAgentConfig(
     }
   }
 
+  // Patroni writes these into PostgreSQL's password file (.pgpass) for replication and
+  // pg_rewind: one entry per line, so a line break would cut the password in two.
+  for (const [name, value] of [
+    ["REPLICATION_PASSWORD", c.replicationPassword],
+    ["SUPERUSER_PASSWORD", c.superuserPassword],
+  ] as const) {
+    if (/[\r\n]/.test(value)) {
+      fail(
+        name.toLowerCase().replace("_", "-"),
+        `${name} holds a line break, which PostgreSQL's password file (.pgpass, written by Patroni for replication and pg_rewind) cannot hold: expected a password without line breaks`,
+      );
+    }
+  }
+
   if ((c.walSegmentSize & (c.walSegmentSize - 1)) !== 0) {
     fail(
       "wal-segment-size",

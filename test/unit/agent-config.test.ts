@@ -169,6 +169,16 @@ describe("agent configuration from the environment", () => {
     ],
     ["no DOCKER_HOSTNAME and no DOCKER_HOST_IP", without("DOCKER_HOSTNAME"), /missing DOCKER_HOSTNAME/],
     [
+      "a REPLICATION_PASSWORD with a line break",
+      { ...BASE, REPLICATION_PASSWORD: "first\nsecond" },
+      /^agent: REPLICATION_PASSWORD holds a line break, which PostgreSQL's password file .* expected a password without line breaks$/,
+    ],
+    [
+      "a SUPERUSER_PASSWORD with a carriage return",
+      { ...BASE, SUPERUSER_PASSWORD: "a\rb" },
+      /^agent: SUPERUSER_PASSWORD holds a line break/,
+    ],
+    [
       "ports without DOCKER_HOST_IP",
       { ...BASE, DOCKER_HOST_PORT_5432: "40000" },
       /DOCKER_HOST_PORT_5432\/_8008 need DOCKER_HOST_IP/,
@@ -248,10 +258,10 @@ describe("agent configuration from the environment", () => {
         REPLICATION_PASSWORD_FILE: "/run/secrets/repl",
         SUPERUSER_PASSWORD_FILE: "/run/secrets/ignored",
       },
-      { "/run/secrets/pg": "from-file\n", "/run/secrets/repl": "line1\nline2" },
+      { "/run/secrets/pg": "line1\nline2\n", "/run/secrets/repl": "from-file\n" },
     );
-    assert.equal(c.admin.password, "from-file");
-    assert.equal(c.replication.password, "line1\nline2");
+    assert.equal(c.admin.password, "line1\nline2", "only the last newline is dropped");
+    assert.equal(c.replication.password, "from-file");
     assert.equal(c.superuser.password, "super-pw");
   });
 
