@@ -1,6 +1,14 @@
 /** The printed table and the verdicts against the targets. Pure functions of the results document. */
 import type { Cell } from "./datapath.js";
 import type { EventSummary, Via } from "./failover.js";
+import {
+  checkFault,
+  describeTarget,
+  FRONT_ENDS,
+  type FaultRun,
+  type FaultsResult,
+  type FrontEndFigures,
+} from "./fault-figures.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
 import type { Summary } from "./stats.js";
@@ -17,6 +25,7 @@ export interface Results {
   registrator?: Record<string, unknown>;
   memory?: MemoryFigure[];
   profile?: { tps: number; profile: string; top: SelfTime[]; inclusive?: Inclusive[] };
+  faults?: FaultsResult;
   errors: Record<string, string>;
 }
 
@@ -126,7 +135,59 @@ export function verdicts(r: Results): Verdict[] {
       ok: m.rssMb < 200,
     });
   }
+  for (const run of r.faults?.runs ?? []) {
+    const fig = run.frontEnds.router;
+    out.push({
+      target: `fault, ${run.label}: ${describeTarget(run.target)} (router)`,
+      measured: run.error ? `error: ${run.error}` : fig ? faultMeasured(fig) : "not measured",
+      ok: fig !== null && !run.error && checkFault(run.target, fig).ok,
+    });
+  }
   return out;
+}
+
+function faultMeasured(x: FrontEndFigures): string {
+  const inFlight = x.inFlight > 0 ? ` (+${x.inFlight} in start-up on the killed server)` : "";
+  return `stopped ${f(x.writesStoppedMs / 1000, 1)} s, ${x.failedNew} failed new${inFlight}, ${x.lost} lost`;
+}
+
+/** Part 7's table: one row per fault and front end; "n/a" where a fault does not apply. */
+export function faultTable(fr: FaultsResult): string {
+  const rows: string[][] = [
+    [
+      "fault",
+      "front end",
+      "writes stopped s",
+      "failed new conns",
+      "sessions ended",
+      "acked writes lost",
+      "target",
+      "verdict",
+      "load 1m",
+    ],
+  ];
+  const row = (run: FaultRun, fe: (typeof FRONT_ENDS)[number], first: boolean) => {
+    const head = [first ? run.label : "", fe];
+    const x = run.frontEnds[fe];
+    if (run.error)
+      return [...head, "-", "-", "-", "-", describeTarget(run.target), `ERROR: ${run.error}`, ""];
+    if (!x) return [...head, "n/a", "n/a", "n/a", "n/a", "", "n/a", ""];
+    const c = checkFault(run.target, x);
+    return [
+      ...head,
+      f(x.writesStoppedMs / 1000, 1),
+      x.inFlight > 0 ? `${x.failedNew} (+${x.inFlight} in flight)` : String(x.failedNew),
+      String(x.sessionsEnded),
+      String(x.lost),
+      describeTarget(run.target),
+      c.ok ? "met" : `MISSED (${c.misses.join("; ")})`,
+      first ? f(run.load.before[0], 2) : "",
+    ];
+  };
+  for (const run of fr.runs) {
+    for (const [i, fe] of FRONT_ENDS.entries()) rows.push(row(run, fe, i === 0));
+  }
+  return table(rows);
 }
 
 export function render(r: Results): string {
@@ -300,6 +361,13 @@ export function render(r: Results): string {
       ];
       parts.push(`${table(irows)}`);
     }
+  }
+  if (r.faults) {
+    const fr = r.faults;
+    parts.push(
+      `\n7. Faults on the compose stack (Patroni ttl ${fr.ttl} s; ${fr.rounds} round of each fault; per front end ${fr.writersPerFrontEnd.length} writers (${fr.writersPerFrontEnd.join(", ")}), one attempt per ${fr.paceMs} ms each; ` +
+        `HAProxy on the host, Patroni's template with ${fr.haproxy.checks}; in flight: connections in start-up on the SIGKILLed server, counted apart)\n${faultTable(fr)}`,
+    );
   }
   const v = verdicts(r);
   if (v.length > 0) {

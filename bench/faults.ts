@@ -1,0 +1,411 @@
+/**
+ * Part 7: the faults of issue 15 on the real compose stack, with the router and HAProxy side
+ * by side. The stack is the e2e tier's (test/harness/compose.ts, Patroni ttl from --ttl);
+ * HAProxy runs on this host, configured as Patroni's template does it (haproxy.ts), with the
+ * agents' addresses on the stack's network as servers and their REST port (8008) /primary as
+ * the check. Two sets of the e2e tier's writers (test/harness/ack-writers.ts: psql with
+ * sslmode=prefer and node-postgres, a new connection per write and a kept one) run at the
+ * same time, one through each front end, so both see the same fault. One round of each fault.
+ */
+import pg from "pg";
+import {
+  AckWriter,
+  ACKED_TABLE_SQL,
+  missing,
+  type PgTarget,
+  WRITER_KINDS,
+} from "../test/harness/ack-writers.js";
+import { AGENTS, type Agent, ComposeStack, ETCD_MEMBERS } from "../test/harness/compose.js";
+import { docker, ensureImages } from "../test/harness/docker.js";
+import { freePort } from "../test/harness/ports.js";
+import { run, waitFor } from "../test/harness/proc.js";
+import {
+  appliesTo,
+  ETCD_OUTAGE_MS,
+  FAULT_LABELS,
+  type Fault,
+  type FaultRun,
+  type FaultsResult,
+  FRONT_ENDS,
+  type FrontEnd,
+  type FrontEndFigures,
+  frontEndFigures,
+  inFlightMayFail,
+  LEADER_CUT_MS,
+  targetOf,
+} from "./fault-figures.js";
+import { CHECK_PROFILES, type CheckProfile, Haproxy, haproxyConfig } from "./haproxy.js";
+import { load } from "./machine.js";
+
+/** One attempt per writer every 100 ms, as in the e2e suite. */
+const PACE_MS = 100;
+/** HAProxy's checks: the tighter profile, the one the project's reference figures were taken with. */
+const HAPROXY_PROFILE: CheckProfile = "fast";
+const REST_PORT = 8008;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Play {
+  /** Plays the fault; returns when its command has. */
+  readonly inject: () => Promise<void>;
+  /** Waits until the stack serves again (and undoes the fault). */
+  readonly recovered: () => Promise<void>;
+  readonly detail: string;
+}
+
+/** HAProxy on this host in front of the agents' addresses; restarted when an address changes. */
+class HostHaproxy {
+  private proc: Haproxy | null = null;
+  private servers = "";
+  config = "";
+
+  constructor(readonly port: number) {}
+
+  async ensure(stack: ComposeStack): Promise<void> {
+    const ips = await Promise.all(AGENTS.map((a) => stack.ipOf(a)));
+    const key = ips.join(",");
+    if (this.proc && key === this.servers) return;
+    await this.stop();
+    this.config = haproxyConfig({
+      maxconn: 1000,
+      listens: [
+        {
+          name: "pgha-faults",
+          port: this.port,
+          profile: HAPROXY_PROFILE,
+          servers: AGENTS.map((a, i) => ({ name: a, host: ips[i]!, port: 5432, restPort: REST_PORT })),
+        },
+      ],
+    });
+    this.proc = await Haproxy.start(this.config, [this.port]);
+    this.servers = key;
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop();
+    this.proc = null;
+  }
+}
+
+/** A session through `t` that may write: the front end reaches the primary. */
+async function writable(t: PgTarget): Promise<boolean> {
+  const c = new pg.Client({ ...t, database: t.database ?? "postgres", connectionTimeoutMillis: 5_000 });
+  c.on("error", () => undefined);
+  try {
+    await c.connect();
+    const r = await c.query<{ r: boolean }>("SELECT pg_is_in_recovery() AS r");
+    return r.rows[0]?.r === false;
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+async function containerPid(container: string): Promise<number> {
+  return Number(await docker(["inspect", "-f", "{{.State.Pid}}", container]));
+}
+
+async function ipOfContainer(container: string): Promise<string> {
+  return docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container]);
+}
+
+/** The etcd member that leads the raft group now. */
+async function etcdLeader(stack: ComposeStack): Promise<string> {
+  const endpoints = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(",");
+  for (const m of ETCD_MEMBERS) {
+    try {
+      const out = await docker([
+        "exec",
+        await stack.container(m),
+        "etcdctl",
+        `--endpoints=${endpoints}`,
+        "endpoint",
+        "status",
+        "-w",
+        "json",
+      ]);
+      const rows = JSON.parse(out) as {
+        Endpoint: string;
+        Status: { header: { member_id: number }; leader: number };
+      }[];
+      const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
+      const name = /http:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
+      if (name) return name;
+    } catch {}
+  }
+  throw new Error("no etcd member leads");
+}
+
+async function newLeaderThan(stack: ComposeStack, old: Agent, timeoutMs: number): Promise<void> {
+  await waitFor("a new leader", async () => ((await stack.leader().catch(() => null)) ?? old) !== old, {
+    timeoutMs,
+    intervalMs: 500,
+  });
+}
+
+/** How each fault is played and undone: the e2e suite's steps (test/e2e/no-single-point-of-failure.test.ts). */
+async function playOf(stack: ComposeStack, fault: Fault): Promise<Play> {
+  switch (fault) {
+    case "leader-stop":
+    case "leader-kill": {
+      const leader = (await stack.leader())!;
+      const container = `${stack.project}-${leader}`;
+      return {
+        detail: `leader ${leader}`,
+        inject: () =>
+          (fault === "leader-stop"
+            ? docker(["stop", "-t", "60", container], { timeoutMs: 90_000 })
+            : docker(["kill", container])
+          ).then(() => undefined),
+        recovered: async () => {
+          await newLeaderThan(stack, leader, 90_000);
+          await docker(["start", container]);
+        },
+      };
+    }
+    case "etcd-kill": {
+      const member = await etcdLeader(stack);
+      const container = await stack.container(member);
+      return {
+        detail: `raft leader ${member}`,
+        inject: () => docker(["kill", container]).then(() => undefined),
+        recovered: async () => {
+          await sleep(5_000);
+          await docker(["start", container]);
+        },
+      };
+    }
+    case "etcd-all-stop": {
+      const containers = await Promise.all(ETCD_MEMBERS.map((m) => stack.container(m)));
+      return {
+        detail: `docker stop -t 5 of ${ETCD_MEMBERS.join(", ")}, started again ${ETCD_OUTAGE_MS / 1000} s later`,
+        inject: () => docker(["stop", "-t", "5", ...containers]).then(() => undefined),
+        recovered: async () => {
+          await sleep(ETCD_OUTAGE_MS);
+          await docker(["start", ...containers]);
+        },
+      };
+    }
+    case "leader-cut": {
+      const leader = (await stack.leader())!;
+      const pid = await containerPid(`${stack.project}-${leader}`);
+      const etcdIps = await Promise.all(
+        ETCD_MEMBERS.map(async (m) => ipOfContainer(await stack.container(m))),
+      );
+      const iptables = (args: string[]) => run("nsenter", ["-t", String(pid), "-n", "iptables", ...args]);
+      const rules = (op: "-I" | "-D") =>
+        etcdIps.flatMap((ip) => [
+          [op, "OUTPUT", "-d", ip, "-j", "DROP"],
+          [op, "INPUT", "-s", ip, "-j", "DROP"],
+        ]);
+      return {
+        detail: `leader ${leader}: iptables DROP to and from ${etcdIps.join(", ")} in its network namespace`,
+        inject: async () => {
+          for (const r of rules("-I")) await iptables(r);
+        },
+        recovered: async () => {
+          await sleep(LEADER_CUT_MS);
+          for (const r of rules("-D")) await iptables(r);
+        },
+      };
+    }
+    case "router-worker-kill": {
+      const router = await stack.container("router");
+      const workers = async () =>
+        ((await (await fetch(`${stack.adminUrl}/routes`)).json()) as { workers: { pid: number }[] }).workers;
+      const victim = (await workers())[0]!.pid;
+      return {
+        detail: `worker pid ${victim} (in the router's container)`,
+        // The image has no kill(1): node sends the signal.
+        inject: () =>
+          docker(["exec", router, "node", "-e", `process.kill(${victim}, "SIGKILL")`]).then(() => undefined),
+        recovered: () =>
+          waitFor(
+            "the supervisor's new worker",
+            async () => {
+              const w = await workers();
+              return w.length >= 2 && !w.some((x) => x.pid === victim);
+            },
+            { timeoutMs: 30_000 },
+          ).then(() => undefined),
+      };
+    }
+    case "registrator-kill": {
+      const registrator = await stack.container("registrator");
+      const pid = await containerPid(registrator);
+      return {
+        detail: `pid ${pid}; Docker restarts it`,
+        inject: async () => {
+          process.kill(pid, "SIGKILL");
+        },
+        recovered: () =>
+          waitFor(
+            "Docker to restart the registrator",
+            async () =>
+              (await docker(["inspect", "-f", "{{.State.Running}} {{.RestartCount}}", registrator])) !==
+              "true 0",
+            { timeoutMs: 30_000 },
+          ).then(() => undefined),
+      };
+    }
+  }
+}
+
+/** Writers of every kind through one front end, with id ranges no other set of this run uses. */
+function writersFor(target: () => PgTarget, label: string, set: number): AckWriter[] {
+  return WRITER_KINDS.map(
+    (kind, i) =>
+      new AckWriter(
+        `${label}-${kind.replace(/\W+/g, "-")}`,
+        kind,
+        target,
+        (i + 1) * 1_000_000_000 + set * 1_000_000,
+        PACE_MS,
+      ),
+  );
+}
+
+async function playOne(
+  stack: ComposeStack,
+  haproxy: HostHaproxy,
+  fault: Fault,
+  index: number,
+  ttl: number,
+  log: (m: string) => void,
+): Promise<FaultRun> {
+  const loadBefore = load();
+  const targets: Record<FrontEnd, () => PgTarget> = {
+    router: () => stack.pg(),
+    haproxy: () => ({ ...stack.pg(), port: haproxy.port }),
+  };
+  const play = await playOf(stack, fault);
+  const sets = FRONT_ENDS.filter((fe) => appliesTo(fault, fe)).map((fe) => ({
+    fe,
+    writers: writersFor(
+      targets[fe],
+      `bench-${fault}-${fe}`,
+      index * FRONT_ENDS.length + FRONT_ENDS.indexOf(fe),
+    ),
+  }));
+  for (const s of sets) for (const w of s.writers) w.start();
+  let t0 = 0;
+  let injected = 0;
+  let recovered = 0;
+  let end = 0;
+  try {
+    await sleep(3_000);
+    t0 = Date.now();
+    log(`faults: ${fault}: ${play.detail}`);
+    await play.inject();
+    injected = Date.now();
+    await play.recovered();
+    recovered = Date.now();
+    await sleep(4_000);
+  } finally {
+    end = Date.now();
+    await Promise.all(sets.flatMap((s) => s.writers.map((w) => w.stop())));
+  }
+  const leader = await waitFor("a leader after the fault", () => stack.leader().catch(() => null), {
+    timeoutMs: 120_000,
+    intervalMs: 1000,
+  });
+  const server = { ...stack.pg(), host: await stack.ipOf(leader), port: 5432 };
+  const frontEnds: Record<FrontEnd, FrontEndFigures | null> = { router: null, haproxy: null };
+  for (const s of sets) {
+    const lost = await missing(server, s.writers);
+    frontEnds[s.fe] = frontEndFigures(
+      s.writers.map((w) => ({ kind: w.kind, ackTimes: w.acks.map((a) => a.at), failures: w.failures })),
+      lost.length,
+      { t0, injected, end, inFlightMayFail: inFlightMayFail(fault) },
+    );
+  }
+  return {
+    fault,
+    label: FAULT_LABELS[fault],
+    at: new Date(t0).toISOString(),
+    load: { before: loadBefore, after: load() },
+    injectMs: injected - t0,
+    recoveredMs: recovered - t0,
+    target: targetOf(fault, ttl),
+    frontEnds,
+    detail: play.detail,
+  };
+}
+
+export async function runFaults(
+  opts: { ttl: number; faults: readonly Fault[] },
+  log: (m: string) => void,
+): Promise<FaultsResult> {
+  await ensureImages(["agent", "etcd", "registrator", "router"]);
+  // Patroni wants ttl >= loop_wait + 2 x retry_timeout.
+  const retry = Math.max(1, Math.min(4, Math.floor((opts.ttl - 2) / 2)));
+  log(`faults: bringing up the compose stack (ttl ${opts.ttl} s)`);
+  const stack = await ComposeStack.up("bench-faults", {
+    cli: "v2",
+    env: {
+      PATRONI_TTL: String(opts.ttl),
+      PATRONI_LOOP_WAIT: "2",
+      PATRONI_RETRY_TIMEOUT: String(retry),
+      SWITCHOVER_TIMEOUT: "5",
+    },
+  });
+  const haproxy = new HostHaproxy(await freePort());
+  const runs: FaultRun[] = [];
+  try {
+    await stack.waitReady();
+    const c = new pg.Client({ ...stack.pg() });
+    await c.connect();
+    await c.query(ACKED_TABLE_SQL);
+    await c.end();
+    for (const [i, fault] of opts.faults.entries()) {
+      try {
+        await stack.waitReady({ timeoutMs: 180_000 });
+        await haproxy.ensure(stack);
+        for (const [fe, port] of [
+          ["router", stack.routerPort],
+          ["haproxy", haproxy.port],
+        ] as const) {
+          await waitFor(`${fe} to reach the primary`, () => writable({ ...stack.pg(), port }), {
+            timeoutMs: 60_000,
+            intervalMs: 500,
+          });
+        }
+        const r = await playOne(stack, haproxy, fault, i, opts.ttl, log);
+        runs.push(r);
+        const fig = (fe: FrontEnd) => {
+          const x = r.frontEnds[fe];
+          return x
+            ? `${fe} stopped ${(x.writesStoppedMs / 1000).toFixed(1)} s, ${x.failedNew} failed new, ${x.sessionsEnded} ended, ${x.lost} lost`
+            : `${fe} n/a`;
+        };
+        log(`faults: ${fault}: ${FRONT_ENDS.map(fig).join("; ")}`);
+      } catch (err) {
+        const msg = (err as Error).message.split("\n")[0] ?? String(err);
+        log(`faults: ${fault} FAILED: ${(err as Error).stack ?? err}`);
+        runs.push({
+          fault,
+          label: FAULT_LABELS[fault],
+          at: new Date().toISOString(),
+          load: { before: load(), after: load() },
+          injectMs: 0,
+          recoveredMs: 0,
+          target: targetOf(fault, opts.ttl),
+          frontEnds: { router: null, haproxy: null },
+          error: msg,
+        });
+      }
+    }
+  } finally {
+    await haproxy.stop().catch(() => undefined);
+    await stack.destroy();
+  }
+  return {
+    ttl: opts.ttl,
+    rounds: 1,
+    writersPerFrontEnd: WRITER_KINDS,
+    paceMs: PACE_MS,
+    haproxy: { checks: CHECK_PROFILES[HAPROXY_PROFILE], config: haproxy.config },
+    runs,
+  };
+}
