@@ -9,8 +9,8 @@
  */
 import pg from "pg";
 import {
-  AckWriter,
   ACKED_TABLE_SQL,
+  AckWriter,
   missing,
   type PgTarget,
   WRITER_KINDS,

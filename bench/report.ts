@@ -4,9 +4,9 @@ import type { EventSummary, Via } from "./failover.js";
 import {
   checkFault,
   describeTarget,
-  FRONT_ENDS,
   type FaultRun,
   type FaultsResult,
+  FRONT_ENDS,
   type FrontEndFigures,
 } from "./fault-figures.js";
 import type { MemoryFigure } from "./memory.js";
