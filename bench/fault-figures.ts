@@ -88,16 +88,25 @@ export interface WriterFigures {
   readonly kind: string;
   readonly acked: number;
   readonly stoppedMs: number;
+  /** The longest gap between acknowledged writes in the quiet seconds before the fault (ms). */
+  readonly beforeMs: number;
   readonly failedNew: number;
   readonly inFlight: number;
   readonly sessionsEnded: number;
   /** Failures, times in ms from the fault's start. */
   readonly failures: readonly { startedMs: number; atMs: number; phase: string; error: string }[];
+  /** When each acknowledged write returned, ms from the fault's start. */
+  readonly ackMs: readonly number[];
 }
 
 export interface FrontEndFigures {
   /** The longest time without an acknowledged write, over this front end's writers (ms). */
   readonly writesStoppedMs: number;
+  /**
+   * The same longest gap in the quiet seconds before the fault (worst writer): the pace and the
+   * machine's load alone, what the figure above is to be read against.
+   */
+  readonly beforeMs: number;
   readonly failedNew: number;
   /** Connections in start-up on a SIGKILLed server (counted apart; see inFlightMayFail). */
   readonly inFlight: number;
@@ -124,6 +133,21 @@ export function longestGap(ackTimes: readonly number[], from: number, end: numbe
   return Math.max(gap, end - prev);
 }
 
+/** The seconds before a fault that show the writers' pace on a quiet stack (they start 3 s before). */
+export const QUIET_MS = 2_000;
+
+/** Longest gap between two acknowledged writes that both returned in the `windowMs` before `t0`. */
+export function gapBefore(ackTimes: readonly number[], t0: number, windowMs = QUIET_MS): number {
+  let gap = 0;
+  let prev: number | null = null;
+  for (const at of ackTimes) {
+    if (at < t0 - windowMs || at > t0) continue;
+    if (prev !== null) gap = Math.max(gap, at - prev);
+    prev = at;
+  }
+  return gap;
+}
+
 /**
  * What one front end's writers add up to. `t0`: the fault began; `injected`: the command that
  * played it returned; `end`: the writers stopped. Gaps count from a second before `t0`, as
@@ -141,6 +165,7 @@ export function frontEndFigures(
       kind: w.kind,
       acked: w.ackTimes.length,
       stoppedMs: longestGap(w.ackTimes, t.t0 - 1000, t.end),
+      beforeMs: gapBefore(w.ackTimes, t.t0),
       failedNew: connect.length - inFlight.length,
       inFlight: inFlight.length,
       sessionsEnded: w.failures.filter((f) => f.phase === "session").length,
@@ -150,11 +175,13 @@ export function frontEndFigures(
         phase: f.phase,
         error: f.error,
       })),
+      ackMs: w.ackTimes.map((a) => a - t.t0),
     };
   });
   const sum = (k: "failedNew" | "inFlight" | "sessionsEnded") => figures.reduce((a, w) => a + w[k], 0);
   return {
     writesStoppedMs: Math.max(0, ...figures.map((w) => w.stoppedMs)),
+    beforeMs: Math.max(0, ...figures.map((w) => w.beforeMs)),
     failedNew: sum("failedNew"),
     inFlight: sum("inFlight"),
     sessionsEnded: sum("sessionsEnded"),

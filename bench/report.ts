@@ -8,6 +8,7 @@ import {
   type FaultsResult,
   FRONT_ENDS,
   type FrontEndFigures,
+  QUIET_MS,
 } from "./fault-figures.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
@@ -158,6 +159,7 @@ export function faultTable(fr: FaultsResult): string {
       "fault",
       "front end",
       "writes stopped s",
+      "before s",
       "failed new conns",
       "sessions ended",
       "acked writes lost",
@@ -170,12 +172,13 @@ export function faultTable(fr: FaultsResult): string {
     const head = [first ? run.label : "", fe];
     const x = run.frontEnds[fe];
     if (run.error)
-      return [...head, "-", "-", "-", "-", describeTarget(run.target), `ERROR: ${run.error}`, ""];
-    if (!x) return [...head, "n/a", "n/a", "n/a", "n/a", "", "n/a", ""];
+      return [...head, "-", "-", "-", "-", "-", describeTarget(run.target), `ERROR: ${run.error}`, ""];
+    if (!x) return [...head, "n/a", "n/a", "n/a", "n/a", "n/a", "", "n/a", ""];
     const c = checkFault(run.target, x);
     return [
       ...head,
       f(x.writesStoppedMs / 1000, 1),
+      f(x.beforeMs / 1000, 1),
       x.inFlight > 0 ? `${x.failedNew} (+${x.inFlight} in flight)` : String(x.failedNew),
       String(x.sessionsEnded),
       String(x.lost),
@@ -366,7 +369,7 @@ export function render(r: Results): string {
     const fr = r.faults;
     parts.push(
       `\n7. Faults on the compose stack (Patroni ttl ${fr.ttl} s; ${fr.rounds} round of each fault; per front end ${fr.writersPerFrontEnd.length} writers (${fr.writersPerFrontEnd.join(", ")}), one attempt per ${fr.paceMs} ms each; ` +
-        `HAProxy on the host, Patroni's template with ${fr.haproxy.checks}; in flight: connections in start-up on the SIGKILLed server, counted apart)\n${faultTable(fr)}`,
+        `HAProxy on the host, Patroni's template with ${fr.haproxy.checks}; before: the longest gap between writes in the ${QUIET_MS / 1000} s before the fault, the pace and the load alone; in flight: connections in start-up on the SIGKILLed server, counted apart)\n${faultTable(fr)}`,
     );
   }
   const v = verdicts(r);

@@ -8,6 +8,7 @@ import {
   type FaultRun,
   type FrontEndFigures,
   frontEndFigures,
+  gapBefore,
   longestGap,
   targetOf,
   type WriterRecord,
@@ -57,6 +58,15 @@ describe("fault figures: gaps between acknowledged writes", () => {
   for (const [name, acks, from, end, want] of cases) {
     it(name, () => assert.equal(longestGap(acks, from, end), want));
   }
+});
+
+describe("fault figures: the quiet seconds before the fault", () => {
+  const cases: [string, number[], number][] = [
+    ["the pace alone", [T0 - 1900, T0 - 1800, T0 - 1700, T0 - 100, T0], 1600],
+    ["writes outside the window do not count", [T0 - 9000, T0 - 1500, T0 - 1400, T0 + 5000], 100],
+    ["one write: no gap", [T0 - 50], 0],
+  ];
+  for (const [name, acks, want] of cases) it(name, () => assert.equal(gapBefore(acks, T0), want));
 });
 
 const rec = (kind: string, ackTimes: number[], failures: WriterRecord["failures"] = []): WriterRecord => ({
@@ -119,6 +129,7 @@ describe("fault figures: one front end's writers", () => {
 
 const figures = (o: Partial<FrontEndFigures>): FrontEndFigures => ({
   writesStoppedMs: 200,
+  beforeMs: 150,
   failedNew: 0,
   inFlight: 0,
   sessionsEnded: 0,
@@ -187,19 +198,22 @@ describe("fault figures: the printed table and the Targets list", () => {
   it("one row per fault and front end; n/a where the fault does not apply", () => {
     const lines = faultTable(fr).split("\n");
     assert.equal(lines.length, 7);
-    assert.match(lines[0]!, /^fault\s+front end\s+writes stopped s\s+failed new conns\s+sessions ended/);
+    assert.match(
+      lines[0]!,
+      /^fault\s+front end\s+writes stopped s\s+before s\s+failed new conns\s+sessions ended/,
+    );
     assert.match(
       lines[1]!,
-      /^etcd-kill\s+router\s+0\.3\s+0\s+0\s+0\s+stopped <= 1 s, 0 failed new, 0 lost\s+met\s+3\.50$/,
+      /^etcd-kill\s+router\s+0\.3\s+0\.1\s+0\s+0\s+0\s+stopped <= 1 s, 0 failed new, 0 lost\s+met\s+3\.50$/,
     );
     assert.match(
       lines[2]!,
-      /^\s+haproxy\s+1\.5\s+3\s+0\s+0\s+.*MISSED \(writes stopped 1500 ms > 1000 ms; 3 failed new connections\)$/,
+      /^\s+haproxy\s+1\.5\s+0\.1\s+3\s+0\s+0\s+.*MISSED \(writes stopped 1500 ms > 1000 ms; 3 failed new connections\)$/,
     );
-    assert.match(lines[4]!, /^\s+haproxy\s+n\/a\s+n\/a\s+n\/a\s+n\/a\s+n\/a$/);
+    assert.match(lines[4]!, /^\s+haproxy\s+n\/a\s+n\/a\s+n\/a\s+n\/a\s+n\/a\s+n\/a$/);
     assert.match(
       lines[5]!,
-      /^leader-kill\s+router\s+11\.3\s+0 \(\+1 in flight\)\s+0\s+0\s+0 failed new, 0 lost\s+met/,
+      /^leader-kill\s+router\s+11\.3\s+0\.1\s+0 \(\+1 in flight\)\s+0\s+0\s+0 failed new, 0 lost\s+met/,
     );
   });
 
