@@ -221,6 +221,8 @@ export interface FaultRun {
   /** null: the fault does not apply to that front end (shown "n/a"). */
   readonly frontEnds: Readonly<Record<FrontEnd, FrontEndFigures | null>>;
   readonly detail?: string;
+  /** The agents' and the router's log lines about the leader from a second before the fault to its end. */
+  readonly decisions?: Readonly<Record<string, readonly string[]>>;
   readonly error?: string;
 }
 

@@ -252,6 +252,41 @@ async function playOf(stack: ComposeStack, fault: Fault): Promise<Play> {
   }
 }
 
+/** What Patroni (through the agents) and the router said about the leader during a fault. */
+const DECISION_LINE = /demot|failsafe|DCS|lock|promot|leader|primary decision|shut ?down|fence/i;
+
+async function decisionsDuring(
+  stack: ComposeStack,
+  since: number,
+  until: number,
+): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
+  for (const service of [...AGENTS, "router"]) {
+    try {
+      const r = await run(
+        "docker",
+        [
+          "logs",
+          "--since",
+          new Date(since).toISOString(),
+          "--until",
+          new Date(until).toISOString(),
+          await stack.container(service),
+        ],
+        { timeoutMs: 30_000 },
+      );
+      out[service] = (r.stdout + r.stderr)
+        .split("\n")
+        .filter((l) => DECISION_LINE.test(l))
+        .slice(0, 40)
+        .map((l) => l.slice(0, 400));
+    } catch (err) {
+      out[service] = [`(no logs: ${(err as Error).message.split("\n")[0]})`];
+    }
+  }
+  return out;
+}
+
 /** Writers of every kind through one front end, with id ranges no other set of this run uses. */
 function writersFor(target: () => PgTarget, label: string, set: number): AckWriter[] {
   return WRITER_KINDS.map(
@@ -311,6 +346,7 @@ async function playOne(
     intervalMs: 1000,
   });
   const server = { ...stack.pg(), host: await stack.ipOf(leader), port: 5432 };
+  const decisions = await decisionsDuring(stack, t0 - 1000, end);
   const frontEnds: Record<FrontEnd, FrontEndFigures | null> = { router: null, haproxy: null };
   for (const s of sets) {
     const lost = await missing(server, s.writers);
@@ -330,6 +366,7 @@ async function playOne(
     target: targetOf(fault, ttl),
     frontEnds,
     detail: play.detail,
+    decisions,
   };
 }
 
