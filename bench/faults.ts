@@ -254,6 +254,8 @@ async function playOf(stack: ComposeStack, fault: Fault): Promise<Play> {
 
 /** What Patroni (through the agents) and the router said about the leader during a fault. */
 const DECISION_LINE = /demot|failsafe|DCS|lock|promot|leader|primary decision|shut ?down|fence/i;
+/** Patroni's steady "no action" line every loop, and traceback frames. */
+const ROUTINE_LINE = /no action\. I am|^\s+File "|Lock owner: (\S+); I am \1$/;
 
 async function decisionsDuring(
   stack: ComposeStack,
@@ -277,8 +279,8 @@ async function decisionsDuring(
       );
       out[service] = (r.stdout + r.stderr)
         .split("\n")
-        .filter((l) => DECISION_LINE.test(l))
-        .slice(0, 40)
+        .filter((l) => DECISION_LINE.test(l) && !ROUTINE_LINE.test(l))
+        .slice(0, 60)
         .map((l) => l.slice(0, 400));
     } catch (err) {
       out[service] = [`(no logs: ${(err as Error).message.split("\n")[0]})`];
