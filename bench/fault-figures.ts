@@ -197,8 +197,13 @@ export interface FaultCheck {
   readonly misses: readonly string[];
 }
 
-/** One front end's figures against the fault's targets. */
-export function checkFault(t: FaultTarget, f: FrontEndFigures): FaultCheck {
+type Checked = Pick<FrontEndFigures, "writesStoppedMs" | "failedNew" | "lost" | "notRecovered">;
+
+/**
+ * One front end's figures against the fault's targets; over several rounds, the median stop
+ * and the totals of failures and losses.
+ */
+export function checkFault(t: FaultTarget, f: Checked): FaultCheck {
   const misses: string[] = [];
   if (t.maxStoppedMs !== null && f.writesStoppedMs > t.maxStoppedMs)
     misses.push(`writes stopped ${f.writesStoppedMs} ms > ${t.maxStoppedMs} ms`);
@@ -210,6 +215,8 @@ export function checkFault(t: FaultTarget, f: FrontEndFigures): FaultCheck {
 
 export interface FaultRun {
   readonly fault: Fault;
+  /** 1-based; rounds are interleaved (every fault once, then again). */
+  readonly round?: number;
   readonly label: string;
   /** ISO time the fault began. */
   readonly at: string;
@@ -233,4 +240,72 @@ export interface FaultsResult {
   readonly paceMs: number;
   readonly haproxy: { readonly checks: string; readonly config: string };
   readonly runs: readonly FaultRun[];
+}
+
+/** One fault over its rounds, one front end: medians of the stops, totals of the counts. */
+export interface FrontEndSummary {
+  readonly n: number;
+  /** Median over the rounds of the longest stop, and the largest. */
+  readonly writesStoppedMs: number;
+  readonly maxStoppedMs: number;
+  readonly beforeMs: number;
+  readonly failedNew: number;
+  readonly inFlight: number;
+  readonly sessionsEnded: number;
+  readonly lost: number;
+  readonly notRecovered: number;
+}
+
+export interface FaultSummary {
+  readonly fault: Fault;
+  readonly label: string;
+  readonly target: FaultTarget;
+  /** Rounds played, and the errors of those that could not be. */
+  readonly rounds: number;
+  readonly errors: readonly string[];
+  readonly frontEnds: Readonly<Record<FrontEnd, FrontEndSummary | null>>;
+  /** The 1-minute load average before each round. */
+  readonly load: readonly number[];
+}
+
+/** Nearest-rank median (the lower middle of an even count): an observed value. */
+function medianOf(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)] ?? 0;
+}
+
+/** The runs of each fault, in the order of the faults' first runs. */
+export function summarizeFaults(runs: readonly FaultRun[]): FaultSummary[] {
+  const order: Fault[] = [];
+  for (const r of runs) if (!order.includes(r.fault)) order.push(r.fault);
+  return order.map((fault) => {
+    const mine = runs.filter((r) => r.fault === fault);
+    const first = mine[0]!;
+    const frontEnd = (fe: FrontEnd): FrontEndSummary | null => {
+      const xs = mine.map((r) => r.frontEnds[fe]).filter((x): x is FrontEndFigures => x !== null);
+      if (xs.length === 0) return null;
+      const sum = (k: "failedNew" | "inFlight" | "sessionsEnded" | "lost" | "notRecovered") =>
+        xs.reduce((a, x) => a + x[k], 0);
+      return {
+        n: xs.length,
+        writesStoppedMs: medianOf(xs.map((x) => x.writesStoppedMs)),
+        maxStoppedMs: Math.max(...xs.map((x) => x.writesStoppedMs)),
+        beforeMs: medianOf(xs.map((x) => x.beforeMs)),
+        failedNew: sum("failedNew"),
+        inFlight: sum("inFlight"),
+        sessionsEnded: sum("sessionsEnded"),
+        lost: sum("lost"),
+        notRecovered: sum("notRecovered"),
+      };
+    };
+    return {
+      fault,
+      label: first.label,
+      target: first.target,
+      rounds: mine.length,
+      errors: mine.flatMap((r) => (r.error ? [r.error] : [])),
+      frontEnds: { router: frontEnd("router"), haproxy: frontEnd("haproxy") },
+      load: mine.map((r) => r.load.before[0] ?? Number.NaN),
+    };
+  });
 }

@@ -5,7 +5,8 @@
  * agents' addresses on the stack's network as servers and their REST port (8008) /primary as
  * the check. Two sets of the e2e tier's writers (test/harness/ack-writers.ts: psql with
  * sslmode=prefer and node-postgres, a new connection per write and a kept one) run at the
- * same time, one through each front end, so both see the same fault. One round of each fault.
+ * same time, one through each front end, so both see the same fault. One round of each fault
+ * by default (--fault-rounds), rounds interleaved.
  */
 import pg from "pg";
 import {
@@ -373,7 +374,7 @@ async function playOne(
 }
 
 export async function runFaults(
-  opts: { ttl: number; faults: readonly Fault[] },
+  opts: { ttl: number; faults: readonly Fault[]; rounds: number },
   log: (m: string) => void,
 ): Promise<FaultsResult> {
   await ensureImages(["agent", "etcd", "registrator", "router"]);
@@ -397,7 +398,11 @@ export async function runFaults(
     await c.connect();
     await c.query(ACKED_TABLE_SQL);
     await c.end();
-    for (const [i, fault] of opts.faults.entries()) {
+    // Interleaved: every fault once, then again, so a noisy minute falls on different faults.
+    const plays = Array.from({ length: opts.rounds }, (_, r) =>
+      opts.faults.map((fault) => ({ fault, round: r + 1 })),
+    ).flat();
+    for (const [i, { fault, round }] of plays.entries()) {
       try {
         await stack.waitReady({ timeoutMs: 180_000 });
         await haproxy.ensure(stack);
@@ -410,7 +415,7 @@ export async function runFaults(
             intervalMs: 500,
           });
         }
-        const r = await playOne(stack, haproxy, fault, i, opts.ttl, log);
+        const r = { ...(await playOne(stack, haproxy, fault, i, opts.ttl, log)), round };
         runs.push(r);
         const fig = (fe: FrontEnd) => {
           const x = r.frontEnds[fe];
@@ -418,12 +423,13 @@ export async function runFaults(
             ? `${fe} stopped ${(x.writesStoppedMs / 1000).toFixed(1)} s, ${x.failedNew} failed new, ${x.sessionsEnded} ended, ${x.lost} lost`
             : `${fe} n/a`;
         };
-        log(`faults: ${fault}: ${FRONT_ENDS.map(fig).join("; ")}`);
+        log(`faults: ${fault} (round ${round}): ${FRONT_ENDS.map(fig).join("; ")}`);
       } catch (err) {
         const msg = (err as Error).message.split("\n")[0] ?? String(err);
         log(`faults: ${fault} FAILED: ${(err as Error).stack ?? err}`);
         runs.push({
           fault,
+          round,
           label: FAULT_LABELS[fault],
           at: new Date().toISOString(),
           load: { before: load(), after: load() },
@@ -441,7 +447,7 @@ export async function runFaults(
   }
   return {
     ttl: opts.ttl,
-    rounds: 1,
+    rounds: opts.rounds,
     writersPerFrontEnd: WRITER_KINDS,
     paceMs: PACE_MS,
     haproxy: { checks: CHECK_PROFILES[HAPROXY_PROFILE], config: haproxy.config },

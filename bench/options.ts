@@ -170,6 +170,13 @@ const benchOptions = {
       return Object.freeze(xs as Fault[]);
     },
   ),
+  faultRounds: opt.int({
+    flag: "fault-rounds",
+    description: "rounds of each fault in the faults part, interleaved (about 5 minutes a round here)",
+    default: 1,
+    min: 1,
+    max: 20,
+  }),
   ttl: opt.int({
     flag: "ttl",
     description: "Patroni's ttl for the cluster, and for the faults part's compose stack (s)",
@@ -226,6 +233,7 @@ export interface Plan {
   readonly heldClients: number;
   readonly profileSeconds: number;
   readonly faults: readonly Fault[];
+  readonly faultRounds: number;
   readonly ttl: number;
   readonly walSegmentSize: number;
   readonly out: string;
@@ -251,6 +259,7 @@ export function planOf(c: BenchConfig): Plan {
     heldClients: c.heldClients,
     profileSeconds: pick(c.profileSeconds, 15, 8),
     faults: c.faults,
+    faultRounds: c.faultRounds,
     ttl: c.ttl,
     walSegmentSize: c.walSegmentSize,
     out: c.out,

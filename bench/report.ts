@@ -4,11 +4,13 @@ import type { EventSummary, Via } from "./failover.js";
 import {
   checkFault,
   describeTarget,
-  type FaultRun,
+  type FaultSummary,
   type FaultsResult,
   FRONT_ENDS,
-  type FrontEndFigures,
+  type FrontEnd,
+  type FrontEndSummary,
   QUIET_MS,
+  summarizeFaults,
 } from "./fault-figures.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
@@ -136,23 +138,34 @@ export function verdicts(r: Results): Verdict[] {
       ok: m.rssMb < 200,
     });
   }
-  for (const run of r.faults?.runs ?? []) {
-    const fig = run.frontEnds.router;
+  for (const x of r.faults ? summarizeFaults(r.faults.runs) : []) {
+    const fig = x.frontEnds.router;
+    const errors = x.errors.length > 0 ? `error: ${x.errors.join("; ")}` : "";
     out.push({
-      target: `fault, ${run.label}: ${describeTarget(run.target)} (router)`,
-      measured: run.error ? `error: ${run.error}` : fig ? faultMeasured(fig) : "not measured",
-      ok: fig !== null && !run.error && checkFault(run.target, fig).ok,
+      target: `fault, ${x.label}: ${describeTarget(x.target)} (router)`,
+      measured: [fig ? faultMeasured(fig) : "", errors].filter((s) => s !== "").join("; ") || "not measured",
+      ok: fig !== null && x.errors.length === 0 && checkFault(x.target, fig).ok,
     });
   }
   return out;
 }
 
-function faultMeasured(x: FrontEndFigures): string {
-  const inFlight = x.inFlight > 0 ? ` (+${x.inFlight} in start-up on the killed server)` : "";
-  return `stopped ${f(x.writesStoppedMs / 1000, 1)} s, ${x.failedNew} failed new${inFlight}, ${x.lost} lost`;
+function stoppedText(x: FrontEndSummary): string {
+  return x.n > 1
+    ? `${f(x.writesStoppedMs / 1000, 1)} (max ${f(x.maxStoppedMs / 1000, 1)})`
+    : f(x.writesStoppedMs / 1000, 1);
 }
 
-/** Part 7's table: one row per fault and front end; "n/a" where a fault does not apply. */
+function faultMeasured(x: FrontEndSummary): string {
+  const inFlight = x.inFlight > 0 ? ` (+${x.inFlight} in start-up on the killed server)` : "";
+  const rounds = x.n > 1 ? ` over ${x.n} rounds` : "";
+  return `stopped ${stoppedText(x)} s, ${x.failedNew} failed new${inFlight}, ${x.lost} lost${rounds}`;
+}
+
+/**
+ * Part 7's table: one row per fault and front end; "n/a" where a fault does not apply. Over
+ * several rounds: the median stop (and the largest), totals of the counts.
+ */
 export function faultTable(fr: FaultsResult): string {
   const rows: string[][] = [
     [
@@ -168,27 +181,34 @@ export function faultTable(fr: FaultsResult): string {
       "load 1m",
     ],
   ];
-  const row = (run: FaultRun, fe: (typeof FRONT_ENDS)[number], first: boolean) => {
-    const head = [first ? run.label : "", fe];
-    const x = run.frontEnds[fe];
-    if (run.error)
-      return [...head, "-", "-", "-", "-", "-", describeTarget(run.target), `ERROR: ${run.error}`, ""];
+  const row = (s: FaultSummary, fe: FrontEnd, first: boolean) => {
+    const head = [first ? s.label : "", fe];
+    const x = s.frontEnds[fe];
+    const errors = s.errors.length > 0 ? `ERROR: ${s.errors.join("; ")}` : "";
+    const load = first ? s.load.map((l) => f(l, 1)).join(", ") : "";
+    if (!x && errors) return [...head, "-", "-", "-", "-", "-", describeTarget(s.target), errors, load];
     if (!x) return [...head, "n/a", "n/a", "n/a", "n/a", "n/a", "", "n/a", ""];
-    const c = checkFault(run.target, x);
+    const c = checkFault(s.target, x);
+    const verdict =
+      c.ok && !errors
+        ? "met"
+        : ["MISSED", c.misses.length > 0 ? `(${c.misses.join("; ")})` : "", errors]
+            .filter((t) => t !== "")
+            .join(" ");
     return [
       ...head,
-      f(x.writesStoppedMs / 1000, 1),
+      stoppedText(x),
       f(x.beforeMs / 1000, 1),
       x.inFlight > 0 ? `${x.failedNew} (+${x.inFlight} in flight)` : String(x.failedNew),
       String(x.sessionsEnded),
       String(x.lost),
-      describeTarget(run.target),
-      c.ok ? "met" : `MISSED (${c.misses.join("; ")})`,
-      first ? f(run.load.before[0], 2) : "",
+      describeTarget(s.target),
+      verdict,
+      load,
     ];
   };
-  for (const run of fr.runs) {
-    for (const [i, fe] of FRONT_ENDS.entries()) rows.push(row(run, fe, i === 0));
+  for (const s of summarizeFaults(fr.runs)) {
+    for (const [i, fe] of FRONT_ENDS.entries()) rows.push(row(s, fe, i === 0));
   }
   return table(rows);
 }
@@ -368,7 +388,7 @@ export function render(r: Results): string {
   if (r.faults) {
     const fr = r.faults;
     parts.push(
-      `\n7. Faults on the compose stack (Patroni ttl ${fr.ttl} s; ${fr.rounds} round of each fault; per front end ${fr.writersPerFrontEnd.length} writers (${fr.writersPerFrontEnd.join(", ")}), one attempt per ${fr.paceMs} ms each; ` +
+      `\n7. Faults on the compose stack (Patroni ttl ${fr.ttl} s; ${fr.rounds === 1 ? "1 round of each fault" : `${fr.rounds} interleaved rounds of each fault: writes stopped is the median (and the largest), the counts are totals`}; per front end ${fr.writersPerFrontEnd.length} writers (${fr.writersPerFrontEnd.join(", ")}), one attempt per ${fr.paceMs} ms each; ` +
         `HAProxy on the host, Patroni's template with ${fr.haproxy.checks}; before: the longest gap between writes in the ${QUIET_MS / 1000} s before the fault, the pace and the load alone; in flight: connections in start-up on the SIGKILLed server, counted apart)\n${faultTable(fr)}`,
     );
   }

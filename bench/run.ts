@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     });
   });
   await part("faults", async () => {
-    results.faults = await runFaults({ ttl: plan.ttl, faults: plan.faults }, log);
+    results.faults = await runFaults({ ttl: plan.ttl, faults: plan.faults, rounds: plan.faultRounds }, log);
   });
   const m = results.machine as Record<string, unknown>;
   m["loadAfter"] = load();

@@ -10,6 +10,7 @@ import {
   frontEndFigures,
   gapBefore,
   longestGap,
+  summarizeFaults,
   targetOf,
   type WriterRecord,
 } from "../../bench/fault-figures.js";
@@ -204,7 +205,7 @@ describe("fault figures: the printed table and the Targets list", () => {
     );
     assert.match(
       lines[1]!,
-      /^etcd-kill\s+router\s+0\.3\s+0\.1\s+0\s+0\s+0\s+stopped <= 1 s, 0 failed new, 0 lost\s+met\s+3\.50$/,
+      /^etcd-kill\s+router\s+0\.3\s+0\.1\s+0\s+0\s+0\s+stopped <= 1 s, 0 failed new, 0 lost\s+met\s+3\.5$/,
     );
     assert.match(
       lines[2]!,
@@ -246,5 +247,92 @@ describe("fault figures: the printed table and the Targets list", () => {
       },
     ]);
     assert.match(faultTable({ ...fr, runs: [failed] }), /ERROR: boom/);
+  });
+});
+
+describe("fault figures: several rounds of each fault", () => {
+  const rounds = [
+    { ...runOf("etcd-kill", figures({ writesStoppedMs: 300 }), figures({ writesStoppedMs: 400 })), round: 1 },
+    { ...runOf("leader-kill", figures({ writesStoppedMs: 11_000 }), figures({ failedNew: 20 })), round: 1 },
+    { ...runOf("etcd-kill", figures({ writesStoppedMs: 2500, failedNew: 1 }), figures({})), round: 2 },
+    {
+      ...runOf("leader-kill", figures({ writesStoppedMs: 12_000, inFlight: 1 }), figures({ failedNew: 7 })),
+      round: 2,
+    },
+    { ...runOf("etcd-kill", figures({ writesStoppedMs: 700, lost: 0 }), figures({})), round: 3 },
+  ];
+
+  it("per fault, in the order first played: the median stop and the largest, totals of the counts", () => {
+    const s = summarizeFaults(rounds);
+    assert.deepEqual(
+      s.map((x) => [x.fault, x.rounds]),
+      [
+        ["etcd-kill", 3],
+        ["leader-kill", 2],
+      ],
+    );
+    assert.deepEqual(s[0]!.frontEnds.router, {
+      n: 3,
+      writesStoppedMs: 700,
+      maxStoppedMs: 2500,
+      beforeMs: 150,
+      failedNew: 1,
+      inFlight: 0,
+      sessionsEnded: 0,
+      lost: 0,
+      notRecovered: 0,
+    });
+    // an even count takes the lower middle: a value one round measured
+    assert.equal(s[1]!.frontEnds.router!.writesStoppedMs, 11_000);
+    assert.equal(s[1]!.frontEnds.haproxy!.failedNew, 27);
+    assert.deepEqual(s[0]!.load, [3.5, 3.5, 3.5]);
+  });
+
+  it("the table shows the median with the largest; one failure in any round misses the target", () => {
+    const fr = {
+      ttl: 10,
+      rounds: 3,
+      writersPerFrontEnd: ["pg kept"],
+      paceMs: 100,
+      haproxy: { checks: "", config: "" },
+      runs: rounds,
+    };
+    const lines = faultTable(fr).split("\n");
+    assert.match(
+      lines[1]!,
+      /^etcd-kill\s+router\s+0\.7 \(max 2\.5\)\s+0\.1\s+1\s+.*MISSED \(1 failed new connections\)\s+3\.5, 3\.5, 3\.5$/,
+    );
+    const r: Results = { machine: {}, options: {}, ttl: 10, faults: fr, errors: {} };
+    assert.equal(
+      verdicts(r)[1]!.measured,
+      "stopped 11.0 (max 12.0) s, 0 failed new (+1 in start-up on the killed server), 0 lost over 2 rounds",
+    );
+  });
+
+  it("a round that could not be played is reported beside the others", () => {
+    const failed = {
+      ...runOf("etcd-kill", figures({}), null),
+      frontEnds: { router: null, haproxy: null },
+      error: "timeout",
+    };
+    const s = summarizeFaults([rounds[0]!, failed]);
+    assert.deepEqual(s[0]!.errors, ["timeout"]);
+    assert.equal(s[0]!.frontEnds.router!.n, 1);
+    const r: Results = {
+      machine: {},
+      options: {},
+      ttl: 10,
+      faults: {
+        ttl: 10,
+        rounds: 2,
+        writersPerFrontEnd: [],
+        paceMs: 100,
+        haproxy: { checks: "", config: "" },
+        runs: [rounds[0]!, failed],
+      },
+      errors: {},
+    };
+    assert.equal(verdicts(r)[0]!.ok, false);
+    assert.match(verdicts(r)[0]!.measured, /error: timeout$/);
   });
 });

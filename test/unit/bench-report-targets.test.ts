@@ -161,6 +161,7 @@ describe("benchmark plumbing", () => {
       heldClients: 10000,
       profileSeconds: 0,
       faults: ["etcd-kill"] as const,
+      faultRounds: 1,
       ttl: 10,
       walSegmentSize: 16,
       out: "/tmp/x",
