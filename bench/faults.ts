@@ -42,6 +42,8 @@ const PACE_MS = 100;
 /** HAProxy's checks: the tighter profile, the one the project's reference figures were taken with. */
 const HAPROXY_PROFILE: CheckProfile = "fast";
 const REST_PORT = 8008;
+/** After a fault, the writers run until none has failed for this long. */
+const SETTLE_MS = 3_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -122,7 +124,7 @@ async function decisionsDuring(
       out[service] = (r.stdout + r.stderr)
         .split("\n")
         .filter((l) => DECISION_LINE.test(l) && !ROUTINE_LINE.test(l))
-        .slice(0, 60)
+        .slice(0, 120)
         .map((l) => l.slice(0, 400));
     } catch (err) {
       out[service] = [`(no logs: ${(err as Error).message.split("\n")[0]})`];
@@ -180,7 +182,17 @@ async function playOne(
     injected = Date.now();
     await play.recovered();
     recovered = Date.now();
+    // Then until every writer has written since, with no failure in the last 3 s (4 s at least,
+    // a minute at most): a front end that serves late is measured to the end of its pause.
+    const all = sets.flatMap((x) => x.writers);
+    const settled = () =>
+      all.every(
+        (w) => w.acks.some((a) => a.at > recovered) && !w.failures.some((f) => f.at > Date.now() - SETTLE_MS),
+      );
     await sleep(4_000);
+    await waitFor("every writer to write again", settled, { timeoutMs: 60_000, intervalMs: 200 }).catch(() =>
+      log(`faults: ${fault}: not every writer wrote again within a minute of the recovery`),
+    );
   } finally {
     end = Date.now();
     await Promise.all(sets.flatMap((s) => s.writers.map((w) => w.stop())));
@@ -190,7 +202,7 @@ async function playOne(
     intervalMs: 1000,
   });
   const server = { ...stack.pg(), host: await stack.ipOf(leader), port: 5432 };
-  const decisions = await decisionsDuring(stack, t0 - 1000, end);
+  const decisions = await decisionsDuring(stack, t0 - 1000, Date.now());
   const frontEnds: Record<FrontEnd, FrontEndFigures | null> = { router: null, haproxy: null };
   for (const s of sets) {
     const lost = await missing(server, s.writers);
