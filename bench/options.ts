@@ -1,6 +1,7 @@
 /** The benchmark's command line, and the figures --quick changes. */
 import { fileURLToPath } from "node:url";
 import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+import { FAULTS, type Fault } from "./fault-figures.js";
 import type { Workload } from "./pgbench.js";
 
 export const PARTS = [
@@ -11,6 +12,7 @@ export const PARTS = [
   "unplanned",
   "latency",
   "registrator",
+  "faults",
 ] as const;
 export type Part = (typeof PARTS)[number];
 
@@ -152,9 +154,32 @@ const benchOptions = {
     min: 0,
     max: 600,
   }),
+  faults: valueOption(
+    {
+      flag: "faults",
+      description: "the faults of the faults part, in this order (one round of each)",
+      accepted: `a comma-separated list of ${FAULTS.join(", ")}`,
+      metavar: "FAULT[,...]",
+      default: FAULTS as readonly Fault[],
+      defaultLabel: FAULTS.join(","),
+    },
+    (raw) => {
+      const xs = raw.split(",").map((s) => s.trim());
+      if (xs.length === 0 || xs.some((x) => !(FAULTS as readonly string[]).includes(x)))
+        throw new ParseFailure();
+      return Object.freeze(xs as Fault[]);
+    },
+  ),
+  faultRounds: opt.int({
+    flag: "fault-rounds",
+    description: "rounds of each fault in the faults part, interleaved (about 5 minutes a round here)",
+    default: 1,
+    min: 1,
+    max: 20,
+  }),
   ttl: opt.int({
     flag: "ttl",
-    description: "Patroni's ttl for the cluster (s)",
+    description: "Patroni's ttl for the cluster, and for the faults part's compose stack (s)",
     default: 10,
     min: 5,
     max: 120,
@@ -177,7 +202,7 @@ const benchOptions = {
 export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
   program: "bench",
   summary:
-    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (and the registrator against the real dockerd); prints a table and writes JSON.",
+    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (and the registrator against the real dockerd, and the compose stack under faults beside HAProxy); prints a table and writes JSON.",
   options: benchOptions,
   epilog: [
     "Examples:",
@@ -185,6 +210,7 @@ export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
     "  node dist/bench/run.js --quick               # a few minutes",
     "  node dist/bench/run.js --parts datapath,profile --rounds 5",
     "  node dist/bench/run.js --parts datapath --workloads select-only --clients 1,8",
+    "  node dist/bench/run.js --parts faults --faults etcd-kill,router-worker-kill",
   ].join("\n"),
 };
 
@@ -206,6 +232,8 @@ export interface Plan {
   readonly memoryClients: readonly number[];
   readonly heldClients: number;
   readonly profileSeconds: number;
+  readonly faults: readonly Fault[];
+  readonly faultRounds: number;
   readonly ttl: number;
   readonly walSegmentSize: number;
   readonly out: string;
@@ -230,6 +258,8 @@ export function planOf(c: BenchConfig): Plan {
     memoryClients: c.memoryClients,
     heldClients: c.heldClients,
     profileSeconds: pick(c.profileSeconds, 15, 8),
+    faults: c.faults,
+    faultRounds: c.faultRounds,
     ttl: c.ttl,
     walSegmentSize: c.walSegmentSize,
     out: c.out,

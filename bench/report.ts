@@ -1,6 +1,17 @@
 /** The printed table and the verdicts against the targets. Pure functions of the results document. */
 import type { Cell } from "./datapath.js";
 import type { EventSummary, Via } from "./failover.js";
+import {
+  checkFault,
+  describeTarget,
+  type FaultSummary,
+  type FaultsResult,
+  FRONT_ENDS,
+  type FrontEnd,
+  type FrontEndSummary,
+  QUIET_MS,
+  summarizeFaults,
+} from "./fault-figures.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
 import type { Summary } from "./stats.js";
@@ -17,6 +28,7 @@ export interface Results {
   registrator?: Record<string, unknown>;
   memory?: MemoryFigure[];
   profile?: { tps: number; profile: string; top: SelfTime[]; inclusive?: Inclusive[] };
+  faults?: FaultsResult;
   errors: Record<string, string>;
 }
 
@@ -126,7 +138,79 @@ export function verdicts(r: Results): Verdict[] {
       ok: m.rssMb < 200,
     });
   }
+  for (const x of r.faults ? summarizeFaults(r.faults.runs) : []) {
+    const fig = x.frontEnds.router;
+    const errors = x.errors.length > 0 ? `error: ${x.errors.join("; ")}` : "";
+    out.push({
+      target: `fault, ${x.label}: ${describeTarget(x.target)} (router)`,
+      measured: [fig ? faultMeasured(fig) : "", errors].filter((s) => s !== "").join("; ") || "not measured",
+      ok: fig !== null && x.errors.length === 0 && checkFault(x.target, fig).ok,
+    });
+  }
   return out;
+}
+
+function stoppedText(x: FrontEndSummary): string {
+  return x.n > 1
+    ? `${f(x.writesStoppedMs / 1000, 1)} (max ${f(x.maxStoppedMs / 1000, 1)})`
+    : f(x.writesStoppedMs / 1000, 1);
+}
+
+function faultMeasured(x: FrontEndSummary): string {
+  const inFlight = x.inFlight > 0 ? ` (+${x.inFlight} in start-up on the killed server)` : "";
+  const rounds = x.n > 1 ? ` over ${x.n} rounds` : "";
+  return `stopped ${stoppedText(x)} s, ${x.failedNew} failed new${inFlight}, ${x.lost} lost${rounds}`;
+}
+
+/**
+ * Part 7's table: one row per fault and front end; "n/a" where a fault does not apply. Over
+ * several rounds: the median stop (and the largest), totals of the counts.
+ */
+export function faultTable(fr: FaultsResult): string {
+  const rows: string[][] = [
+    [
+      "fault",
+      "front end",
+      "writes stopped s",
+      "before s",
+      "failed new conns",
+      "sessions ended",
+      "acked writes lost",
+      "target",
+      "verdict",
+      "load 1m",
+    ],
+  ];
+  const row = (s: FaultSummary, fe: FrontEnd, first: boolean) => {
+    const head = [first ? s.label : "", fe];
+    const x = s.frontEnds[fe];
+    const errors = s.errors.length > 0 ? `ERROR: ${s.errors.join("; ")}` : "";
+    const load = first ? s.load.map((l) => f(l, 1)).join(", ") : "";
+    if (!x && errors) return [...head, "-", "-", "-", "-", "-", describeTarget(s.target), errors, load];
+    if (!x) return [...head, "n/a", "n/a", "n/a", "n/a", "n/a", "", "n/a", ""];
+    const c = checkFault(s.target, x);
+    const verdict =
+      c.ok && !errors
+        ? "met"
+        : ["MISSED", c.misses.length > 0 ? `(${c.misses.join("; ")})` : "", errors]
+            .filter((t) => t !== "")
+            .join(" ");
+    return [
+      ...head,
+      stoppedText(x),
+      f(x.beforeMs / 1000, 1),
+      x.inFlight > 0 ? `${x.failedNew} (+${x.inFlight} in flight)` : String(x.failedNew),
+      String(x.sessionsEnded),
+      String(x.lost),
+      describeTarget(s.target),
+      verdict,
+      load,
+    ];
+  };
+  for (const s of summarizeFaults(fr.runs)) {
+    for (const [i, fe] of FRONT_ENDS.entries()) rows.push(row(s, fe, i === 0));
+  }
+  return table(rows);
 }
 
 export function render(r: Results): string {
@@ -300,6 +384,13 @@ export function render(r: Results): string {
       ];
       parts.push(`${table(irows)}`);
     }
+  }
+  if (r.faults) {
+    const fr = r.faults;
+    parts.push(
+      `\n7. Faults on the compose stack (Patroni ttl ${fr.ttl} s; ${fr.rounds === 1 ? "1 round of each fault" : `${fr.rounds} interleaved rounds of each fault: writes stopped is the median (and the largest), the counts are totals`}; per front end ${fr.writersPerFrontEnd.length} writers (${fr.writersPerFrontEnd.join(", ")}), one attempt per ${fr.paceMs} ms each; ` +
+        `HAProxy on the host, Patroni's template with ${fr.haproxy.checks}; before: the longest gap between writes in the ${QUIET_MS / 1000} s before the fault, the pace and the load alone; in flight: connections in start-up on the SIGKILLed server, counted apart)\n${faultTable(fr)}`,
+    );
   }
   const v = verdicts(r);
   if (v.length > 0) {

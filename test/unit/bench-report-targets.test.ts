@@ -160,6 +160,8 @@ describe("benchmark plumbing", () => {
       memoryClients: [1000],
       heldClients: 10000,
       profileSeconds: 0,
+      faults: ["etcd-kill"] as const,
+      faultRounds: 1,
       ttl: 10,
       walSegmentSize: 16,
       out: "/tmp/x",
