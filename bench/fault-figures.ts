@@ -38,11 +38,12 @@ export function appliesTo(fault: Fault, fe: FrontEnd): boolean {
 
 /**
  * A connection whose start-up the dying server had already answered cannot be replayed
- * elsewhere (README: "Faults"): for a SIGKILLed leader, failures of connections begun before
- * the kill are counted apart, as the e2e fault suite does.
+ * elsewhere, and one a killed router worker had accepted goes with it (README: "Faults"): for
+ * a SIGKILLed leader or router worker, failures of connections begun before the kill are
+ * counted apart, as the e2e fault suite does.
  */
 export function inFlightMayFail(fault: Fault): boolean {
-  return fault === "leader-kill";
+  return fault === "leader-kill" || fault === "router-worker-kill";
 }
 
 export interface FaultTarget {

@@ -259,16 +259,30 @@ function failsafePrimary(
   // The routed primary's key just expired and its last answer predates failsafe mode (or was
   // ambiguous): hold new clients, keep its sessions, and ask it again rather than fence it.
   if (candidates.length === 0 && previous !== null) {
-    const verdict = primaryVerdict(health.get(previous.name)?.primary, previous.apiUrl, now);
-    const failures = health.get(previous.name)?.primary?.failures ?? 0;
+    const probe = health.get(previous.name)?.primary;
+    const verdict = primaryVerdict(probe, previous.apiUrl, now);
+    const failures = probe?.failures ?? 0;
     if ((verdict === "ok" || verdict === "unknown") && failures < REST_FALL) {
       return pause(
         previous,
         `no leader key; asking ${previous.name} whether Patroni's failsafe mode keeps it primary`,
       );
     }
+    // As etcd comes back after a failsafe period, Patroni answers 503 for a moment while it
+    // takes its lock again, its PostgreSQL still a running primary: ask again before fencing.
+    if (verdict === "refused" && stillPrimary(probe) && (probe?.refusals ?? 1) < REST_FALL) {
+      return pause(
+        previous,
+        `no leader key; ${previous.name} answers /primary with ${probe!.status} while still primary; asking again`,
+      );
+    }
   }
   return null;
+}
+
+/** The probe's body says a running primary (Patroni 3: `master`, 4: `primary`). */
+function stillPrimary(probe: Probe | undefined): boolean {
+  return (probe?.role === "master" || probe?.role === "primary") && probe?.state === "running";
 }
 
 /** Where new clients of the primary port go now, and why. */
@@ -311,9 +325,7 @@ export function selectPrimary(
     // Patroni answers 503 for a moment while it re-takes its lock (after a failsafe period,
     // say) though its PostgreSQL still runs as primary: hold new clients and ask again, and
     // fence only if it says so twice, or says it is no longer primary.
-    const stillPrimary =
-      (probe?.role === "master" || probe?.role === "primary") && probe?.state === "running";
-    if (wasRouted && stillPrimary && (probe?.refusals ?? 1) < REST_FALL) {
+    if (wasRouted && stillPrimary(probe) && (probe?.refusals ?? 1) < REST_FALL) {
       return pause(
         target,
         `${m.name} answers /primary with ${probe!.status} while still primary; asking again`,

@@ -111,6 +111,15 @@ describe("hostile passwords, end to end", { timeout: 15 * 60_000 }, () => {
   });
 
   it("the REST API refuses a switchover without its password and accepts it with it; the old leader rejoins", async () => {
+    // In synchronous mode (the default) only the synchronous standby may take over.
+    await waitFor(
+      "paul to be the synchronous standby",
+      async () => {
+        const sync = await host.etcd.get(`/service/${cluster.scope}/sync`).string();
+        return sync !== null && (JSON.parse(sync) as { sync_standby?: string }).sync_standby === "paul";
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
     assert.equal(await switchover("john", "paul", "wrong"), "401");
     assert.equal(await switchover("john", "paul", PASSWORDS.RESTAPI_PASSWORD), "200");
     await waitFor("paul to lead", async () => (await cluster.runningLeader()) === "paul", {

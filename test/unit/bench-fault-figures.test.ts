@@ -9,6 +9,7 @@ import {
   type FrontEndFigures,
   frontEndFigures,
   gapBefore,
+  inFlightMayFail,
   longestGap,
   summarizeFaults,
   targetOf,
@@ -74,6 +75,15 @@ const rec = (kind: string, ackTimes: number[], failures: WriterRecord["failures"
   kind,
   ackTimes,
   failures,
+});
+
+describe("which faults count connections in start-up on the killed process apart", () => {
+  it("a SIGKILLed leader and a SIGKILLed router worker; no other fault", () => {
+    assert.deepEqual(
+      FAULTS.filter((f) => inFlightMayFail(f)),
+      ["leader-kill", "router-worker-kill"],
+    );
+  });
 });
 
 describe("fault figures: one front end's writers", () => {

@@ -100,6 +100,26 @@ const cases: Case[] = [
     target: "pg1",
   },
   {
+    name: "failsafe mode healing: no leader key yet, the routed primary answers 503 once while still primary: pause",
+    view: view(FAILSAFE_ON, PG1, PG2),
+    health: health({
+      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
+    }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+    reason: /no leader key; pg1 answers \/primary with 503 while still primary/,
+  },
+  {
+    name: "failsafe mode healing: 503 twice with no leader key: none",
+    view: view(FAILSAFE_ON, PG1, PG2),
+    health: health({
+      pg1: { primary: { ...probe(5001, 503), refusals: 2, role: "master", state: "running" } },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
     name: "failsafe mode off in the cluster's config: no leader key is none",
     view: view(FAILSAFE_OFF, PG2, PG3),
     health: health({ pg1: { primary: inFailsafe(5001) } }),
