@@ -172,25 +172,76 @@ export class NaiveProxy {
 }
 
 /**
- * CPU time a process has used so far, all its threads (µs), from the scheduler's
- * per-thread counters in /proc (nanoseconds, unlike the 10 ms ticks of /proc/<pid>/stat).
+ * A process and all its descendants (the router's supervisor and its workers): what a proxy
+ * costs is the sum over its processes. Read from the parent links in /proc/<pid>/stat.
+ */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // pid (comm) state ppid …: comm may hold spaces and parentheses; the last ")" ends it.
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(name));
+      children.set(ppid, list);
+    } catch {
+      // the process ended between the listing and the read
+    }
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length > 0) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/**
+ * CPU time a process and its descendants have used so far, all their threads (µs), from the
+ * scheduler's per-thread counters in /proc (nanoseconds, unlike the 10 ms ticks of
+ * /proc/<pid>/stat).
  */
 export function cpuTimeUs(pid: number): number {
   let ns = 0;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
+  for (const p of processTree(pid)) {
+    let tasks: string[];
     try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+      tasks = readdirSync(`/proc/${p}/task`);
     } catch {
-      // the thread ended between the listing and the read: its time is lost (a thread's, not the process's)
+      continue; // ended meanwhile
+    }
+    for (const task of tasks) {
+      try {
+        ns += Number(readFileSync(`/proc/${p}/task/${task}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        // the thread ended between the listing and the read: its time is lost (a thread's, not the process's)
+      }
     }
   }
   return ns / 1000;
 }
 
-/** Resident memory of a process from /proc (MB). */
+/** Resident memory of a process and its descendants from /proc (MB, summed over the processes). */
 export function memoryOf(pid: number): { rssMb: number; hwmMb: number; anonMb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? Number.NaN);
+  let rss = 0;
+  let hwm = 0;
+  let anon = 0;
+  for (const p of processTree(pid)) {
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${p}/status`, "utf8");
+    } catch {
+      continue;
+    }
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
+    rss += kb("VmRSS");
+    hwm += kb("VmHWM");
+    anon += kb("RssAnon");
+  }
   const mb = (x: number) => Math.round((x / 1024) * 10) / 10;
-  return { rssMb: mb(kb("VmRSS")), hwmMb: mb(kb("VmHWM")), anonMb: mb(kb("RssAnon")) };
+  return { rssMb: mb(rss), hwmMb: mb(hwm), anonMb: mb(anon) };
 }

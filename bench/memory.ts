@@ -37,7 +37,8 @@ const IDLE_CPU_SECONDS = 6;
 const BATCH = 250;
 
 export interface MemoryFigure {
-  readonly proxy: "router" | "haproxy" | "naive";
+  /** `router`: as it ships (a supervisor and --workers 2, summed); `router-1`: --workers 0, one process. */
+  readonly proxy: "router" | "router-1" | "haproxy" | "naive";
   readonly state: "connected" | "held";
   readonly clients: number;
   /** Before any client connected. */
@@ -173,19 +174,29 @@ export async function runMemory(
   const routerArgs = ["--max-connections", "10500", "--hold-timeout", "900", "--startup-timeout", "900"];
   try {
     await etcd.put(patroniKeys.leader(ns, scope)).value("sink");
-    for (const n of o.connected) {
-      const r = await RouterProc.start({ etcd: lab.cluster.etcd.endpoint, scope, args: routerArgs });
-      try {
-        done(
-          await measure("router", "connected", r.pid, r.port, n, async () => {
-            const active = await r.metricSum("router_connections_active");
-            if (active !== n) throw new Error(`router reports ${active} active sessions, expected ${n}`);
-          }),
-        );
-      } finally {
-        await r.stop("SIGKILL");
+    // The router as it ships (a supervisor and two workers: every process's memory counts),
+    // and in one process (--workers 0) as before the workers: the cost of the workers.
+    for (const [proxy, extra] of [
+      ["router", []],
+      ["router-1", ["--workers", "0"]],
+    ] as const)
+      for (const n of o.connected) {
+        const r = await RouterProc.start({
+          etcd: lab.cluster.etcd.endpoint,
+          scope,
+          args: [...routerArgs, ...extra],
+        });
+        try {
+          done(
+            await measure(proxy, "connected", r.pid, r.port, n, async () => {
+              const active = await r.metricSum("router_connections_active");
+              if (active !== n) throw new Error(`router reports ${active} active sessions, expected ${n}`);
+            }),
+          );
+        } finally {
+          await r.stop("SIGKILL");
+        }
       }
-    }
     if (o.held > 0) {
       await etcd.delete().key(patroniKeys.leader(ns, scope));
       const r = await RouterProc.start({
