@@ -6,15 +6,16 @@
  * all targets alike; medians over rounds; ratios are medians of per-round ratios.
  */
 import { cpus } from "node:os";
-import { cpuTimeUs, NaiveProxy } from "./endpoints.js";
+import { cpuTimeUs, NaiveProxy, RouterProc } from "./endpoints.js";
 import type { Lab } from "./lab.js";
 import { type PgbenchResult, pgbenchRound, threadsFor, type Workload } from "./pgbench.js";
 import { median, pairedRatio, round } from "./stats.js";
 
-export const TARGETS = ["direct", "haproxy", "naive", "router"] as const;
+/** `router`: as it ships (a supervisor and two workers); `router1`: one process (--workers 0). */
+export const TARGETS = ["direct", "haproxy", "naive", "router", "router1"] as const;
 export type Target = (typeof TARGETS)[number];
 /** The targets that are a proxy process, whose CPU time per transaction is measured. */
-export const PROXIES = ["haproxy", "naive", "router"] as const;
+export const PROXIES = ["haproxy", "naive", "router", "router1"] as const;
 export type Proxy = (typeof PROXIES)[number];
 
 /** One pgbench round on one target; `cpuUsPerTxn`: the proxy's CPU time over the round / transactions. */
@@ -80,6 +81,9 @@ export interface Cell {
     /** CPU per transaction (lower is better): router's over HAProxy's, and router's over the naive proxy's. */
     readonly cpuRouterHaproxy: number;
     readonly cpuRouterNaive: number;
+    /** What the workers cost: the router as it ships over the router in one process (TPS; CPU). */
+    readonly routerRouter1: number;
+    readonly cpuRouterRouter1: number;
   };
 }
 
@@ -115,6 +119,8 @@ export function summarizeCell(
       latencyRouterHaproxy: round(pairedRatio(lat("router"), lat("haproxy")), 3),
       cpuRouterHaproxy: round(pairedRatio(cpu("router"), cpu("haproxy")), 3),
       cpuRouterNaive: round(pairedRatio(cpu("router"), cpu("naive")), 3),
+      routerRouter1: round(pairedRatio(series("router"), series("router1")), 3),
+      cpuRouterRouter1: round(pairedRatio(cpu("router"), cpu("router1")), 3),
     },
   };
 }
@@ -127,6 +133,11 @@ export async function runDataPath(
   const primary = await lab.primary();
   await lab.pgbenchTables(o.scale);
   const naive = await NaiveProxy.start(primary.pgPort);
+  const single = await RouterProc.start({
+    etcd: lab.cluster.etcd.endpoint,
+    scope: lab.cluster.scope,
+    args: ["--workers", "0"],
+  });
   const cores = cpus().length;
   const threads: Record<number, number> = {};
   for (const c of o.clients) threads[c] = threadsFor(c, cores);
@@ -135,8 +146,14 @@ export async function runDataPath(
     haproxy: lab.haproxyDocsPort,
     naive: naive.port,
     router: lab.router.port,
+    router1: single.port,
   };
-  const pids: Record<Proxy, number> = { haproxy: lab.haproxy.pid, naive: naive.pid, router: lab.router.pid };
+  const pids: Record<Proxy, number> = {
+    haproxy: lab.haproxy.pid,
+    naive: naive.pid,
+    router: lab.router.pid,
+    router1: single.pid,
+  };
   const results = new Map<string, Record<Target, RoundResult[]>>();
   const key = (w: Workload, c: number) => `${w}/${c}`;
   try {
@@ -154,7 +171,7 @@ export async function runDataPath(
       });
       let cell = results.get(key(s.workload, s.clients));
       if (!cell) {
-        cell = { direct: [], haproxy: [], naive: [], router: [] };
+        cell = { direct: [], haproxy: [], naive: [], router: [], router1: [] };
         results.set(key(s.workload, s.clients), cell);
       }
       const cpuUsPerTxn =
@@ -168,6 +185,7 @@ export async function runDataPath(
     }
   } finally {
     await naive.stop();
+    await single.stop("SIGTERM");
   }
   const cells: Cell[] = [];
   for (const w of o.workloads) {

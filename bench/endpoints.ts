@@ -207,10 +207,12 @@ export function processTree(pid: number): number[] {
  */
 export function cpuTimeUs(pid: number): number {
   let ns = 0;
+  // The process itself must exist (a wrong pid is an error, named); a descendant may end meanwhile.
+  const root = readdirSync(`/proc/${pid}/task`);
   for (const p of processTree(pid)) {
     let tasks: string[];
     try {
-      tasks = readdirSync(`/proc/${p}/task`);
+      tasks = p === pid ? root : readdirSync(`/proc/${p}/task`);
     } catch {
       continue; // ended meanwhile
     }
@@ -225,9 +227,16 @@ export function cpuTimeUs(pid: number): number {
   return ns / 1000;
 }
 
-/** Resident memory of a process and its descendants from /proc (MB, summed over the processes). */
+/**
+ * Resident memory of a process and its descendants from /proc (MB). `rssMb` counts each
+ * process's private memory (anonymous and shared-memory pages) and the file-backed pages
+ * (the node binary and libraries, shared between the router's supervisor and workers) once,
+ * as the largest process maps them: summing every process's VmRSS would count the same
+ * binary three times. For one process it is its VmRSS. `hwmMb` sums the peaks as reported.
+ */
 export function memoryOf(pid: number): { rssMb: number; hwmMb: number; anonMb: number } {
-  let rss = 0;
+  let priv = 0;
+  let file = 0;
   let hwm = 0;
   let anon = 0;
   for (const p of processTree(pid)) {
@@ -238,10 +247,11 @@ export function memoryOf(pid: number): { rssMb: number; hwmMb: number; anonMb: n
       continue;
     }
     const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
-    rss += kb("VmRSS");
+    priv += kb("RssAnon") + kb("RssShmem");
+    file = Math.max(file, kb("RssFile"));
     hwm += kb("VmHWM");
     anon += kb("RssAnon");
   }
   const mb = (x: number) => Math.round((x / 1024) * 10) / 10;
-  return { rssMb: mb(rss), hwmMb: mb(hwm), anonMb: mb(anon) };
+  return { rssMb: mb(priv + file), hwmMb: mb(hwm), anonMb: mb(anon) };
 }

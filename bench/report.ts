@@ -238,14 +238,16 @@ export function render(r: Results): string {
         "haproxy",
         "naive",
         "router",
+        "router, 1 process",
         "router/haproxy",
+        "router/1 process",
         "router/direct",
         "haproxy/direct",
         "naive/direct",
       ],
     ];
     for (const c of r.dataPath.cells) {
-      const cellText = (t: "direct" | "haproxy" | "naive" | "router") =>
+      const cellText = (t: "direct" | "haproxy" | "naive" | "router" | "router1") =>
         `${f(c.tps[t])} (${f(c.latencyMs[t], 3)})`;
       rows.push([
         c.workload,
@@ -254,7 +256,9 @@ export function render(r: Results): string {
         cellText("haproxy"),
         cellText("naive"),
         cellText("router"),
+        c.tps.router1 === undefined ? "–" : cellText("router1"),
         f(c.ratios.routerHaproxy, 2),
+        f(c.ratios.routerRouter1, 2),
         f(c.ratios.routerDirect, 2),
         f(c.ratios.haproxyDirect, 2),
         f(c.ratios.naiveDirect, 2),
@@ -265,7 +269,17 @@ export function render(r: Results): string {
         table(rows),
     );
     const cpuRows: string[][] = [
-      ["workload", "clients", "haproxy", "naive", "router", "router/haproxy", "router/naive"],
+      [
+        "workload",
+        "clients",
+        "haproxy",
+        "naive",
+        "router",
+        "router, 1 process",
+        "router/haproxy",
+        "router/naive",
+        "router/1 process",
+      ],
     ];
     for (const c of r.dataPath.cells) {
       // results written before this figure existed have no cpuUsPerTxn
@@ -276,8 +290,10 @@ export function render(r: Results): string {
         f(cpu.haproxy, 1),
         f(cpu.naive, 1),
         f(cpu.router, 1),
+        f(cpu.router1, 1),
         f(c.ratios.cpuRouterHaproxy, 2),
         f(c.ratios.cpuRouterNaive, 2),
+        f(c.ratios.cpuRouterRouter1, 2),
       ]);
     }
     parts.push(

@@ -51,10 +51,16 @@ const cell = (routerHaproxy: number, latencyRouterHaproxy: number, clients: numb
   ({
     workload: "select-only",
     clients,
-    rounds: { direct: [], haproxy: [], naive: [], router: [] },
-    tps: { direct: 30000, haproxy: 25000, naive: 18000, router: 25000 * routerHaproxy },
-    latencyMs: { direct: 0.05, haproxy: 0.09, naive: 0.085, router: 0.09 * latencyRouterHaproxy },
-    cpuUsPerTxn: { haproxy: 22, naive: 30, router: 31 },
+    rounds: { direct: [], haproxy: [], naive: [], router: [], router1: [] },
+    tps: { direct: 30000, haproxy: 25000, naive: 18000, router: 25000 * routerHaproxy, router1: 25000 },
+    latencyMs: {
+      direct: 0.05,
+      haproxy: 0.09,
+      naive: 0.085,
+      router: 0.09 * latencyRouterHaproxy,
+      router1: 0.09,
+    },
+    cpuUsPerTxn: { haproxy: 22, naive: 30, router: 31, router1: 30 },
     ratios: {
       routerHaproxy,
       routerDirect: 0.8,
@@ -63,6 +69,8 @@ const cell = (routerHaproxy: number, latencyRouterHaproxy: number, clients: numb
       latencyRouterHaproxy,
       cpuRouterHaproxy: 1.4,
       cpuRouterNaive: 1.03,
+      routerRouter1: 1,
+      cpuRouterRouter1: 1.03,
     },
   }) as Cell;
 
@@ -136,9 +144,12 @@ describe("benchmark targets", () => {
     assert.ok(head > 0, text);
     assert.match(
       lines[head + 1]!,
-      /^workload\s+clients\s+haproxy\s+naive\s+router\s+router\/haproxy\s+router\/naive$/,
+      /^workload\s+clients\s+haproxy\s+naive\s+router\s+router, 1 process\s+router\/haproxy\s+router\/naive\s+router\/1 process$/,
     );
-    assert.match(lines[head + 2]!, /^select-only\s+8\s+22\.0\s+30\.0\s+31\.0\s+1\.40\s+1\.03$/);
+    assert.match(
+      lines[head + 2]!,
+      /^select-only\s+8\s+22\.0\s+30\.0\s+31\.0\s+30\.0\s+1\.40\s+1\.03\s+1\.03$/,
+    );
   });
 });
 

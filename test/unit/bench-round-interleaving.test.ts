@@ -26,8 +26,10 @@ describe("data path rounds", () => {
       haproxy: r([250, 150, 260], 0.09),
       naive: r([200, 120, 190], 0.085),
       router: r([260, 160, 250], 0.08),
+      router1: r([250, 170, 250], 0.08),
     });
     assert.equal(cell.tps.router, 250);
+    assert.equal(cell.ratios.routerRouter1, 1, "the workers' cost: paired by round, median of 1.04, 0.94, 1");
     assert.equal(cell.ratios.routerHaproxy, 1.04);
     assert.equal(cell.ratios.routerDirect, 0.806);
     assert.equal(cell.ratios.latencyRouterHaproxy, 0.889);
@@ -41,8 +43,9 @@ describe("data path rounds", () => {
       haproxy: r([20, 25, 22]),
       naive: r([30, 31, undefined]),
       router: r([28, 40, 33]),
+      router1: r([28, 20, 30]),
     });
-    assert.deepEqual(cell.cpuUsPerTxn, { haproxy: 22, naive: 30.5, router: 33 });
+    assert.deepEqual(cell.cpuUsPerTxn, { haproxy: 22, naive: 30.5, router: 33, router1: 28 });
     // per round 1.4, 1.6, 1.5 -> median 1.5; router/naive: 28/30, 40/31 (the third has no naive figure)
     assert.equal(cell.ratios.cpuRouterHaproxy, 1.5);
     assert.equal(cell.ratios.cpuRouterNaive, round((28 / 30 + 40 / 31) / 2, 3));
