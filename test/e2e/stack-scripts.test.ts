@@ -77,7 +77,7 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       `PGHA_ADMIN_PORT=${await freePort()}`,
       `PGHA_PROMETHEUS_PORT=${await freePort()}`,
       `PGHA_ALERTMANAGER_PORT=${await freePort()}`,
-      "PATRONI_TTL=10",
+      "PATRONI_TTL=20",
       "PATRONI_LOOP_WAIT=2",
       "PATRONI_RETRY_TIMEOUT=4",
       ...["agent", "etcd", "registrator", "router", "prometheus", "alertmanager"].map(

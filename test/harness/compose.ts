@@ -88,8 +88,8 @@ export class ComposeStack {
       PGHA_PROMETHEUS_PORT: String(await freePort()),
       PGHA_ALERTMANAGER_PORT: String(await freePort()),
       DOCKER_GID: await dockerSocketGid(),
-      // Fast failure detection for tests (ttl >= loop_wait + 2 x retry_timeout).
-      PATRONI_TTL: "10",
+      // Fast failure detection for tests (ttl >= loop_wait + 2 x retry_timeout; Patroni 4 takes no ttl under 20).
+      PATRONI_TTL: "20",
       PATRONI_LOOP_WAIT: "2",
       PATRONI_RETRY_TIMEOUT: "4",
       PGHA_AGENT_IMAGE: imageOf("agent"),
