@@ -37,7 +37,11 @@ export function readPgVersion(dataDir: string): string | null {
  * May Patroni run PostgreSQL `imageMajor` on this data directory? `pgVersion` is the text of its
  * `PG_VERSION` (null: there is none). The refusal is the one line the operator reads.
  */
-export function dataDirVerdict(dataDir: string, pgVersion: string | null, imageMajor: number): DataDirVerdict {
+export function dataDirVerdict(
+  dataDir: string,
+  pgVersion: string | null,
+  imageMajor: number,
+): DataDirVerdict {
   if (pgVersion === null) return { ok: true, reason: "no PG_VERSION: a new data directory" };
   const text = pgVersion.trim();
   if (!/^\d+$/.test(text)) {

@@ -32,11 +32,8 @@ import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
 /** pg_controldata of the data directory (as root, which may read it); null when it fails. */
 function controlData(binDir: string, dataDir: string): Promise<string | null> {
   return new Promise((resolve) => {
-    execFile(
-      join(binDir, "pg_controldata"),
-      ["-D", dataDir],
-      { timeout: 10_000 },
-      (err, stdout) => resolve(err ? null : stdout),
+    execFile(join(binDir, "pg_controldata"), ["-D", dataDir], { timeout: 10_000 }, (err, stdout) =>
+      resolve(err ? null : stdout),
     );
   });
 }

@@ -10,7 +10,6 @@ import { formatHostPort } from "../shared/config.js";
 import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
-import type { SynchronousMode } from "./options.js";
 import {
   IMAGE_PATHS,
   POST_BOOTSTRAP_COMMAND,
@@ -19,6 +18,7 @@ import {
   pgBinDir,
   RESTAPI_PORT,
 } from "./image.js";
+import type { SynchronousMode } from "./options.js";
 
 /** SQL run once, when this node creates the cluster; beside patroni.yml (mode 0600: it holds the admin's password). */
 export function bootstrapSqlPath(configFile: string): string {

@@ -69,7 +69,12 @@ describe("patroni.yml rendered from the configuration", () => {
       "192.168.99.100:40000",
     ],
     ["data directory", {}, "postgresql.data_dir", "/data/pgdata"],
-    ["binaries of the image's PostgreSQL major (PG_MAJOR)", {}, "postgresql.bin_dir", "/usr/lib/postgresql/17/bin"],
+    [
+      "binaries of the image's PostgreSQL major (PG_MAJOR)",
+      {},
+      "postgresql.bin_dir",
+      "/usr/lib/postgresql/17/bin",
+    ],
     ["another major's binaries", { PG_MAJOR: "16" }, "postgresql.bin_dir", "/usr/lib/postgresql/16/bin"],
     ["superuser", {}, "postgresql.authentication.superuser", { username: "postgres", password: 'super"pw' }],
     [
@@ -111,7 +116,12 @@ describe("patroni.yml rendered from the configuration", () => {
       "bootstrap.dcs.synchronous_mode",
       false,
     ],
-    ["synchronous mode on, spelled on", { PATRONI_SYNCHRONOUS_MODE: "on" }, "bootstrap.dcs.synchronous_mode", true],
+    [
+      "synchronous mode on, spelled on",
+      { PATRONI_SYNCHRONOUS_MODE: "on" },
+      "bootstrap.dcs.synchronous_mode",
+      true,
+    ],
     [
       "quorum commit (Patroni 4)",
       { PATRONI_SYNCHRONOUS_MODE: "quorum" },

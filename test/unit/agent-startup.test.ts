@@ -211,7 +211,12 @@ describe("agent start-up: exit codes", () => {
     await settle();
     r.exitPatroni(0);
     assert.equal(await code, 0);
-    assert.deepEqual(r.effects.slice(0, 4), ["config", "data directory: checked", "signals: subscribed", "discovery"]);
+    assert.deepEqual(r.effects.slice(0, 4), [
+      "config",
+      "data directory: checked",
+      "signals: subscribed",
+      "discovery",
+    ]);
   });
 
   it("discovery that fails exits 3, logs the keys it waited for, and writes nothing", async () => {

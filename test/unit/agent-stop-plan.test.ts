@@ -192,7 +192,10 @@ describe("what a stopping node does first", () => {
     // candidate of a switchover in quorum mode, and the stop fence lets it promote only once it
     // has every write.
     const joining = { members: [leader, replica("pg2")] };
-    const early = planStop("pg1", joining, allStreaming(joining), { enabled: true, synchronousMode: "quorum" });
+    const early = planStop("pg1", joining, allStreaming(joining), {
+      enabled: true,
+      synchronousMode: "quorum",
+    });
     assert.deepEqual(early.action === "switchover" && early.candidate, "pg2");
     // A quorum standby that does not stream from the leader is no candidate.
     const notStreaming = planStop("pg1", quorum, leaderStatus({ pg2: "streaming" }), {
