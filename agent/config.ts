@@ -13,7 +13,7 @@ import { type HostPort, parseArgs, parseHostPort, resolveFileSecrets } from "../
 import { ConfigError } from "../shared/errors.js";
 import type { LogLevel } from "../shared/logger.js";
 import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup/index.js";
-import { agentSpec, PROGRAM } from "./options.js";
+import { agentSpec, PROGRAM, type SynchronousMode } from "./options.js";
 
 export interface Credentials {
   readonly username: string;
@@ -51,7 +51,7 @@ export interface AgentConfig {
     readonly ttl: number;
     readonly loopWait: number;
     readonly retryTimeout: number;
-    readonly synchronousMode: boolean;
+    readonly synchronousMode: SynchronousMode;
     readonly synchronousModeStrict: boolean;
     readonly failsafeMode: boolean;
   };
@@ -62,6 +62,8 @@ export interface AgentConfig {
     readonly timeoutSeconds: number;
     readonly gracePeriodSeconds: number;
   };
+  /** The PostgreSQL major version of the image's binaries (the image's PG_MAJOR). */
+  readonly pgMajor: number;
   readonly dataDir: string;
   readonly configFile: string;
   readonly logLevel: LogLevel;
@@ -231,6 +233,7 @@ export function parseAgentConfig(
       timeoutSeconds: c.switchoverTimeout,
       gracePeriodSeconds: c.stopGracePeriod,
     }),
+    pgMajor: c.pgMajor,
     dataDir: c.dataDir,
     configFile: c.configFile,
     logLevel: c.logLevel,

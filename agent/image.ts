@@ -13,9 +13,21 @@ export const RESTAPI_PORT = 8008;
 /** This node's own Patroni REST API, as the agent and the backup commands reach it. */
 export const LOCAL_RESTAPI_URL = `http://127.0.0.1:${RESTAPI_PORT}`;
 
+/**
+ * The environment name under which the image states its PostgreSQL major version. agent/Dockerfile
+ * chooses the major once, in its PG_MAJOR build argument, installs that version and sets
+ * `ENV PG_MAJOR`; the agent reads it (options.ts) for the binaries' directory and for the data
+ * directory's version check (data-dir.ts). Nothing else names the version.
+ */
+export const PG_MAJOR_ENV = "PG_MAJOR";
+
+/** Debian's place for a major version's server binaries (initdb, pg_ctl, pg_controldata, ...). */
+export function pgBinDir(major: number): string {
+  return `/usr/lib/postgresql/${major}/bin`;
+}
+
 /** Fixed places inside the image. */
 export const IMAGE_PATHS = Object.freeze({
-  binDir: "/usr/lib/postgresql/15/bin",
   socketDir: "/var/run/postgresql",
   /** Patroni writes the replication credentials here (mode 0600) for pg_basebackup and pg_rewind. */
   pgpass: "/var/lib/postgresql/.pgpass.patroni",

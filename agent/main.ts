@@ -6,6 +6,7 @@
  */
 import { createLogger } from "../shared/logger.js";
 import { parseAgentConfig } from "./config.js";
+import { dataDirVerdict, readPgVersion } from "./data-dir.js";
 import { resolveAddresses } from "./discovery.js";
 import { assembleParts, writeNodeFiles } from "./parts.js";
 import { HANDLED_SIGNALS, runAgent } from "./startup.js";
@@ -16,6 +17,7 @@ runAgent({
   stderr: (text) => process.stderr.write(text),
   createLog: (cfg) =>
     createLogger({ name: "agent", level: cfg.logLevel }).child({ member: cfg.name, scope: cfg.scope }),
+  checkDataDir: (cfg) => dataDirVerdict(cfg.dataDir, readPgVersion(cfg.dataDir), cfg.pgMajor),
   onSignal: (handler) => {
     for (const signal of HANDLED_SIGNALS) process.on(signal, () => handler(signal));
   },

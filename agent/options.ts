@@ -12,10 +12,12 @@ import {
   ParseFailure,
   type ProgramSpec,
   parseHostPort,
+  parseInteger,
   valueOption,
 } from "../shared/config.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 import { backupOptions } from "./backup/index.js";
+import { PG_MAJOR_ENV } from "./image.js";
 
 export const PROGRAM = "agent";
 
@@ -26,6 +28,13 @@ export const DEFAULT_SERVICE_8008 = "postgresql-patroni-api";
 export const DEFAULT_TTL = 30;
 export const DEFAULT_LOOP_WAIT = 10;
 export const DEFAULT_RETRY_TIMEOUT = 10;
+/**
+ * Patroni 4's lower bounds: it raises a smaller ttl, loop_wait or retry_timeout to these (with a
+ * warning in its log), so a smaller value would be rendered into patroni.yml and not be used.
+ */
+export const MIN_TTL = 20;
+export const MIN_LOOP_WAIT = 1;
+export const MIN_RETRY_TIMEOUT = 3;
 export const DEFAULT_DISCOVERY_TIMEOUT_S = 120;
 export const DEFAULT_SWITCHOVER_TIMEOUT_S = 20;
 /** What the README and the compose stack give a container to stop (`docker stop -t 60`, `stop_grace_period: 60s`). */
@@ -54,6 +63,22 @@ function required(flag: string, env: string, description: string, parse: (raw: s
     },
   );
   return { ...o, required: true };
+}
+
+/**
+ * Patroni's `synchronous_mode`: `off` (asynchronous), `on` (one synchronous standby at a time) or
+ * `quorum` (Patroni 4's quorum commit: `ANY n (...)` over the replicas).
+ */
+export const SYNCHRONOUS_MODES = ["off", "on", "quorum"] as const;
+export type SynchronousMode = (typeof SYNCHRONOUS_MODES)[number];
+
+/** true/on/yes/1 → on, false/off/no/0 → off, quorum → quorum (any case). */
+export function parseSynchronousMode(raw: string): SynchronousMode {
+  const v = raw.trim().toLowerCase();
+  if (["1", "true", "yes", "on", "t"].includes(v)) return "on";
+  if (["0", "false", "no", "off", "f"].includes(v)) return "off";
+  if (v === "quorum") return "quorum";
+  throw new ParseFailure();
 }
 
 function secret(flag: string, env: string, description: string) {
@@ -222,13 +247,19 @@ export const agentOptions = {
     pattern(/^[^:\s]+$/, "no ':' or whitespace"),
   ),
   restapiPassword: secret("restapi-password", "RESTAPI_PASSWORD", "its password"),
-  synchronousMode: opt.bool({
-    flag: "synchronous-mode",
-    env: "PATRONI_SYNCHRONOUS_MODE",
-    description:
-      "commit only once a synchronous standby has the WAL (bootstrap); false opts out into asynchronous replication",
-    default: true,
-  }),
+  synchronousMode: valueOption<SynchronousMode>(
+    {
+      flag: "synchronous-mode",
+      env: "PATRONI_SYNCHRONOUS_MODE",
+      description:
+        "commit only once a synchronous standby has the WAL (bootstrap): true (one synchronous standby), quorum (any of the replicas, Patroni's quorum commit) or false (asynchronous replication)",
+      default: "on",
+      defaultLabel: "true",
+      accepted: "true, false or quorum",
+      metavar: "true|false|quorum",
+    },
+    parseSynchronousMode,
+  ),
   synchronousModeStrict: opt.bool({
     flag: "synchronous-mode-strict",
     env: "PATRONI_SYNCHRONOUS_MODE_STRICT",
@@ -244,9 +275,9 @@ export const agentOptions = {
   ttl: opt.int({
     flag: "ttl",
     env: "PATRONI_TTL",
-    description: "leader lock TTL in seconds (bootstrap)",
+    description: "leader lock TTL in seconds (bootstrap); Patroni 4 uses no less than 20",
     default: DEFAULT_TTL,
-    min: 5,
+    min: MIN_TTL,
     max: 3600,
   }),
   loopWait: opt.int({
@@ -254,7 +285,7 @@ export const agentOptions = {
     env: "PATRONI_LOOP_WAIT",
     description: "seconds between Patroni's HA loops (bootstrap)",
     default: DEFAULT_LOOP_WAIT,
-    min: 1,
+    min: MIN_LOOP_WAIT,
     max: 3600,
   }),
   retryTimeout: opt.int({
@@ -262,7 +293,7 @@ export const agentOptions = {
     env: "PATRONI_RETRY_TIMEOUT",
     description: "seconds to retry DCS and PostgreSQL operations (bootstrap)",
     default: DEFAULT_RETRY_TIMEOUT,
-    min: 1,
+    min: MIN_RETRY_TIMEOUT,
     max: 3600,
   }),
   walSegmentSize: opt.int({
@@ -297,6 +328,22 @@ export const agentOptions = {
     min: 1,
     max: 3600,
   }),
+  pgMajor: {
+    ...valueOption<number>(
+      {
+        flag: "pg-major",
+        env: PG_MAJOR_ENV,
+        description:
+          "the PostgreSQL major version of the image's binaries, set by the image (agent/Dockerfile's PG_MAJOR); a data directory created by another major is refused",
+        default: 0,
+        defaultLabel: "set by the image",
+        accepted: "a PostgreSQL major version such as 17",
+        metavar: "N",
+      },
+      (raw) => parseInteger(raw, 10, 99),
+    ),
+    required: true,
+  },
   dataDir: opt.string({
     flag: "data-dir",
     env: "PGDATA",

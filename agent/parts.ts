@@ -20,7 +20,7 @@ import type { NodeAddresses } from "./discovery.js";
 import { FenceKeeper } from "./fence-keeper.js";
 import { FenceStore } from "./fence-store.js";
 import { type Account, ensureRootDir, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
-import { AGENT_SOCKET, IMAGE_PATHS, LOCAL_RESTAPI_URL } from "./image.js";
+import { AGENT_SOCKET, LOCAL_RESTAPI_URL, pgBinDir } from "./image.js";
 import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, toYaml } from "./patroni-config.js";
 import { PromotionCheckServer } from "./promotion-check.js";
 import { ReplicationMetrics } from "./replication-metrics.js";
@@ -30,13 +30,10 @@ import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
 
 /** pg_controldata of the data directory (as root, which may read it); null when it fails. */
-function controlData(dataDir: string): Promise<string | null> {
+function controlData(binDir: string, dataDir: string): Promise<string | null> {
   return new Promise((resolve) => {
-    execFile(
-      join(IMAGE_PATHS.binDir, "pg_controldata"),
-      ["-D", dataDir],
-      { timeout: 10_000 },
-      (err, stdout) => resolve(err ? null : stdout),
+    execFile(join(binDir, "pg_controldata"), ["-D", dataDir], { timeout: 10_000 }, (err, stdout) =>
+      resolve(err ? null : stdout),
     );
   });
 }
@@ -139,7 +136,7 @@ export function assembleParts(
           rest,
           fence,
           terminatePatroni: () => s.terminate(),
-          controlData: () => controlData(cfg.dataDir),
+          controlData: () => controlData(pgBinDir(cfg.pgMajor), cfg.dataDir),
           log: log.child({ part: "stop" }),
         },
       );

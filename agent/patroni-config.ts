@@ -15,8 +15,10 @@ import {
   POST_BOOTSTRAP_COMMAND,
   POSTGRES_PORT,
   PRE_PROMOTE_COMMAND,
+  pgBinDir,
   RESTAPI_PORT,
 } from "./image.js";
+import type { SynchronousMode } from "./options.js";
 
 /** SQL run once, when this node creates the cluster; beside patroni.yml (mode 0600: it holds the admin's password). */
 export function bootstrapSqlPath(configFile: string): string {
@@ -97,6 +99,13 @@ export function renderedByAgent(envName: string): boolean {
 
 export type PatroniConfig = Record<string, unknown>;
 
+/** The agent's synchronous mode as Patroni's `synchronous_mode` takes it. */
+export const SYNCHRONOUS_MODE_VALUES: Readonly<Record<SynchronousMode, boolean | "quorum">> = Object.freeze({
+  off: false,
+  on: true,
+  quorum: "quorum",
+});
+
 export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): PatroniConfig {
   const backup = backupSettings(cfg.backup);
   const etcd3: Record<string, unknown> = { hosts: cfg.etcd.hosts.map(formatHostPort) };
@@ -121,7 +130,8 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
         loop_wait: cfg.dcs.loopWait,
         retry_timeout: cfg.dcs.retryTimeout,
         maximum_lag_on_failover: 1048576,
-        synchronous_mode: cfg.dcs.synchronousMode,
+        // true (one synchronous standby at a time), "quorum" (Patroni 4's quorum commit) or false.
+        synchronous_mode: SYNCHRONOUS_MODE_VALUES[cfg.dcs.synchronousMode],
         synchronous_mode_strict: cfg.dcs.synchronousModeStrict,
         // A leader that loses etcd keeps its role while it still reaches every member over
         // their REST API (they cannot have promoted without etcd): a whole-etcd outage is then
@@ -153,7 +163,7 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       listen: `0.0.0.0:${POSTGRES_PORT}`,
       connect_address: formatHostPort(addr.postgres),
       data_dir: cfg.dataDir,
-      bin_dir: IMAGE_PATHS.binDir,
+      bin_dir: pgBinDir(cfg.pgMajor),
       pgpass: IMAGE_PATHS.pgpass,
       use_unix_socket: true,
       use_unix_socket_repl: true,

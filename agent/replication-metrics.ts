@@ -3,9 +3,10 @@
  * REST API when Prometheus scrapes the agent:
  *
  * - `pgha_synchronous_mode{scope}`: the cluster's `synchronous_mode` (GET
- *   /config), on every agent. Patroni's `patroni_sync_standby` is 0 on every
- *   node both in asynchronous mode and in synchronous mode without a standby;
- *   this tells the two apart.
+ *   /config), on every agent: 1 for `on` and for Patroni 4's `quorum`.
+ *   Patroni's `patroni_sync_standby` (`patroni_quorum_standby` in quorum mode)
+ *   is 0 on every node both in asynchronous mode and in synchronous mode
+ *   without a standby; this tells the two apart.
  * - `pgha_replica_streaming{scope,member}`: on the leader only, 1 for each
  *   replica whose walreceiver is in the leader's pg_stat_replication in state
  *   `streaming` (GET /patroni lists it under `replication`), 0 for a replica
@@ -17,21 +18,14 @@
  */
 import { Gauge, type Registry } from "prom-client";
 import type { PatroniRest } from "./rest.js";
-import { streamingFrom } from "./stop-plan.js";
+import { streamingFrom, synchronousModeOf } from "./stop-plan.js";
 
-/** Patroni's parse_bool: on/true/yes/1 and off/false/no/0, any case; anything else is unknown. */
-export function patroniBool(value: unknown): boolean | null {
-  const s = String(value).toLowerCase();
-  if (["on", "true", "yes", "1"].includes(s)) return true;
-  if (["off", "false", "no", "0"].includes(s)) return false;
-  return null;
-}
+export { patroniBool, synchronousModeOf } from "./stop-plan.js";
 
-/** The cluster's synchronous_mode from GET /config; null when the answer is missing. */
+/** The cluster's synchronous_mode as a boolean (on or quorum), from GET /config; null when missing. */
 export function synchronousMode(config: unknown): boolean | null {
-  if (typeof config !== "object" || config === null) return null;
-  // Patroni: bool(parse_bool(synchronous_mode)), so an absent or unparsable value is off.
-  return patroniBool((config as { synchronous_mode?: unknown }).synchronous_mode) === true;
+  const mode = synchronousModeOf(config);
+  return mode === null ? null : mode !== "off";
 }
 
 interface RestMember {

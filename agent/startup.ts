@@ -1,9 +1,10 @@
 /**
  * The agent's start-up sequence, given its parts:
  *
- *   configuration (a bad one: one line, exit 2) → this node's public addresses
- *   (the registrator's keys never came: exit 3; a stop signal while waiting:
- *   exit 0) → the files Patroni reads → the answer to Patroni's pre_promote
+ *   configuration (a bad one: one line, exit 2) → the data directory's PostgreSQL
+ *   major (another than the image's: one line, exit 4, the directory untouched) →
+ *   this node's public addresses (the registrator's keys never came: exit 3; a stop
+ *   signal while waiting: exit 0) → the files Patroni reads → the answer to Patroni's pre_promote
  *   hook, listening before Patroni runs → Patroni, the fence keeper, backups →
  *   Patroni exits → a stop sequence that began is awaited → the parts stop in
  *   reverse order → Patroni's exit code.
@@ -16,6 +17,7 @@ import { ConfigError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { RunningBackups } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
+import type { DataDirVerdict } from "./data-dir.js";
 import { DiscoveryError, type NodeAddresses } from "./discovery.js";
 import type { Account } from "./files.js";
 import type { PatroniSupervisor } from "./supervisor.js";
@@ -23,6 +25,9 @@ import type { PatroniSupervisor } from "./supervisor.js";
 export type ParsedConfig =
   | { readonly kind: "help"; readonly text: string }
   | { readonly kind: "config"; readonly config: AgentConfig };
+
+/** The exit code when the data directory belongs to another PostgreSQL major than the image's. */
+export const EXIT_DATA_DIR_VERSION = 4;
 
 /** The signals the agent handles: stop (TERM, INT) and reload (HUP, passed to Patroni). */
 export const HANDLED_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
@@ -48,6 +53,8 @@ export interface StartupDeps {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
   readonly createLog: (cfg: AgentConfig) => Logger;
+  /** Whether the data directory was created by the image's PostgreSQL major (data-dir.ts); reads, never writes. */
+  readonly checkDataDir: (cfg: AgentConfig) => DataDirVerdict;
   /** Calls `handler` with each handled signal the process receives from now on. */
   readonly onSignal: (handler: (signal: HandledSignal) => void) => void;
   /** This node's public addresses; rejects once `abort` fires. */
@@ -77,6 +84,11 @@ export async function runAgent(d: StartupDeps): Promise<number> {
     return 0;
   }
   const cfg = parsed.config;
+  const dataDir = d.checkDataDir(cfg);
+  if (!dataDir.ok) {
+    d.stderr(dataDir.message + "\n");
+    return EXIT_DATA_DIR_VERSION;
+  }
   const log = d.createLog(cfg);
 
   const early = new AbortController();

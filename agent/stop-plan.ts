@@ -25,13 +25,19 @@ export interface StopPlanOptions {
   readonly enabled: boolean;
   readonly maxLagBytes?: number;
   /**
-   * The cluster's synchronous_mode (Patroni's GET /config); null when unknown. In synchronous
-   * mode Patroni accepts only the synchronous standby as a switchover candidate.
+   * The cluster's synchronous_mode (Patroni's GET /config); null when unknown. With `on` Patroni
+   * accepts only a synchronous standby as a switchover candidate; with Patroni 4's `quorum` it
+   * accepts any replica (4.0.6 and later check no quorum when a candidate is named), and a quorum
+   * standby is preferred.
    */
-  readonly synchronous?: boolean | null;
+  readonly synchronousMode?: "off" | "on" | "quorum" | null;
 }
 
-/** A member as Patroni's GET /cluster reports it (3.x: role leader | sync_standby | replica | standby_leader). */
+/**
+ * A member as Patroni's GET /cluster reports it: role leader | sync_standby | quorum_standby
+ * (Patroni 4, quorum mode) | replica | standby_leader; a replica's state is its replication state
+ * in Patroni 4 (`streaming`, `in archive recovery`), its Patroni state in 3.0 (`running`).
+ */
 interface RestMember {
   readonly name?: unknown;
   readonly role?: unknown;
@@ -41,13 +47,41 @@ interface RestMember {
   readonly tags?: unknown;
 }
 
+const ROLE_WORDS: Readonly<Record<string, string>> = {
+  sync_standby: "synchronous standby",
+  quorum_standby: "quorum standby",
+};
+
 /** Patroni's default maximum_lag_on_failover: a replica further behind is not a candidate. */
 export const DEFAULT_MAX_LAG_BYTES = 1_048_576;
 
 const HEALTHY_STATES = new Set(["running", "streaming"]);
+/** The roles of a replica in GET /cluster; the synchronous ones first. */
+const SYNC_ROLES = new Set(["sync_standby", "quorum_standby"]);
+const REPLICA_ROLES = new Set(["replica", ...SYNC_ROLES]);
 
 function tagTrue(tags: unknown, name: string): boolean {
   return typeof tags === "object" && tags !== null && (tags as Record<string, unknown>)[name] === true;
+}
+
+/** Patroni's parse_bool: on/true/yes/1 and off/false/no/0, any case; anything else is unknown. */
+export function patroniBool(value: unknown): boolean | null {
+  const s = String(value).toLowerCase();
+  if (["on", "true", "yes", "1"].includes(s)) return true;
+  if (["off", "false", "no", "0"].includes(s)) return false;
+  return null;
+}
+
+/**
+ * The cluster's synchronous_mode from GET /config: `on`, `quorum` (Patroni 4) or `off`; null when
+ * the answer is missing. Patroni: `quorum` in any case, else bool(parse_bool(value)), so an absent
+ * or unparsable value is off.
+ */
+export function synchronousModeOf(config: unknown): "off" | "on" | "quorum" | null {
+  if (typeof config !== "object" || config === null) return null;
+  const v = (config as { synchronous_mode?: unknown }).synchronous_mode;
+  if (String(v).toLowerCase() === "quorum") return "quorum";
+  return patroniBool(v) === true ? "on" : "off";
 }
 
 /** Names of the members streaming from the leader, from its own GET /patroni; null if unknown. */
@@ -108,7 +142,8 @@ export function planStop(
     (m): m is RestMember & { name: string; lag: number } =>
       typeof m.name === "string" &&
       m.name !== self &&
-      (m.role === "replica" || m.role === "sync_standby") &&
+      typeof m.role === "string" &&
+      REPLICA_ROLES.has(m.role) &&
       typeof m.state === "string" &&
       HEALTHY_STATES.has(m.state) &&
       typeof m.lag === "number" &&
@@ -116,7 +151,7 @@ export function planStop(
       streaming.has(m.name) &&
       (typeof me?.timeline !== "number" || typeof m.timeline !== "number" || m.timeline === me.timeline) &&
       !tagTrue(m.tags, "nofailover") &&
-      (opts.synchronous !== true || m.role === "sync_standby"),
+      (opts.synchronousMode !== "on" || m.role === "sync_standby"),
   );
   if (candidates.length === 0) {
     if (others.every((m) => tagTrue(m.tags, "nofailover"))) {
@@ -125,15 +160,16 @@ export function planStop(
     return {
       action: "wait",
       reason:
-        opts.synchronous === true
+        opts.synchronousMode === "on"
           ? "no synchronous standby streaming from this leader yet"
           : "no healthy replica streaming from this leader yet",
     };
   }
-  // In synchronous mode Patroni accepts only a synchronous standby; it is also the one surely caught up.
+  // In synchronous mode Patroni accepts only a synchronous standby; it is also the one surely
+  // caught up. In quorum mode a quorum standby is preferred for the same reason.
   const sorted = [...candidates].sort(
     (a, b) =>
-      Number(b.role === "sync_standby") - Number(a.role === "sync_standby") ||
+      Number(SYNC_ROLES.has(String(b.role))) - Number(SYNC_ROLES.has(String(a.role))) ||
       a.lag - b.lag ||
       a.name.localeCompare(b.name),
   );
@@ -141,6 +177,6 @@ export function planStop(
   return {
     action: "switchover",
     candidate: best.name,
-    reason: `leader stopping; ${best.name} is a healthy ${best.role === "sync_standby" ? "synchronous standby" : "replica"} (lag ${best.lag} bytes)`,
+    reason: `leader stopping; ${best.name} is a healthy ${ROLE_WORDS[String(best.role)] ?? "replica"} (lag ${best.lag} bytes)`,
   };
 }

@@ -24,7 +24,7 @@ import type { Fence } from "./fence.js";
 import { formatLsn, parseControlData } from "./fence.js";
 import type { FenceStore } from "./fence-store.js";
 import type { PatroniRest } from "./rest.js";
-import { planStop, type StopPlan } from "./stop-plan.js";
+import { planStop, type StopPlan, synchronousModeOf } from "./stop-plan.js";
 
 /** Kept free at the end of the grace period for Patroni's clean shutdown. */
 export const SHUTDOWN_RESERVE_MS = 10_000;
@@ -100,18 +100,11 @@ export class StopSequence {
         rest.patroni(),
         rest.dynamicConfig(),
       ]);
-      const synchronous =
-        config && typeof config === "object"
-          ? (config as { synchronous_mode?: unknown }).synchronous_mode
-          : null;
       const plan = planStop(
         this.o.self,
         cluster,
         status,
-        {
-          enabled: this.o.switchoverOnStop,
-          synchronous: typeof synchronous === "boolean" ? synchronous : synchronous === null ? null : false,
-        },
+        { enabled: this.o.switchoverOnStop, synchronousMode: synchronousModeOf(config) },
         isLeader,
       );
       if (last === null || last.action !== plan.action || last.reason !== plan.reason) {

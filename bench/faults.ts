@@ -231,13 +231,15 @@ export async function runFaults(
   log: (m: string) => void,
 ): Promise<FaultsResult> {
   await ensureImages(["agent", "etcd", "registrator", "router"]);
-  // Patroni wants ttl >= loop_wait + 2 x retry_timeout.
-  const retry = Math.max(1, Math.min(4, Math.floor((opts.ttl - 2) / 2)));
-  log(`faults: bringing up the compose stack (ttl ${opts.ttl} s)`);
+  // The images run Patroni 4, which takes no ttl under 20 s (the agent refuses less); Patroni
+  // wants ttl >= loop_wait + 2 x retry_timeout.
+  const ttl = Math.max(20, opts.ttl);
+  const retry = Math.max(1, Math.min(4, Math.floor((ttl - 2) / 2)));
+  log(`faults: bringing up the compose stack (ttl ${ttl} s)`);
   const stack = await ComposeStack.up("bench-faults", {
     cli: "v2",
     env: {
-      PATRONI_TTL: String(opts.ttl),
+      PATRONI_TTL: String(ttl),
       PATRONI_LOOP_WAIT: "2",
       PATRONI_RETRY_TIMEOUT: String(retry),
       SWITCHOVER_TIMEOUT: "5",
@@ -268,7 +270,7 @@ export async function runFaults(
             intervalMs: 500,
           });
         }
-        const r = { ...(await playOne(stack, haproxy, fault, i, opts.ttl, log)), round };
+        const r = { ...(await playOne(stack, haproxy, fault, i, ttl, log)), round };
         runs.push(r);
         const fig = (fe: FrontEnd) => {
           const x = r.frontEnds[fe];
@@ -288,7 +290,7 @@ export async function runFaults(
           load: { before: load(), after: load() },
           injectMs: 0,
           recoveredMs: 0,
-          target: targetOf(fault, opts.ttl),
+          target: targetOf(fault, ttl),
           frontEnds: { router: null, haproxy: null },
           error: msg,
         });
@@ -299,7 +301,7 @@ export async function runFaults(
     await stack.destroy();
   }
   return {
-    ttl: opts.ttl,
+    ttl,
     rounds: opts.rounds,
     writersPerFrontEnd: WRITER_KINDS,
     paceMs: PACE_MS,

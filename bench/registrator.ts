@@ -46,7 +46,7 @@ args.forEach((a, i) => {
 });
 const USE_IMAGE = args.includes("--image");
 const SYNC = arg("sync", 200);
-const IMAGE = "debian:bookworm-slim";
+const IMAGE = "debian:trixie-slim";
 const RUN = `pgha-bench-${process.pid}`;
 const HOST = "bench";
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });

@@ -5,8 +5,9 @@
 #   scripts/build-images.sh agent etcd      # only these
 #
 # Tags: pgha/<name>:dev, the names docker-compose.yml uses; PGHA_IMAGE_TAG=<tag> builds
-# pgha/<name>:<tag> instead (then point PGHA_<NAME>_IMAGE at it). Build logs:
-# .cache/build/<name>.log
+# pgha/<name>:<tag> instead (then point PGHA_<NAME>_IMAGE at it). Extra `docker build`
+# arguments: PGHA_BUILD_ARGS (e.g. "--build-arg PG_MAJOR=17"). Build logs:
+# .cache/build/<name>.log (<name>-<tag>.log for another tag)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,7 @@ images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(agent alertmanager etcd prometheus registrator router)
 
 docker info >/dev/null 2>&1 || { log "no Docker engine answers (run ./pgha setup, or start dockerd)"; exit 1; }
-for base in debian:bookworm-slim node:22-bookworm-slim; do
+for base in debian:trixie-slim node:22-trixie-slim; do
   docker image inspect "$base" >/dev/null 2>&1 || { log "seeding base images"; scripts/seed-images.sh; break; }
 done
 
@@ -34,9 +35,12 @@ for name in "${images[@]}"; do
   dockerfile="$name/Dockerfile"
   [ -f "$dockerfile" ] || { log "no $dockerfile in this checkout"; exit 1; }
   start=$(date +%s)
-  if ! docker build -f "$dockerfile" -t "pgha/$name:$tag" . >"$logs/$name.log" 2>&1; then
-    log "pgha/$name:$tag failed; the end of $logs/$name.log:"
-    tail -n 30 "$logs/$name.log" >&2
+  logfile="$logs/$name.log"
+  [ "$tag" = dev ] || logfile="$logs/$name-$tag.log"
+  # shellcheck disable=SC2086 # PGHA_BUILD_ARGS is a list of words
+  if ! docker build ${PGHA_BUILD_ARGS:-} -f "$dockerfile" -t "pgha/$name:$tag" . >"$logfile" 2>&1; then
+    log "pgha/$name:$tag failed; the end of $logfile:"
+    tail -n 30 "$logfile" >&2
     exit 1
   fi
   log "pgha/$name:$tag built in $(($(date +%s) - start)) s"

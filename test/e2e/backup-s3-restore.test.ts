@@ -51,6 +51,8 @@ async function count(node: string, where: string): Promise<number> {
  * stanza's archive directory would find nothing.
  */
 async function archivedSegments(node: string): Promise<string[]> {
+  // pgBackRest's archive id: <PostgreSQL major>-<history id>.
+  const major = Math.floor(Number(await lab.psql(node, "SHOW server_version_num")) / 10_000);
   const out = await lab.exec(node, [
     "setpriv",
     "--reuid=postgres",
@@ -59,7 +61,7 @@ async function archivedSegments(node: string): Promise<string[]> {
     "pgbackrest",
     `--stanza=${lab.scope}`,
     "repo-ls",
-    `archive/${lab.scope}/15-1/0000000100000000`,
+    `archive/${lab.scope}/${major}-1/0000000100000000`,
   ]);
   const names = out.match(/\b00000001[0-9A-F]{16}(?=-)/g) ?? [];
   return [...new Set(names)].sort();

@@ -68,7 +68,7 @@ describe("hostile passwords, end to end", { timeout: 15 * 60_000 }, () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
     host = await DockerRunHost.start(prefix, label);
     cluster = new DockerRunCluster(host, `${prefix}c`, {
-      PATRONI_TTL: "10",
+      PATRONI_TTL: "20",
       PATRONI_LOOP_WAIT: "2",
       PATRONI_RETRY_TIMEOUT: "4",
       ...PASSWORDS,

@@ -11,7 +11,7 @@
  *
  * it asserts that no acknowledged write is lost and that no new connection fails (a
  * session already open may end when its server or router worker goes, and its writer
- * reconnects), and prints how long writes stopped. Patroni runs with ttl 10 s here.
+ * reconnects), and prints how long writes stopped. Patroni runs with ttl 20 s here (the least Patroni 4 accepts).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -146,7 +146,7 @@ describe("no single point of failure: the compose stack under faults", { timeout
     await ensureImages(["agent", "etcd", "registrator", "router"]);
     stack = await ComposeStack.up("spof", {
       cli: "v2",
-      env: { PATRONI_TTL: "10", PATRONI_LOOP_WAIT: "2", PATRONI_RETRY_TIMEOUT: "4", SWITCHOVER_TIMEOUT: "5" },
+      env: { PATRONI_TTL: "20", PATRONI_LOOP_WAIT: "2", PATRONI_RETRY_TIMEOUT: "4", SWITCHOVER_TIMEOUT: "5" },
     });
     await stack.waitReady();
     const c = new pg.Client(pgConfig(stack.pg()));

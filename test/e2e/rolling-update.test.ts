@@ -72,7 +72,14 @@ describe("a rolling update of every image under writers", { timeout: 20 * 60_000
       await new Promise((r) => setTimeout(r, 3000));
       out = await run(`${REPO_ROOT}/scripts/stack-up.sh`, ["--no-build"], {
         cwd: REPO_ROOT,
-        env: { ...process.env, PGHA_ENV_FILE: stack.envFile, PGHA_COMPOSE: "v2" },
+        // The stack's images are this test's tags, also when PGHA_<PART>_IMAGE in the test's
+        // own environment names others (the environment wins over the env file).
+        env: {
+          ...process.env,
+          PGHA_ENV_FILE: stack.envFile,
+          PGHA_COMPOSE: "v2",
+          ...Object.fromEntries(PARTS.map((p) => [`PGHA_${p.toUpperCase()}_IMAGE`, tagOf(p)])),
+        },
         timeoutMs: 15 * 60_000,
       });
       await new Promise((r) => setTimeout(r, 3000));

@@ -77,7 +77,7 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       `PGHA_ADMIN_PORT=${await freePort()}`,
       `PGHA_PROMETHEUS_PORT=${await freePort()}`,
       `PGHA_ALERTMANAGER_PORT=${await freePort()}`,
-      "PATRONI_TTL=10",
+      "PATRONI_TTL=20",
       "PATRONI_LOOP_WAIT=2",
       "PATRONI_RETRY_TIMEOUT=4",
       ...["agent", "etcd", "registrator", "router", "prometheus", "alertmanager"].map(
@@ -136,10 +136,17 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
     assert.equal(url, `postgresql://admin@127.0.0.1:${port}/postgres`);
     assert.match(r.stderr, /the stack is up/);
     const password = readEnv()["POSTGRES_PASSWORD"]!;
-    const q = await run("psql", [url, "-Atqc", "select current_user, pg_is_in_recovery()"], {
-      env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "10" },
-    });
-    assert.equal(q.stdout.trim(), "admin|f");
+    const q = await run(
+      "psql",
+      [
+        url,
+        "-Atqc",
+        "select current_user, pg_is_in_recovery(), split_part(current_setting('server_version'), '.', 1)",
+      ],
+      { env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "10" } },
+    );
+    // The router's primary, on the images' PostgreSQL 17.
+    assert.equal(q.stdout.trim(), "admin|f|17");
     // The leader ran initdb; initdb wrote no trust lines to warn about (Patroni's pg_hba rules).
     const ids = (await docker(["ps", "-q", "--filter", `label=com.docker.compose.project=${project}`]))
       .split("\n")

@@ -147,7 +147,7 @@ export class BackupLab {
       DOCKER_HOST_PORT_5432: String(pgPort),
       DOCKER_HOST_PORT_8008: String(apiPort),
       ...this.secrets,
-      PATRONI_TTL: "10",
+      PATRONI_TTL: "20",
       PATRONI_LOOP_WAIT: "2",
       PATRONI_RETRY_TIMEOUT: "4",
       BACKUP_CHECK_INTERVAL: "2",

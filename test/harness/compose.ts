@@ -50,6 +50,12 @@ export interface ClusterMember {
 }
 
 export const AGENTS = ["pg1", "pg2", "pg3"] as const;
+/**
+ * A synchronous replica's role in Patroni's GET /cluster: `sync_standby`, or `quorum_standby` with
+ * Patroni 4's `synchronous_mode: quorum`.
+ */
+export const SYNC_ROLES: readonly string[] = ["sync_standby", "quorum_standby"];
+export const REPLICA_ROLES: readonly string[] = ["replica", ...SYNC_ROLES];
 export const ETCD_MEMBERS = ["etcd1", "etcd2", "etcd3"] as const;
 export type Agent = (typeof AGENTS)[number];
 
@@ -82,8 +88,8 @@ export class ComposeStack {
       PGHA_PROMETHEUS_PORT: String(await freePort()),
       PGHA_ALERTMANAGER_PORT: String(await freePort()),
       DOCKER_GID: await dockerSocketGid(),
-      // Fast failure detection for tests (ttl >= loop_wait + 2 x retry_timeout).
-      PATRONI_TTL: "10",
+      // Fast failure detection for tests (ttl >= loop_wait + 2 x retry_timeout; Patroni 4 takes no ttl under 20).
+      PATRONI_TTL: "20",
       PATRONI_LOOP_WAIT: "2",
       PATRONI_RETRY_TIMEOUT: "4",
       PGHA_AGENT_IMAGE: imageOf("agent"),
@@ -129,7 +135,7 @@ export class ComposeStack {
     return stack;
   }
 
-  /** The compose file turns synchronous mode on unless the env file says otherwise. */
+  /** The compose file turns synchronous mode on (true, or quorum) unless the env file says otherwise. */
   get synchronous(): boolean {
     return (this.settings["PATRONI_SYNCHRONOUS_MODE"] ?? "true") !== "false";
   }
@@ -275,12 +281,12 @@ export class ComposeStack {
           if (!l) return null;
           const replicas = members.filter(
             (m) =>
-              (m.role === "replica" || m.role === "sync_standby") &&
+              REPLICA_ROLES.includes(m.role) &&
               (m.state === "running" || m.state === "streaming") &&
               typeof m.lag === "number" &&
               m.timeline === l.timeline,
           );
-          if (this.synchronous && want > 0 && !replicas.some((m) => m.role === "sync_standby")) return null;
+          if (this.synchronous && want > 0 && !replicas.some((m) => SYNC_ROLES.includes(m.role))) return null;
           return replicas.length >= want ? (l.name as Agent) : null;
         },
         { timeoutMs: opts.timeoutMs ?? 240_000, intervalMs: 1000 },

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import type { Loose } from "./fixtures.js";
 import { run } from "./proc.js";
 
-export const TEST_IMAGE = "debian:bookworm-slim";
+export const TEST_IMAGE = "debian:trixie-slim";
 
 export class DockerFixture {
   readonly prefix: string;

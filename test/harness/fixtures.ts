@@ -38,4 +38,5 @@ export const AGENT_ENV: Readonly<Record<string, string>> = Object.freeze({
   REPLICATION_PASSWORD: "b",
   SUPERUSER_PASSWORD: "c",
   RESTAPI_PASSWORD: "d",
+  PG_MAJOR: "17",
 });

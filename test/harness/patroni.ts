@@ -360,7 +360,7 @@ export class PatroniCluster {
         if ((await leaderNode.rest("/primary")).status !== 200) return null;
         const replicas = members.filter(
           (m) =>
-            (m.role === "replica" || m.role === "sync_standby") &&
+            (m.role === "replica" || m.role === "sync_standby" || m.role === "quorum_standby") &&
             (m.state === "streaming" || m.state === "running") &&
             typeof m.lag === "number" &&
             m.timeline === leader.timeline,

@@ -87,6 +87,7 @@ describe("agent self-discovery with a real etcd", () => {
     REPLICATION_PASSWORD: "repl-secret-pw",
     SUPERUSER_PASSWORD: "super-secret-pw",
     RESTAPI_PASSWORD: "rest-secret-pw",
+    PG_MAJOR: "17",
     ...extra,
   });
 

@@ -9,13 +9,14 @@ import assert from "node:assert/strict";
 import { copyFileSync, existsSync, statSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { bridgeGateway } from "../harness/docker.js";
+import { bridgeGateway, imageOf } from "../harness/docker.js";
 import { DockerFixture } from "../harness/docker-fixture.js";
 import { EtcdServer } from "../harness/etcd.js";
 import { run, waitFor } from "../harness/proc.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const IMAGE = "pgha/registrator:dev";
+/** pgha/registrator:dev, or PGHA_REGISTRATOR_IMAGE: a branch builds and tests its own tag, not the shared one. */
+const IMAGE = imageOf("registrator");
 const WAIT = { timeoutMs: 60_000, intervalMs: 200 };
 
 /** The build stage's npm needs the host's CA where the registry is reached through a TLS-inspecting proxy. */

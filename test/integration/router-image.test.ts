@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { imageOf } from "../harness/docker.js";
 import { DockerFixture } from "../harness/docker-fixture.js";
 import { PatroniCluster } from "../harness/patroni.js";
 import { freePort } from "../harness/ports.js";
@@ -15,7 +16,8 @@ import { run, waitFor } from "../harness/proc.js";
 import { whoServes } from "../harness/router.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const IMAGE = "pgha/router:dev";
+/** pgha/router:dev, or PGHA_ROUTER_IMAGE: a branch builds and tests its own tag, not the shared one. */
+const IMAGE = imageOf("router");
 
 /** The build stage's npm needs the host's CA where the registry is reached through a TLS-inspecting proxy. */
 async function provideBuildCa(): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * The services run on the host's Node.js 20 and, in their images, on Node.js 22. Each built
- * entry point is run under the Node 22 of the `node:22-bookworm-slim` image (the base of the
+ * entry point is run under the Node 22 of the `node:22-trixie-slim` image (the base of the
  * service images; scripts/seed-images.sh makes it exist without a registry), with this
  * checkout mounted read-only: it must load and answer `--help` and a bad option exactly as it
  * does under the host's Node. In the integration tier because it needs a Docker engine.
@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { cleanEnv, ROOT, runToExit, serviceBins } from "../harness/bins.js";
 import { run } from "../harness/proc.js";
 
-const IMAGE = "node:22-bookworm-slim";
+const IMAGE = "node:22-trixie-slim";
 const root = ROOT.replace(/\/$/, "");
 const built = serviceBins().filter((b) => b.built && b.sourceExists);
 

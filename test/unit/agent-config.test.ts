@@ -13,6 +13,7 @@ const BASE: Record<string, string> = {
   REPLICATION_PASSWORD: "repl-pw",
   SUPERUSER_PASSWORD: "super-pw",
   RESTAPI_PASSWORD: "rest-pw",
+  PG_MAJOR: "17",
 };
 
 function config(env: Record<string, string | undefined>, files: Record<string, string> = {}): AgentConfig {
@@ -58,7 +59,7 @@ describe("agent configuration from the environment", () => {
           ttl: 30,
           loopWait: 10,
           retryTimeout: 10,
-          synchronousMode: true,
+          synchronousMode: "on",
           synchronousModeStrict: false,
           failsafeMode: true,
         });
@@ -125,7 +126,7 @@ describe("agent configuration from the environment", () => {
       "DCS timings, synchronous mode and the stop behaviour",
       {
         ...BASE,
-        PATRONI_TTL: "10",
+        PATRONI_TTL: "20",
         PATRONI_LOOP_WAIT: "2",
         PATRONI_RETRY_TIMEOUT: "4",
         PATRONI_SYNCHRONOUS_MODE: "false",
@@ -135,10 +136,10 @@ describe("agent configuration from the environment", () => {
       },
       (c) => {
         assert.deepEqual(c.dcs, {
-          ttl: 10,
+          ttl: 20,
           loopWait: 2,
           retryTimeout: 4,
-          synchronousMode: false,
+          synchronousMode: "off",
           synchronousModeStrict: false,
           failsafeMode: true,
         });
@@ -209,12 +210,24 @@ describe("agent configuration from the environment", () => {
     ],
     [
       "a TTL shorter than loop_wait + 2 x retry_timeout",
-      { ...BASE, PATRONI_TTL: "10", PATRONI_LOOP_WAIT: "5", PATRONI_RETRY_TIMEOUT: "5" },
-      /PATRONI_TTL 10 is too short/,
+      { ...BASE, PATRONI_TTL: "20", PATRONI_LOOP_WAIT: "12", PATRONI_RETRY_TIMEOUT: "5" },
+      /PATRONI_TTL 20 is too short/,
     ],
+    [
+      "a TTL under Patroni 4's minimum (it would use 20 and say so only in its log)",
+      { ...BASE, PATRONI_TTL: "10", PATRONI_LOOP_WAIT: "2", PATRONI_RETRY_TIMEOUT: "4" },
+      /invalid value "10" for -ttl \(from PATRONI_TTL\): expected an integer from 20 to 3600/,
+    ],
+    [
+      "a retry_timeout under Patroni 4's minimum",
+      { ...BASE, PATRONI_RETRY_TIMEOUT: "2" },
+      /for -retry-timeout \(from PATRONI_RETRY_TIMEOUT\): expected an integer from 3 to 3600/,
+    ],
+    ["no PG_MAJOR (the image sets it)", without("PG_MAJOR"), /missing required -pg-major or PG_MAJOR/],
+    ["a PG_MAJOR that is no major version", { ...BASE, PG_MAJOR: "17.2" }, /-pg-major \(from PG_MAJOR\)/],
     ["a TTL that is not a number", { ...BASE, PATRONI_TTL: "ten" }, /for -ttl \(from PATRONI_TTL\)/],
     [
-      "a sync mode that is not a boolean",
+      "a sync mode that is neither a boolean nor quorum",
       { ...BASE, PATRONI_SYNCHRONOUS_MODE: "sometimes" },
       /PATRONI_SYNCHRONOUS_MODE/,
     ],

@@ -136,7 +136,7 @@ describe("patroni.yml with a backup repository", () => {
       "the replica hook",
       S3,
       "postgresql.pgbackrest",
-      { command: "/usr/local/bin/pgha-backup replica", keep_data: true, no_master: 1 },
+      { command: "/usr/local/bin/pgha-backup replica", keep_data: true, no_leader: 1 },
     ],
     [
       "replicas from backups off",

@@ -6,6 +6,7 @@ import {
   ReplicationMetrics,
   replicaStreaming,
   synchronousMode,
+  synchronousModeOf,
 } from "../../agent/replication-metrics.js";
 import { deepFreeze } from "../harness/deep-freeze.js";
 
@@ -135,11 +136,19 @@ describe("synchronousMode: Patroni's parse_bool of synchronous_mode in GET /conf
     [{ synchronous_mode: false }, false],
     [{ synchronous_mode: "off" }, false],
     [{ ttl: 20 }, false],
+    [{ synchronous_mode: "quorum" }, true],
+    [{ synchronous_mode: "QUORUM" }, true],
     [null, null],
   ];
   for (const [config, want] of table) {
     it(JSON.stringify(config), () => assert.equal(synchronousMode(config), want));
   }
+  it("tells Patroni 4's quorum commit from on and off", () => {
+    assert.equal(synchronousModeOf({ synchronous_mode: "quorum" }), "quorum");
+    assert.equal(synchronousModeOf({ synchronous_mode: true }), "on");
+    assert.equal(synchronousModeOf({ synchronous_mode: "maybe" }), "off");
+    assert.equal(synchronousModeOf(null), null);
+  });
   it("parse_bool leaves anything else unknown", () => assert.equal(patroniBool("maybe"), null));
 });
 

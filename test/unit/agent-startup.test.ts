@@ -2,13 +2,15 @@
  * The agent's start-up sequence (agent/startup.ts) driven with small in-memory parts: the
  * order of its effects and the process's exit code. These fakes stand for our own parts,
  * not for a real peer: what is proved is the wiring — a bad configuration exits 2 before
- * anything else happens, a discovery that fails exits 3, a stop signal while waiting for
+ * anything else happens, a data directory of another PostgreSQL major exits 4 before
+ * anything touches it, a discovery that fails exits 3, a stop signal while waiting for
  * discovery exits 0, the pre_promote answer listens before Patroni starts, Patroni's own
  * exit code is the process's, and a stop sequence that began is awaited before it is.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseAgentConfig } from "../../agent/config.js";
+import { type DataDirVerdict, dataDirVerdict } from "../../agent/data-dir.js";
 import { DiscoveryError, type NodeAddresses } from "../../agent/discovery.js";
 import {
   type AgentParts,
@@ -30,6 +32,7 @@ const ENV = {
   REPLICATION_PASSWORD: "r",
   SUPERUSER_PASSWORD: "s",
   RESTAPI_PASSWORD: "p",
+  PG_MAJOR: "17",
 };
 const ADDRESSES: NodeAddresses = {
   postgres: { host: "10.0.0.1", port: 40000 },
@@ -65,6 +68,8 @@ function rig(
   o: {
     parse?: () => ParsedConfig;
     discover?: (abort: AbortSignal) => Promise<NodeAddresses>;
+    /** The data directory's PG_VERSION (null: none yet). */
+    pgVersion?: string | null;
     holdPromotionCheck?: boolean;
     holdSettled?: boolean;
   } = {},
@@ -128,6 +133,10 @@ function rig(
     },
     createLog: () =>
       createLogger({ name: "agent", level: "info" }, { write: (l) => logs.push(JSON.parse(l)) }),
+    checkDataDir: (cfg): DataDirVerdict => {
+      effects.push("data directory: checked");
+      return dataDirVerdict(cfg.dataDir, o.pgVersion ?? null, cfg.pgMajor);
+    },
     onSignal: (h) => {
       effects.push("signals: subscribed");
       handler = h;
@@ -186,6 +195,30 @@ describe("agent start-up: exit codes", () => {
     await assert.rejects(runAgent(r.deps), TypeError);
   });
 
+  it("a data directory of another PostgreSQL major: one line, exit 4, before discovery and any file", async () => {
+    const r = rig({ pgVersion: "15\n" });
+    assert.equal(await runAgent(r.deps), 4);
+    assert.equal(
+      r.out.stderr,
+      'agent: the data directory /data/pgdata was created by PostgreSQL 15, this image runs PostgreSQL 17: it is left as it is and not started. Move the data with pg_dumpall from a PostgreSQL 15 image and restore it into a new PostgreSQL 17 cluster (agent/README.md, "Moving to a new PostgreSQL major")\n',
+    );
+    assert.deepEqual(r.effects, ["config", "data directory: checked"]);
+  });
+
+  it("a data directory of the image's major starts as usual", async () => {
+    const r = rig({ pgVersion: "17\n" });
+    const code = runAgent(r.deps);
+    await settle();
+    r.exitPatroni(0);
+    assert.equal(await code, 0);
+    assert.deepEqual(r.effects.slice(0, 4), [
+      "config",
+      "data directory: checked",
+      "signals: subscribed",
+      "discovery",
+    ]);
+  });
+
   it("discovery that fails exits 3, logs the keys it waited for, and writes nothing", async () => {
     const keys = {
       postgres: "/postgresql-patroni/host1:pg1:5432",
@@ -193,7 +226,7 @@ describe("agent start-up: exit codes", () => {
     };
     const r = rig({ discover: () => Promise.reject(new DiscoveryError("no registrator keys", { keys })) });
     assert.equal(await runAgent(r.deps), 3);
-    assert.deepEqual(r.effects, ["config", "signals: subscribed", "discovery"]);
+    assert.deepEqual(r.effects, ["config", "data directory: checked", "signals: subscribed", "discovery"]);
     const line = r.logs.find((l) => l["msg"] === "no registrator keys");
     assert.deepEqual(line?.["keys"], keys);
     assert.equal(line?.["level"], "error");
@@ -209,7 +242,7 @@ describe("agent start-up: exit codes", () => {
     r.signal("SIGHUP"); // nothing to reload yet: ignored
     r.signal("SIGTERM");
     assert.equal(await code, 0);
-    assert.deepEqual(r.effects, ["config", "signals: subscribed", "discovery"]);
+    assert.deepEqual(r.effects, ["config", "data directory: checked", "signals: subscribed", "discovery"]);
   });
 
   it("a stop signal while the pre_promote answer starts exits 0 without running Patroni", async () => {
@@ -245,6 +278,7 @@ describe("agent start-up: the order of effects", () => {
     assert.equal(await code, 7);
     assert.deepEqual(r.effects, [
       "config",
+      "data directory: checked",
       "signals: subscribed",
       "discovery",
       "files: written",

@@ -168,15 +168,41 @@ describe("what a stopping node does first", () => {
 
   it("in synchronous mode only the synchronous standby is a candidate; until there is one, wait", () => {
     const cluster = { members: [leader, replica("pg2"), replica("pg3", { lag: 5 })] };
-    const waiting = planStop("pg1", cluster, allStreaming(cluster), { enabled: true, synchronous: true });
+    const waiting = planStop("pg1", cluster, allStreaming(cluster), { enabled: true, synchronousMode: "on" });
     assert.equal(waiting.action, "wait");
     assert.match(waiting.reason, /no synchronous standby streaming/);
     const withSync = { members: [leader, replica("pg2"), replica("pg3", { role: "sync_standby", lag: 5 })] };
-    const plan = planStop("pg1", withSync, allStreaming(withSync), { enabled: true, synchronous: true });
+    const plan = planStop("pg1", withSync, allStreaming(withSync), { enabled: true, synchronousMode: "on" });
     assert.deepEqual(plan.action === "switchover" && plan.candidate, "pg3");
     // Asynchronous: any streaming replica will do.
-    const async = planStop("pg1", cluster, allStreaming(cluster), { enabled: true, synchronous: false });
+    const async = planStop("pg1", cluster, allStreaming(cluster), { enabled: true, synchronousMode: "off" });
     assert.deepEqual(async.action === "switchover" && async.candidate, "pg2");
+  });
+
+  it("in quorum mode (Patroni 4) a quorum standby is preferred, and any streaming replica will do", () => {
+    const quorum = {
+      members: [leader, replica("pg2", { lag: 0 }), replica("pg3", { role: "quorum_standby", lag: 5 })],
+    };
+    const plan = planStop("pg1", quorum, allStreaming(quorum), { enabled: true, synchronousMode: "quorum" });
+    assert.deepEqual(plan.action === "switchover" && [plan.candidate, plan.reason], [
+      "pg3",
+      "leader stopping; pg3 is a healthy quorum standby (lag 5 bytes)",
+    ]);
+    // Before Patroni lists a replica in /sync, it is a plain replica: Patroni accepts it as the
+    // candidate of a switchover in quorum mode, and the stop fence lets it promote only once it
+    // has every write.
+    const joining = { members: [leader, replica("pg2")] };
+    const early = planStop("pg1", joining, allStreaming(joining), {
+      enabled: true,
+      synchronousMode: "quorum",
+    });
+    assert.deepEqual(early.action === "switchover" && early.candidate, "pg2");
+    // A quorum standby that does not stream from the leader is no candidate.
+    const notStreaming = planStop("pg1", quorum, leaderStatus({ pg2: "streaming" }), {
+      enabled: true,
+      synchronousMode: "quorum",
+    });
+    assert.deepEqual(notStreaming.action === "switchover" && notStreaming.candidate, "pg2");
   });
 
   it("etcd's leader key decides who leads, over Patroni's REST view", () => {
