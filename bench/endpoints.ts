@@ -45,7 +45,8 @@ export class RouterProc {
     const proc = startProcess(
       process.execPath,
       [
-        ...(o.nodeArgs ?? []),
+        // As the image's ENTRYPOINT runs it (router/Dockerfile).
+        ...(o.nodeArgs ?? ["--max-semi-space-size=2"]),
         ROUTER_MAIN,
         "--etcd",
         o.etcd,

@@ -12,6 +12,7 @@ import { registryKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/logger.js";
 import { Backoff, sleep } from "../shared/time.js";
 import { createDockerClient, DockerSource } from "./docker-source.js";
+import { targetGroups } from "./http-sd.js";
 import type { ContainerView, LifecycleOptions } from "./lifecycle.js";
 import { RegistratorMetrics } from "./metrics.js";
 import type { RegistratorOptions } from "./options.js";
@@ -102,6 +103,8 @@ export class RegistratorApp {
           routes: {
             "/services": () => this.servicesReport(),
             "/containers": () => this.tracker?.snapshot().map(containerReport) ?? [],
+            // Prometheus's HTTP service discovery: every registrator's services, from etcd.
+            "/sd": async () => targetGroups(o.registry.prefix, await this.readRegistry()),
           },
         })
       : null;
@@ -276,6 +279,15 @@ export class RegistratorApp {
         services: this.publisher.desiredServices().size,
       },
     };
+  }
+
+  /** Every key under the registry prefix (every host's), as etcd holds it now. */
+  private async readRegistry(): Promise<Record<string, string>> {
+    try {
+      return await this.client.getAll().prefix(registryKeys.all(this.o.registry.prefix)).strings();
+    } catch (err) {
+      throw toEtcdError(err, "range read", { prefix: registryKeys.all(this.o.registry.prefix) });
+    }
   }
 
   private servicesReport() {

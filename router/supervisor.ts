@@ -44,6 +44,9 @@ interface RouteEntry {
   [k: string]: unknown;
 }
 
+/** V8's young-generation semi-space of each worker, MB (see start()). */
+const WORKER_SEMI_SPACE_MB = 2;
+
 export class RouterSupervisor {
   readonly registry: Registry;
   private readonly slots: Slot[];
@@ -98,6 +101,14 @@ export class RouterSupervisor {
 
   async start(): Promise<void> {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
+    // A worker's young generation capped at 2 MB (V8's default grows it to 16 MB per space):
+    // with thousands of idle sessions per worker this keeps each worker ~20–30 MB smaller
+    // (bench part 6) at no measured cost to the data path (part 1).
+    if (!process.execArgv.some((a) => a.startsWith("--max-semi-space-size"))) {
+      cluster.setupPrimary({
+        execArgv: [...process.execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`],
+      });
+    }
     cluster.on("message", (_w, m: unknown) => {
       if (!isAnswer(m)) return;
       this.pending.get(m.id)?.(m.body);

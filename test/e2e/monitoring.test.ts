@@ -56,7 +56,11 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
       (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
       throw err;
     }
-    const instances = last.map((t) => `${t.labels.job} ${t.labels.instance}`).sort();
+    // Patroni's targets come from the registrator's service discovery: each agent's container
+    // (compose names it <project>-pgN-1) and its REST port.
+    const instances = last
+      .map((t) => `${t.labels.job} ${t.labels.instance.replace(`${stack.project}-`, "").replace(/-1:/, ":")}`)
+      .sort();
     assert.deepEqual(instances, [
       "agent pg1:8009",
       "agent pg2:8009",

@@ -83,6 +83,41 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     assert.deepEqual(members.map((m) => m.name).sort(), ["etcd1", "etcd2", "etcd3"]);
   });
 
+  it("Prometheus on host A finds every host's agent by itself (the registrator's service discovery) and scrapes it", async () => {
+    await stack.compose(["--profile", "monitoring", "up", "-d", "--no-deps", "--no-build", "prometheus"]);
+    interface Target {
+      labels: Record<string, string>;
+      scrapeUrl: string;
+      health: string;
+    }
+    let last: Target[] = [];
+    try {
+      await waitFor(
+        "a Patroni target per agent, each up",
+        async () => {
+          const res = await fetch(`${stack.prometheusUrl}/api/v1/targets?state=active`, {
+            signal: AbortSignal.timeout(5000),
+          });
+          const body = (await res.json()) as { data: { activeTargets: Target[] } };
+          last = body.data.activeTargets.filter((t) => t.labels["job"] === "patroni");
+          return last.length === 3 && last.every((t) => t.health === "up");
+        },
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+    } catch (err) {
+      (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
+      throw err;
+    }
+    // Each is scraped at its host's address and published port, with no list anywhere to edit.
+    for (const a of AGENTS) {
+      const api = await publishedPort(`${stack.project}-${a}`, 8008);
+      assert.ok(
+        last.some((t) => t.scrapeUrl === `http://${hostIp}:${api.port}/metrics`),
+        `${a} scraped at ${hostIp}:${api.port}: ${last.map((t) => t.scrapeUrl).join(", ")}`,
+      );
+    }
+  });
+
   it("replicas stream from the leader through the published addresses, and the router reaches it", async () => {
     const leader = (await stack.leader())!;
     const rows = await stack.exec(leader, [
