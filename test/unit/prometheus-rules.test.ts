@@ -6,7 +6,6 @@
  * prometheus.yml scrapes; and the image puts the rules where prometheus.yml looks.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join } from "node:path";
 import { describe, it } from "node:test";
@@ -178,6 +177,27 @@ describe("the alert rules", () => {
       assert.ok(readdirSync(DIR).includes(f), `${f} is in prometheus/`);
       assert.equal(dest(`prometheus/${f}`), configDir, `${f} is copied beside prometheus.yml`);
     }
-    assert.match(dockerfile, /--config\.file=\/etc\/prometheus\/prometheus\.yml/);
+    // The entrypoint renders prometheus.yml (the project's name put in) with each rule file beside it.
+    assert.match(dockerfile, /^ENTRYPOINT \["\/usr\/local\/bin\/pgha-prometheus"\]$/m);
+    const entrypoint = readFileSync(join(DIR, "entrypoint.sh"), "utf8");
+    assert.match(
+      entrypoint,
+      /sed "s\/__PGHA_PROJECT__\/\$project\/g" \/etc\/prometheus\/prometheus\.yml >"\$dir\/prometheus\.yml"/,
+    );
+    for (const f of files)
+      assert.ok(entrypoint.includes(`cp /etc/prometheus/${f} "$dir/${f}"`), `${f} beside the rendered file`);
+    assert.match(entrypoint, /--config\.file="\$dir\/prometheus\.yml"/);
+  });
+
+  it("the entrypoint refuses a project name that would change the keep regex, with one line", () => {
+    const r = spawnSync("sh", [join(DIR, "entrypoint.sh")], {
+      env: { PATH: process.env["PATH"], PGHA_PROJECT: "a|.*" },
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 2);
+    assert.equal(
+      r.stderr,
+      `pgha-prometheus: invalid PGHA_PROJECT "a|.*": expected letters, digits, '_', '.' or '-'\n`,
+    );
   });
 });
