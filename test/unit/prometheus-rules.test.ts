@@ -6,6 +6,7 @@
  * prometheus.yml scrapes; and the image puts the rules where prometheus.yml looks.
  */
 import assert from "node:assert/strict";
+import { execFile, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join } from "node:path";
 import { describe, it } from "node:test";
