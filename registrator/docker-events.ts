@@ -10,6 +10,7 @@ export const WATCHED_ACTIONS = [
   "start",
   "unpause",
   "die",
+  "oom",
   "stop",
   "kill",
   "destroy",
