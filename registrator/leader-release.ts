@@ -222,15 +222,15 @@ function time(v: unknown): number | null {
 }
 
 /**
- * How the container's processes stand: `alive` (running, or paused), or dead for certain,
- * as `stopped`, `restarting` (Docker reports a container it is about to start again as
- * Running with Restarting set and no process, Pid 0), or `restarted` (a `die` since the last
- * `start` this registrator saw, and Docker has started it again since: the processes that
- * died are gone, new ones run). Undefined when the inspect has no State.
+ * How the container's processes stand, after a `die` the daemon emitted at `diedAt` (ms):
+ * `alive` (running since before that death, or paused), or dead for certain, as `stopped`,
+ * `restarting` (Docker reports a container it is about to start again as Running with
+ * Restarting set and no process, Pid 0), or `restarted` (running again, started after
+ * that death: the processes that died are gone, new ones run). Undefined without a State.
  */
 export function liveness(
   inspect: unknown,
-  facts: ContainerFacts,
+  diedAt: number,
 ):
   | { readonly kind: "alive"; readonly reason: string }
   | { readonly kind: "dead"; readonly restart: "none" | "restarting" | "restarted" }
@@ -238,29 +238,33 @@ export function liveness(
   const state = obj(obj(inspect)?.["State"]);
   if (!state || typeof state["Running"] !== "boolean") return undefined;
   const restarting = state["Restarting"] === true;
-  if (state["Paused"] === true)
-    return { kind: "alive", reason: "it is paused: its processes are still there" };
+  if (state["Paused"] === true) return { kind: "alive", reason: "it is paused: its processes are still there" };
   if (restarting && typeof state["Pid"] === "number" && state["Pid"] !== 0) {
     return { kind: "alive", reason: `it is restarting and has a process (pid ${state["Pid"]})` };
   }
   if (restarting) return { kind: "dead", restart: "restarting" };
   if (state["Running"] !== true) return { kind: "dead", restart: "none" };
-  const finished = time(state["FinishedAt"]);
   const started = time(state["StartedAt"]);
-  if (facts.died && finished !== null && started !== null && started >= finished) {
-    return { kind: "dead", restart: "restarted" };
-  }
-  return { kind: "alive", reason: "it is running" };
+  if (started !== null && started > diedAt) return { kind: "dead", restart: "restarted" };
+  return { kind: "alive", reason: "it is running (this look was taken before it died)" };
 }
 
-/** Docker's side: a Patroni member of this host that died, not stopped on purpose? Never throws. */
-export function deathNotice(inspect: unknown, facts: ContainerFacts, o: NoticeOptions): DeathNotice {
+/**
+ * Docker's side, for the `die` the daemon emitted at `diedAt` and the events before it
+ * (`facts`): a Patroni member of this host that died, not stopped on purpose? Never throws.
+ */
+export function deathNotice(
+  inspect: unknown,
+  facts: ContainerFacts,
+  diedAt: number,
+  o: NoticeOptions,
+): DeathNotice {
   const found = memberOf(inspect, o.namespace);
   if (found.member === null)
     return { action: "keep", code: "not-patroni", reason: found.reason, member: null };
   const member = found.member;
   const keep = (code: KeepCode, reason: string): DeathNotice => ({ action: "keep", code, reason, member });
-  const live = liveness(inspect, facts);
+  const live = liveness(inspect, diedAt);
   if (live === undefined) return keep("unknown-state", "the inspect has no State");
   if (live.kind === "alive") return keep("alive", live.reason);
   if (member.dockerHostname !== o.hostname) {
