@@ -13,7 +13,7 @@
  * Two steps, each `{ action, code, reason }`; the edge (leader-releaser.ts)
  * reads etcd between them and runs the transaction:
  *
- * 1. `deathNotice(inspect, facts, options)` — what Docker says: the container
+ * 1. `deathNotice(inspect, facts, died, options)` — what Docker says: the container
  *    names a Patroni member of this host, and it is dead for certain (not
  *    running, not paused) and was not stopped on purpose (no stop signal, exit
  *    code not 0: a planned stop hands over by itself).
@@ -53,6 +53,16 @@ export const KEEP_CODES = [
   "changed",
 ] as const;
 export type KeepCode = (typeof KEEP_CODES)[number];
+
+/**
+ * A `die` event as the daemon emitted it: when (ms since the epoch) and the exit code it
+ * carried. After a restart policy has started the container again, the inspect's
+ * `ExitCode` and `OOMKilled` are the new run's, so these are what tell how it died.
+ */
+export interface DieEvent {
+  readonly at: number;
+  readonly exitCode: number | null;
+}
 
 /** A Patroni member as a container's environment names it. */
 export interface MemberIdentity {
@@ -222,7 +232,8 @@ function time(v: unknown): number | null {
 }
 
 /**
- * How the container's processes stand, after a `die` the daemon emitted at `diedAt` (ms):
+ * How the container's processes stand, after a `die` the daemon emitted at `diedAt` (ms;
+ * null when no `die` was seen):
  * `alive` (running since before that death, or paused), or dead for certain, as `stopped`,
  * `restarting` (Docker reports a container it is about to start again as Running with
  * Restarting set and no process, Pid 0), or `restarted` (running again, started after
@@ -230,7 +241,7 @@ function time(v: unknown): number | null {
  */
 export function liveness(
   inspect: unknown,
-  diedAt: number,
+  diedAt: number | null,
 ):
   | { readonly kind: "alive"; readonly reason: string }
   | { readonly kind: "dead"; readonly restart: "none" | "restarting" | "restarted" }
@@ -238,25 +249,26 @@ export function liveness(
   const state = obj(obj(inspect)?.["State"]);
   if (!state || typeof state["Running"] !== "boolean") return undefined;
   const restarting = state["Restarting"] === true;
-  if (state["Paused"] === true) return { kind: "alive", reason: "it is paused: its processes are still there" };
+  if (state["Paused"] === true)
+    return { kind: "alive", reason: "it is paused: its processes are still there" };
   if (restarting && typeof state["Pid"] === "number" && state["Pid"] !== 0) {
     return { kind: "alive", reason: `it is restarting and has a process (pid ${state["Pid"]})` };
   }
   if (restarting) return { kind: "dead", restart: "restarting" };
   if (state["Running"] !== true) return { kind: "dead", restart: "none" };
   const started = time(state["StartedAt"]);
-  if (started !== null && started > diedAt) return { kind: "dead", restart: "restarted" };
+  if (diedAt !== null && started !== null && started > diedAt) return { kind: "dead", restart: "restarted" };
   return { kind: "alive", reason: "it is running (this look was taken before it died)" };
 }
 
 /**
- * Docker's side, for the `die` the daemon emitted at `diedAt` and the events before it
- * (`facts`): a Patroni member of this host that died, not stopped on purpose? Never throws.
+ * Docker's side, for the `die` event `died` (null when none was seen) and the events before
+ * it (`facts`): a Patroni member of this host that died, not stopped on purpose? Never throws.
  */
 export function deathNotice(
   inspect: unknown,
   facts: ContainerFacts,
-  diedAt: number,
+  died: DieEvent | null,
   o: NoticeOptions,
 ): DeathNotice {
   const found = memberOf(inspect, o.namespace);
@@ -264,7 +276,7 @@ export function deathNotice(
     return { action: "keep", code: "not-patroni", reason: found.reason, member: null };
   const member = found.member;
   const keep = (code: KeepCode, reason: string): DeathNotice => ({ action: "keep", code, reason, member });
-  const live = liveness(inspect, diedAt);
+  const live = liveness(inspect, died?.at ?? null);
   if (live === undefined) return keep("unknown-state", "the inspect has no State");
   if (live.kind === "alive") return keep("alive", live.reason);
   if (member.dockerHostname !== o.hostname) {
@@ -276,7 +288,13 @@ export function deathNotice(
     );
   }
   const state = obj(obj(inspect)?.["State"])!;
-  const exitCode = typeof state["ExitCode"] === "number" ? state["ExitCode"] : -1;
+  // Started again since: the inspect's exit code and OOMKilled are the new run's; the die's count.
+  const again = live.restart === "restarted";
+  const exitCode = again
+    ? (died?.exitCode ?? -1)
+    : typeof state["ExitCode"] === "number"
+      ? state["ExitCode"]
+      : -1;
   if (facts.stopSignalled) {
     return keep(
       "planned-stop",
@@ -284,7 +302,7 @@ export function deathNotice(
     );
   }
   if (exitCode === 0) return keep("planned-stop", "it exited with code 0: a clean stop");
-  const oom = state["OOMKilled"] === true || facts.oom === true;
+  const oom = (!again && state["OOMKilled"] === true) || facts.oom === true;
   const cause: DeathCause = oom
     ? "oom"
     : facts.sigkilled

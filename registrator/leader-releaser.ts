@@ -23,6 +23,7 @@ import {
   type ClusterRead,
   DEATH_CAUSES,
   type DeathNotice,
+  type DieEvent,
   deathNotice,
   KEEP_CODES,
   type KeyRead,
@@ -36,7 +37,13 @@ import {
   releaseDecision,
   type Tie,
 } from "./leader-release.js";
-import type { ContainerFacts, ContainerView, Observation } from "./lifecycle.js";
+import {
+  type ContainerFacts,
+  type ContainerView,
+  NO_FACTS,
+  nextFacts,
+  type Observation,
+} from "./lifecycle.js";
 import type { RegistratorMetrics } from "./metrics.js";
 
 /** etcd calls for one death are retried (each with a fresh read) for about this long. */
@@ -49,6 +56,9 @@ function containerName(inspect: unknown, id: string): string {
 
 /** What the releaser took when a `die` arrived: before any restart policy could start the container again. */
 interface AtDeath {
+  readonly died: DieEvent;
+  /** The facts of the events up to the die (a `start` after it resets the tracker's). */
+  readonly facts: ContainerFacts;
   readonly published: readonly string[];
   /** The member's keys, read at once; null when the container was not known to run a member. */
   readonly read: Promise<ClusterRead | Error> | null;
@@ -60,6 +70,8 @@ export class LeaderReleaser {
   /** The member each live container names (any host's): a second live claimant is a doubt. */
   private readonly live = new Map<string, { member: MemberIdentity; name: string }>();
   private readonly deaths = new Map<string, AtDeath>();
+  /** Each container's facts since its last start, from the events as they arrive. */
+  private readonly facts = new Map<string, ContainerFacts>();
   /** The death (FinishedAt) already handled for each container. */
   private readonly handled = new Map<string, string>();
   private readonly running = new Set<Promise<void>>();
@@ -83,14 +95,18 @@ export class LeaderReleaser {
    */
   onEvent(ev: ContainerEvent): void {
     if (this.stopping.signal.aborted) return;
-    if (ev.action === "start") {
-      this.deaths.delete(ev.id);
-      return;
-    }
+    const facts = nextFacts(this.facts.get(ev.id) ?? NO_FACTS, ev);
+    this.facts.set(ev.id, facts);
+    // A start does not forget a death: the look that answers the die may come after a restart.
     if (ev.action !== "die") return;
     const live = this.live.get(ev.id);
     const read = live ? this.read(live.member).catch((err: unknown) => toEtcdError(err, "range read")) : null;
-    this.deaths.set(ev.id, { published: this.published.get(ev.id) ?? [], read });
+    this.deaths.set(ev.id, {
+      died: { at: ev.at ?? Date.now(), exitCode: ev.exitCode ?? null },
+      facts,
+      published: this.published.get(ev.id) ?? [],
+      read,
+    });
   }
 
   /** Every look the tracker takes at a container: what it decided and the facts its events gave. */
@@ -100,12 +116,14 @@ export class LeaderReleaser {
       this.published.delete(id);
       this.live.delete(id);
       this.deaths.delete(id);
+      this.facts.delete(id);
       this.handled.delete(id);
       return;
     }
     const name = containerName(obs.inspect, id);
     const identity = memberOf(obs.inspect, this.o.namespace).member;
-    const live = liveness(obs.inspect, facts);
+    const atDeath = this.deaths.get(id);
+    const live = liveness(obs.inspect, atDeath?.died.at ?? null);
     const alive = live === undefined || live.kind === "alive" || live.restart === "restarted";
     if (view?.state === "registered")
       this.published.set(
@@ -114,9 +132,12 @@ export class LeaderReleaser {
       );
     if (identity && alive) this.live.set(id, { member: identity, name });
     else this.live.delete(id);
-    if (!facts.deathEvent || live?.kind === "alive") return;
+    const deathFacts = atDeath?.facts ?? facts;
+    if (!deathFacts.deathEvent || live?.kind === "alive") return;
 
-    const notice = deathNotice(obs.inspect, facts, this.o);
+    // This look answers the death: it is handled once, whatever follows.
+    this.deaths.delete(id);
+    const notice = deathNotice(obs.inspect, deathFacts, atDeath?.died ?? null, this.o);
     if (notice.action === "keep" && (notice.member === null || notice.code === "alive")) return;
     const finishedAt = notice.action === "check" ? notice.death.finishedAt : this.finishedAt(obs.inspect);
     if (this.handled.get(id) === finishedAt) return;
@@ -126,8 +147,6 @@ export class LeaderReleaser {
       this.kept(log, notice.code, notice.reason, false);
       return;
     }
-    const atDeath = this.deaths.get(id);
-    this.deaths.delete(id);
     const tie = {
       published: atDeath?.published ?? this.published.get(id) ?? [],
       twins: this.twins(id, notice.member),

@@ -83,7 +83,11 @@ describe("JsonLineDecoder", () => {
 
 describe("decodeEvent", () => {
   const table: [string, unknown, unknown][] = [
-    ["start, with the daemon's time in ms", start, { id: ID, action: "start", name: "pgha-é-name", at: 1795875233000 }],
+    [
+      "start, with the daemon's time in ms",
+      start,
+      { id: ID, action: "start", name: "pgha-é-name", at: 1795875233000 },
+    ],
     ["kill carries its signal", kill, { id: ID, action: "kill", name: "x", signal: "15", at: 1795875233000 }],
     [
       "health_status carries the status",
@@ -91,7 +95,21 @@ describe("decodeEvent", () => {
       { id: ID, action: "health_status", name: "pgha-é-name", health: "healthy", at: 1795875233000 },
     ],
     ["an old-style event without Action", { status: "die", id: ID }, { id: ID, action: "die" }],
-    ["time in seconds when there is no timeNano", { status: "die", id: ID, time: 1795875234 }, { id: ID, action: "die", at: 1795875234000 }],
+    [
+      "die carries its exit code",
+      {
+        Type: "container",
+        Action: "die",
+        Actor: { ID, Attributes: { exitCode: "137" } },
+        timeNano: 1795875234500000000,
+      },
+      { id: ID, action: "die", exitCode: 137, at: 1795875234500 },
+    ],
+    [
+      "time in seconds when there is no timeNano",
+      { status: "die", id: ID, time: 1795875234 },
+      { id: ID, action: "die", at: 1795875234000 },
+    ],
     [
       "exec events are not ours",
       { ...start, Action: "exec_start: sh -c true", status: "exec_start: sh -c true" },

@@ -12,6 +12,7 @@ import {
   apiAddress,
   type ClusterRead,
   type DeathNotice,
+  type DieEvent,
   deathNotice,
   type KeyRead,
   memberOf,
@@ -33,6 +34,8 @@ function facts(...events: [ContainerEvent["action"], string?][]): ContainerFacts
 }
 
 const KILLED = facts(["kill", "9"], ["die"]);
+/** The `die` event of the captured deaths: emitted after each fixture's FinishedAt. */
+const DIE: DieEvent = Object.freeze({ at: Date.parse("2026-12-03T07:15:17.4Z"), exitCode: 137 });
 
 describe("nextFacts: what a container's events say about how it ended", () => {
   const rows: {
@@ -168,7 +171,13 @@ describe("deathNotice: is it a Patroni member of this host that died, not stoppe
   const member = (c: Loose) => {
     c["Config"]["Env"] = ["NAME=pg1", "PATRONI_SCOPE=demo", `DOCKER_HOSTNAME=${HOST}`];
   };
-  const rows: { title: string; inspect: () => Loose; facts: ContainerFacts; want: RegExp }[] = [
+  const rows: {
+    title: string;
+    inspect: () => Loose;
+    facts: ContainerFacts;
+    died?: DieEvent | null;
+    want: RegExp;
+  }[] = [
     {
       title: "SIGKILLed (docker kill): check",
       inspect: () => inspectOf("killed"),
@@ -199,12 +208,35 @@ describe("deathNotice: is it a Patroni member of this host that died, not stoppe
       inspect: () =>
         inspectOf("single", (c) => {
           member(c);
+          // The new run's: Docker resets both when it starts the container again.
           c["State"]["StartedAt"] = "2026-12-03T07:15:17.6Z";
           c["State"]["FinishedAt"] = "2026-12-03T07:15:17.397806307Z";
-          c["State"]["ExitCode"] = 137;
+          c["State"]["ExitCode"] = 0;
+          c["State"]["OOMKilled"] = false;
         }),
       facts: facts(["oom"], ["die"]),
       want: /^check oom restarted: killed for memory \(OOM\); Docker has started it again/,
+    },
+    {
+      title: "started again after a die whose event said exit code 0: a clean stop, keep",
+      inspect: () =>
+        inspectOf("single", (c) => {
+          member(c);
+          c["State"]["StartedAt"] = "2026-12-03T07:15:17.6Z";
+        }),
+      facts: facts(["die"]),
+      died: { ...DIE, exitCode: 0 },
+      want: /^keep planned-stop/,
+    },
+    {
+      title: "running since before the die (a look taken before it died): alive",
+      inspect: () =>
+        inspectOf("single", (c) => {
+          member(c);
+          c["State"]["StartedAt"] = "2026-12-03T07:15:17.2Z";
+        }),
+      facts: facts(["die"]),
+      want: /^keep alive/,
     },
     {
       title: "running, an earlier run finished, but no die since the last start: alive",
@@ -215,6 +247,7 @@ describe("deathNotice: is it a Patroni member of this host that died, not stoppe
           c["State"]["FinishedAt"] = "2026-12-03T07:15:17.397806307Z";
         }),
       facts: facts(["kill", "9"]),
+      died: null,
       want: /^keep alive/,
     },
     {
@@ -292,11 +325,12 @@ describe("deathNotice: is it a Patroni member of this host that died, not stoppe
   ];
   for (const r of rows) {
     it(r.title, () => {
-      assert.match(notice(deathNotice(r.inspect(), deepFreeze(r.facts), OPTS)), r.want);
+      const died = r.died === undefined ? DIE : r.died;
+      assert.match(notice(deathNotice(r.inspect(), deepFreeze(r.facts), died, OPTS)), r.want);
     });
   }
   it("carries the member and Docker's FinishedAt (one death, however many looks)", () => {
-    const n = deathNotice(inspectOf("killed"), KILLED, OPTS);
+    const n = deathNotice(inspectOf("killed"), KILLED, DIE, OPTS);
     assert.equal(n.action, "check");
     if (n.action !== "check") return;
     assert.deepEqual(n.member, { namespace: "/service/", scope: "demo", name: "pg1", dockerHostname: HOST });
@@ -331,7 +365,7 @@ const TIE: Tie = deepFreeze({
 });
 
 function checkNotice(): Extract<DeathNotice, { action: "check" }> {
-  const n = deathNotice(inspectOf("killed"), KILLED, OPTS);
+  const n = deathNotice(inspectOf("killed"), KILLED, DIE, OPTS);
   assert.equal(n.action, "check");
   return deepFreeze(n as Extract<DeathNotice, { action: "check" }>);
 }
@@ -438,9 +472,9 @@ describe("releaseDecision: does the dead container's member hold the lock, for c
         c["Config"]["Env"] = ["NAME=pg1", "PATRONI_SCOPE=demo", `DOCKER_HOSTNAME=${HOST}`];
         c["State"]["StartedAt"] = "2026-12-03T07:15:17.6Z";
         c["State"]["FinishedAt"] = "2026-12-03T07:15:17.397806307Z";
-        c["State"]["ExitCode"] = 1;
       }),
       facts(["die"]),
+      { ...DIE, exitCode: 1 },
       OPTS,
     );
     assert.equal(n.action, "check");
@@ -463,6 +497,7 @@ describe("releaseDecision: does the dead container's member hold the lock, for c
         ];
       }),
       KILLED,
+      DIE,
       OPTS,
     );
     assert.equal(n.action, "check");
