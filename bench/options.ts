@@ -13,8 +13,11 @@ export const PARTS = [
   "latency",
   "registrator",
   "faults",
+  "fastfailover",
 ] as const;
 export type Part = (typeof PARTS)[number];
+/** What runs without --parts: all but the Docker stack's fast-failover part (about 15 minutes on its own). */
+export const DEFAULT_PARTS: readonly Part[] = PARTS.filter((p) => p !== "fastfailover");
 
 export const WORKLOADS: readonly Workload[] = ["select-only", "tpcb-like"];
 
@@ -33,8 +36,8 @@ const benchOptions = {
       description: "which parts to run, comma-separated",
       accepted: `a comma-separated list of ${PARTS.join(", ")}`,
       metavar: "PART[,...]",
-      default: PARTS as readonly Part[],
-      defaultLabel: PARTS.join(","),
+      default: DEFAULT_PARTS,
+      defaultLabel: DEFAULT_PARTS.join(","),
     },
     (raw) => {
       const xs = raw.split(",").map((s) => s.trim());
@@ -123,6 +126,13 @@ const benchOptions = {
     default: 0,
     min: 0,
     max: 1000,
+  }),
+  ffKills: opt.int({
+    flag: "ff-kills",
+    description: "leader containers killed per mode in the fastfailover part (0: 10, or 3 with --quick)",
+    default: 0,
+    min: 0,
+    max: 200,
   }),
   memoryClients: valueOption(
     {
@@ -229,6 +239,7 @@ export interface Plan {
   readonly latencySwitchovers: number;
   readonly registratorStarts: number;
   readonly registratorSync: number;
+  readonly ffKills: number;
   readonly memoryClients: readonly number[];
   readonly heldClients: number;
   readonly profileSeconds: number;
@@ -255,6 +266,7 @@ export function planOf(c: BenchConfig): Plan {
     latencySwitchovers: pick(c.latencySwitchovers, 20, 10),
     registratorStarts: pick(c.registratorStarts, 100, 30),
     registratorSync: pick(c.registratorSync, 200, 60),
+    ffKills: pick(c.ffKills, 10, 3),
     memoryClients: c.memoryClients,
     heldClients: c.heldClients,
     profileSeconds: pick(c.profileSeconds, 15, 8),

@@ -1,0 +1,341 @@
+/**
+ * Part 7, the leader's container killed (`fastfailover`): the compose stack on the real
+ * Docker engine (the agent image, three etcd members, the registrator, the router) and
+ * HAProxy in front of the same agents, configured as Patroni's template does it with the
+ * tighter checks (`inter 1s fall 2 rise 1`). The leader's container is SIGKILLed (`docker
+ * kill`) again and again under per-write writers (a new node-postgres connection for every
+ * write) through both. For each kill: from the death (Docker's FinishedAt) to the first
+ * write served by the new primary, per path.
+ *
+ * Two modes on the same stack, in turn: the registrator with `-release-dead-leaders` (the
+ * stack's default), which deletes the dead leader's lock at once, and without it (the
+ * registrator recreated by a compose override): Patroni's ttl, the path every other
+ * Patroni deployment takes. HAProxy is measured in both; without the flag it is the
+ * usual Patroni + HAProxy set-up.
+ *
+ * After each kill the old leader's container is started again and the next kill waits
+ * for a leader, two streaming replicas (one synchronous) and every writer writing.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { AGENTS, ComposeStack } from "../test/harness/compose.js";
+import { docker, imageOf, REPO_ROOT } from "../test/harness/docker.js";
+import { freePort } from "../test/harness/ports.js";
+import { run, waitFor } from "../test/harness/proc.js";
+import { Haproxy, haproxyConfig } from "./haproxy.js";
+import type { PgConn } from "./pgbench.js";
+import { newClient } from "./pgclient.js";
+import { now, type Summary, summary } from "./stats.js";
+import { childDir } from "./workdir.js";
+import { analyse, TABLE_SQL, Writer } from "./writers.js";
+
+export const FF_MODES = ["release", "ttl"] as const;
+export type FfMode = (typeof FF_MODES)[number];
+export const FF_PATHS = ["router", "haproxy-fast"] as const;
+export type FfPath = (typeof FF_PATHS)[number];
+
+export interface KillRecord {
+  readonly mode: FfMode;
+  readonly victim: string;
+  /** Per path: death → first write served by the new primary (ms); NaN when none came within the cap. */
+  readonly firstServedMs: Record<FfPath, number>;
+  /** Per path: the longest time without a completed write around the kill (ms). */
+  readonly unavailableMs: Record<FfPath, number>;
+  /** Per path: failed attempts begun after the death (new connections that failed). */
+  readonly failedNew: Record<FfPath, number>;
+  /** Per path: attempts under way at the death that failed. */
+  readonly inFlight: Record<FfPath, number>;
+  /** Locks the registrator released for this kill (its counter's increase). */
+  readonly released: number;
+  readonly errors: readonly string[];
+}
+
+export interface FastFailoverResults {
+  readonly kills: readonly KillRecord[];
+  /** Per mode and path: death → first write served, over the kills. */
+  readonly firstServedMs: Record<FfMode, Record<FfPath, Summary>>;
+  readonly failedNew: Record<FfMode, Record<FfPath, number>>;
+  /** Acknowledged writes missing from the table at the end (acknowledged minus rows, per writer; 0 or more). */
+  readonly lost: number;
+  readonly ttl: number;
+  readonly loopWait: number;
+  readonly haproxyConfig: string;
+}
+
+/** Pure: the per-mode summaries of the kills. */
+export function summarise(
+  kills: readonly KillRecord[],
+): Pick<FastFailoverResults, "firstServedMs" | "failedNew"> {
+  const first = {} as Record<FfMode, Record<FfPath, Summary>>;
+  const failed = {} as Record<FfMode, Record<FfPath, number>>;
+  for (const mode of FF_MODES) {
+    const ks = kills.filter((k) => k.mode === mode);
+    first[mode] = {} as Record<FfPath, Summary>;
+    failed[mode] = {} as Record<FfPath, number>;
+    for (const p of FF_PATHS) {
+      // A kill with no write served within the cap counts as the cap's worth: never dropped.
+      first[mode][p] = summary(
+        ks.map((k) => (Number.isFinite(k.firstServedMs[p]) ? k.firstServedMs[p] : SERVED_CAP_MS)),
+        0,
+      );
+      failed[mode][p] = ks.reduce((n, k) => n + k.failedNew[p], 0);
+    }
+  }
+  return { firstServedMs: first, failedNew: failed };
+}
+
+/** How long a kill waits for every path to serve a write again. */
+const SERVED_CAP_MS = 90_000;
+const REGISTRATOR_FLAG = "-release-dead-leaders";
+
+/** The compose override that runs the stack's registrator without the flag (its other flags as in docker-compose.yml). */
+const TTL_OVERRIDE = `services:
+  registrator:
+    command:
+      - -internal
+      - -hostname
+      - \${DOCKER_HOSTNAME:-local}
+      - -cleanup
+      - -metrics-addr
+      - 0.0.0.0:8080
+      - etcd://\${REGISTRY_ETCD:-etcd1:2379,etcd2:2379,etcd3:2379}\${REGISTRY_PREFIX:-}
+`;
+
+class Bench {
+  private haproxy: Haproxy | null = null;
+  private haConfig = "";
+  private haPort = 0;
+  private readonly writers = new Map<FfPath, Writer>();
+  private readonly override: string;
+
+  constructor(
+    private readonly stack: ComposeStack,
+    private readonly log: (m: string) => void,
+  ) {
+    this.override = join(childDir("fast-failover"), "registrator-ttl.yml");
+    writeFileSync(this.override, TTL_OVERRIDE);
+  }
+
+  private conn(port: number): PgConn {
+    return { ...this.stack.pg(port) };
+  }
+
+  /** Runs the registrator with or without the flag (compose recreates its container), and checks it. */
+  async mode(mode: FfMode): Promise<void> {
+    const files = [...this.stack.files, ...(mode === "ttl" ? [this.override] : [])];
+    await run(
+      join(REPO_ROOT, "scripts", "compose.sh"),
+      [
+        "--env-file",
+        this.stack.envFile,
+        "-p",
+        this.stack.project,
+        ...files.flatMap((f) => ["-f", f]),
+        "up",
+        "-d",
+        "--no-deps",
+        "registrator",
+      ],
+      {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env["PATH"], HOME: process.env["HOME"], PGHA_COMPOSE: this.stack.cli },
+        timeoutMs: 120_000,
+      },
+    );
+    const args = await docker(["inspect", "-f", "{{json .Args}}", await this.registrator()]);
+    const on = (JSON.parse(args) as string[]).includes(REGISTRATOR_FLAG);
+    if (on !== (mode === "release")) throw new Error(`the registrator runs with ${args}: not mode ${mode}`);
+    await waitFor("the registrator to be ready", async () => (await this.registratorMetrics()) !== null, {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+    });
+  }
+
+  private registrator(): Promise<string> {
+    return this.stack.container("registrator");
+  }
+
+  private async registratorMetrics(): Promise<string | null> {
+    const ip = (
+      await docker([
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        await this.registrator(),
+      ])
+    ).split(" ")[0];
+    try {
+      const res = await fetch(`http://${ip}:8080/metrics`, { signal: AbortSignal.timeout(3000) });
+      return res.ok ? await res.text() : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private async releases(): Promise<number> {
+    const text = (await this.registratorMetrics()) ?? "";
+    let n = 0;
+    for (const m of text.matchAll(/^registrator_leader_releases_total\{[^}]*\} (\S+)$/gm)) n += Number(m[1]);
+    return n;
+  }
+
+  /** HAProxy in front of the agents' current addresses (started again when an address changed). */
+  private async ensureHaproxy(): Promise<void> {
+    const servers = await Promise.all(
+      AGENTS.map(async (a) => ({ name: a, host: await this.stack.ipOf(a), port: 5432, restPort: 8008 })),
+    );
+    if (this.haPort === 0) this.haPort = await freePort();
+    const config = haproxyConfig({
+      maxconn: 1000,
+      listens: [{ name: "haproxy-fast", port: this.haPort, profile: "fast", servers }],
+    });
+    if (this.haproxy && config === this.haConfig) return;
+    await this.haproxy?.stop();
+    this.haproxy = await Haproxy.start(config, [this.haPort]);
+    this.haConfig = config;
+  }
+
+  get haproxyConfig(): string {
+    return this.haConfig;
+  }
+
+  async start(): Promise<void> {
+    await this.ensureHaproxy();
+    const c = newClient(this.conn(this.stack.routerPort));
+    await c.connect();
+    await c.query(TABLE_SQL);
+    await c.end();
+  }
+
+  private writer(path: FfPath): Writer {
+    let w = this.writers.get(path);
+    if (!w) {
+      w = new Writer(
+        `ff-${path}`,
+        "per-write",
+        this.conn(path === "router" ? this.stack.routerPort : this.haPort),
+      );
+      w.start();
+      this.writers.set(path, w);
+    }
+    return w;
+  }
+
+  async kill(mode: FfMode): Promise<KillRecord> {
+    const leader = await this.stack.waitReady({ timeoutMs: 300_000 });
+    await this.ensureHaproxy();
+    const ws = FF_PATHS.map((p) => this.writer(p));
+    await waitFor("every path to write", () => ws.every((w) => w.healthy(10)), {
+      timeoutMs: 120_000,
+      intervalMs: 50,
+    });
+    const released = await this.releases();
+    const container = `${this.stack.project}-${leader}`;
+    await docker(["kill", container]);
+    const died = Date.parse(await docker(["inspect", "-f", "{{.State.FinishedAt}}", container]));
+    const servedAfter = (w: Writer) => w.attempts.find((a) => a.ok && a.what === "write" && a.end > died);
+    await waitFor("every path to serve a write", () => ws.every((w) => servedAfter(w) !== undefined), {
+      timeoutMs: SERVED_CAP_MS,
+      intervalMs: 50,
+    }).catch(() => undefined);
+    // A little after, so the windows and failures around the kill are complete.
+    await new Promise((r) => setTimeout(r, 1000));
+    const end = now();
+    const rec = {
+      mode,
+      victim: leader,
+      firstServedMs: {} as Record<FfPath, number>,
+      unavailableMs: {} as Record<FfPath, number>,
+      failedNew: {} as Record<FfPath, number>,
+      inFlight: {} as Record<FfPath, number>,
+      released: (await this.releases()) - released,
+      errors: [] as string[],
+    };
+    for (const [i, p] of FF_PATHS.entries()) {
+      const w = ws[i]!;
+      const served = servedAfter(w);
+      const a = analyse("per-write", w.attempts, died, end);
+      rec.firstServedMs[p] = served ? Math.round(served.end - died) : Number.NaN;
+      rec.unavailableMs[p] = a.unavailableMs;
+      rec.failedNew[p] = a.failedNew;
+      rec.inFlight[p] = a.inFlight;
+      rec.errors.push(...a.errors.map((e) => `${p}: ${e}`));
+    }
+    this.log(
+      `fastfailover ${mode}: ${leader} killed; first write served ${FF_PATHS.map((p) => `${p} ${rec.firstServedMs[p]} ms`).join(", ")}; ` +
+        `failed new ${FF_PATHS.map((p) => rec.failedNew[p]).join("/")}, in flight ${FF_PATHS.map((p) => rec.inFlight[p]).join("/")}; released ${rec.released}`,
+    );
+    await docker(["start", container]);
+    return rec;
+  }
+
+  /** Acknowledged writes the table does not hold (per writer, acknowledged minus rows). */
+  async lost(): Promise<number> {
+    const c = newClient(this.conn(this.stack.routerPort));
+    await c.connect();
+    try {
+      let lost = 0;
+      for (const w of this.writers.values()) {
+        const acked = w.attempts.filter((a) => a.ok && a.what === "write").length;
+        const r = await c.query<{ n: string }>("SELECT count(*) AS n FROM bench_writes WHERE src = $1", [
+          w.label,
+        ]);
+        lost += Math.max(0, acked - Number(r.rows[0]!.n));
+      }
+      return lost;
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  async stopWriters(): Promise<void> {
+    await Promise.all([...this.writers.values()].map((w) => w.stop()));
+  }
+
+  async stop(): Promise<void> {
+    await this.stopWriters();
+    await this.haproxy?.stop();
+  }
+}
+
+export async function runFastFailover(
+  o: { kills: number; ttl: number },
+  log: (m: string) => void,
+): Promise<FastFailoverResults> {
+  const loopWait = 2;
+  log(
+    `fastfailover: the compose stack (agent ${imageOf("agent")}, registrator ${imageOf("registrator")}), ttl ${o.ttl} s`,
+  );
+  const stack = await ComposeStack.up("bench-ff", {
+    cli: "v2",
+    env: {
+      PATRONI_TTL: String(o.ttl),
+      PATRONI_LOOP_WAIT: String(loopWait),
+      PATRONI_RETRY_TIMEOUT: String(Math.max(2, Math.floor((o.ttl - loopWait) / 2))),
+    },
+  });
+  const b = new Bench(stack, log);
+  const kills: KillRecord[] = [];
+  try {
+    await stack.waitReady({ timeoutMs: 300_000 });
+    await b.start();
+    for (const mode of FF_MODES) {
+      await b.mode(mode);
+      for (let i = 0; i < o.kills; i++) kills.push(await b.kill(mode));
+    }
+    await stack.waitReady({ timeoutMs: 300_000 });
+    await b.stopWriters();
+    const lost = await b.lost();
+    return {
+      kills,
+      ...summarise(kills),
+      lost,
+      ttl: o.ttl,
+      loopWait,
+      haproxyConfig: b.haproxyConfig,
+    };
+  } finally {
+    await b.stop().catch(() => undefined);
+    await stack.destroy();
+  }
+}
