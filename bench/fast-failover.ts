@@ -19,7 +19,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AGENTS, ComposeStack } from "../test/harness/compose.js";
-import { docker, imageOf, REPO_ROOT } from "../test/harness/docker.js";
+import { bridgeGateway, docker, imageOf, REPO_ROOT } from "../test/harness/docker.js";
 import { freePort } from "../test/harness/ports.js";
 import { run, waitFor } from "../test/harness/proc.js";
 import { Haproxy, haproxyConfig } from "./haproxy.js";
@@ -32,6 +32,9 @@ import { analyse, TABLE_SQL, Writer } from "./writers.js";
 export const FF_MODES = ["release", "ttl"] as const;
 export type FfMode = (typeof FF_MODES)[number];
 export const FF_PATHS = ["router", "haproxy-fast"] as const;
+/** `single`: the stack as `./pgha up` runs it (-internal); `multihost`: with docker-compose.multihost.yml (-ip, published ports). */
+export const FF_STACKS = ["single", "multihost"] as const;
+export type FfStack = (typeof FF_STACKS)[number];
 export type FfPath = (typeof FF_PATHS)[number];
 
 export interface KillRecord {
@@ -53,6 +56,7 @@ export interface KillRecord {
 }
 
 export interface FastFailoverResults {
+  readonly stack?: FfStack;
   readonly kills: readonly KillRecord[];
   /** Per mode and path: death → first write served, over the kills. */
   readonly firstServedMs: Record<FfMode, Record<FfPath, Summary>>;
@@ -90,18 +94,22 @@ export function summarise(
 const SERVED_CAP_MS = 90_000;
 const REGISTRATOR_FLAG = "-release-dead-leaders";
 
-/** The compose override that runs the stack's registrator without the flag (its other flags as in docker-compose.yml). */
-const TTL_OVERRIDE = `services:
-  registrator:
-    command:
-      - -internal
-      - -hostname
-      - \${DOCKER_HOSTNAME:-local}
-      - -cleanup
-      - -metrics-addr
-      - 0.0.0.0:8080
-      - etcd://\${REGISTRY_ETCD:-etcd1:2379,etcd2:2379,etcd3:2379}\${REGISTRY_PREFIX:-}
-`;
+/**
+ * The compose override that runs the registrator without the flag: its command as in
+ * docker-compose.yml (single) or docker-compose.multihost.yml, less -release-dead-leaders.
+ */
+export function ttlOverride(stack: FfStack): string {
+  const command =
+    stack === "single"
+      ? ["-internal", "-hostname", "${DOCKER_HOSTNAME:-local}"]
+      : ["-ip", "${HOST_IP}", "-hostname", "${HOST_IP}"];
+  const etcd =
+    stack === "single"
+      ? "etcd://${REGISTRY_ETCD:-etcd1:2379,etcd2:2379,etcd3:2379}${REGISTRY_PREFIX:-}"
+      : "etcd://${ETCD1_IP}:${ETCD1_PORT:-2379},${ETCD2_IP}:${ETCD2_PORT:-2379},${ETCD3_IP}:${ETCD3_PORT:-2379}${REGISTRY_PREFIX:-}";
+  const lines = [...command, "-cleanup", "-metrics-addr", "0.0.0.0:8080", etcd].map((x) => `      - ${x}`);
+  return `services:\n  registrator:\n    command:\n${lines.join("\n")}\n`;
+}
 
 class Bench {
   private haproxy: Haproxy | null = null;
@@ -112,10 +120,11 @@ class Bench {
 
   constructor(
     private readonly stack: ComposeStack,
+    kind: FfStack,
     private readonly log: (m: string) => void,
   ) {
     this.override = join(childDir("fast-failover"), "registrator-ttl.yml");
-    writeFileSync(this.override, TTL_OVERRIDE);
+    writeFileSync(this.override, ttlOverride(kind));
   }
 
   private conn(port: number): PgConn {
@@ -306,27 +315,39 @@ class Bench {
 }
 
 export async function runFastFailover(
-  o: { kills: number; ttl: number },
+  o: { kills: number; ttl: number; stack: FfStack; modes: readonly FfMode[] },
   log: (m: string) => void,
 ): Promise<FastFailoverResults> {
   const loopWait = 2;
   log(
-    `fastfailover: the compose stack (agent ${imageOf("agent")}, registrator ${imageOf("registrator")}), ttl ${o.ttl} s`,
+    `fastfailover: the compose stack (${o.stack}; agent ${imageOf("agent")}, registrator ${imageOf("registrator")}), ttl ${o.ttl} s`,
   );
+  const env: Record<string, string> = {
+    PATRONI_TTL: String(o.ttl),
+    PATRONI_LOOP_WAIT: String(loopWait),
+    PATRONI_RETRY_TIMEOUT: String(Math.max(2, Math.floor((o.ttl - loopWait) / 2))),
+  };
+  if (o.stack === "multihost") {
+    // Every "host" is this machine, on Docker's bridge address: three etcd members on their own ports.
+    const hostIp = await bridgeGateway();
+    env["HOST_IP"] = hostIp;
+    for (const n of [1, 2, 3]) {
+      env[`ETCD${n}_IP`] = hostIp;
+      env[`ETCD${n}_PORT`] = String(await freePort(hostIp));
+      env[`ETCD${n}_PEER_PORT`] = String(await freePort(hostIp));
+    }
+  }
   const stack = await ComposeStack.up("bench-ff", {
     cli: "v2",
-    env: {
-      PATRONI_TTL: String(o.ttl),
-      PATRONI_LOOP_WAIT: String(loopWait),
-      PATRONI_RETRY_TIMEOUT: String(Math.max(2, Math.floor((o.ttl - loopWait) / 2))),
-    },
+    env,
+    ...(o.stack === "multihost" ? { overrides: ["docker-compose.multihost.yml"] } : {}),
   });
-  const b = new Bench(stack, log);
+  const b = new Bench(stack, o.stack, log);
   const kills: KillRecord[] = [];
   try {
     await stack.waitReady({ timeoutMs: 300_000 });
     await b.start();
-    for (const mode of FF_MODES) {
+    for (const mode of o.modes) {
       await b.mode(mode);
       for (let i = 0; i < o.kills; i++) kills.push(await b.kill(mode));
     }
@@ -334,6 +355,7 @@ export async function runFastFailover(
     await b.stopWriters();
     const lost = await b.lost();
     return {
+      stack: o.stack,
       kills,
       ...summarise(kills),
       lost,

@@ -1,6 +1,7 @@
 /** The benchmark's command line, and the figures --quick changes. */
 import { fileURLToPath } from "node:url";
 import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+import { FF_MODES, FF_STACKS, type FfMode, type FfStack } from "./fast-failover-modes.js";
 import { FAULTS, type Fault } from "./fault-figures.js";
 import type { Workload } from "./pgbench.js";
 
@@ -134,6 +135,37 @@ const benchOptions = {
     min: 0,
     max: 200,
   }),
+  ffStack: valueOption(
+    {
+      flag: "ff-stack",
+      description:
+        "the stack of the fastfailover part: single (as ./pgha up runs it, -internal) or multihost (docker-compose.multihost.yml, -ip)",
+      accepted: "single or multihost",
+      metavar: "STACK",
+      default: "single" as FfStack,
+    },
+    (raw) => {
+      if (!(FF_STACKS as readonly string[]).includes(raw)) throw new ParseFailure();
+      return raw as FfStack;
+    },
+  ),
+  ffModes: valueOption(
+    {
+      flag: "ff-modes",
+      description:
+        "the fastfailover part's registrator modes: release (-release-dead-leaders), ttl (flag off)",
+      accepted: "a comma-separated list of release, ttl",
+      metavar: "MODE[,...]",
+      default: FF_MODES as readonly FfMode[],
+      defaultLabel: FF_MODES.join(","),
+    },
+    (raw) => {
+      const xs = raw.split(",").map((x) => x.trim());
+      if (xs.length === 0 || xs.some((x) => !(FF_MODES as readonly string[]).includes(x)))
+        throw new ParseFailure();
+      return Object.freeze(FF_MODES.filter((m) => xs.includes(m)));
+    },
+  ),
   memoryClients: valueOption(
     {
       flag: "memory-clients",
@@ -240,6 +272,8 @@ export interface Plan {
   readonly registratorStarts: number;
   readonly registratorSync: number;
   readonly ffKills: number;
+  readonly ffStack: FfStack;
+  readonly ffModes: readonly FfMode[];
   readonly memoryClients: readonly number[];
   readonly heldClients: number;
   readonly profileSeconds: number;
@@ -267,6 +301,8 @@ export function planOf(c: BenchConfig): Plan {
     registratorStarts: pick(c.registratorStarts, 100, 30),
     registratorSync: pick(c.registratorSync, 200, 60),
     ffKills: pick(c.ffKills, 10, 3),
+    ffStack: c.ffStack,
+    ffModes: c.ffModes,
     memoryClients: c.memoryClients,
     heldClients: c.heldClients,
     profileSeconds: pick(c.profileSeconds, 15, 8),

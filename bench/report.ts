@@ -1,6 +1,7 @@
 /** The printed table and the verdicts against the targets. Pure functions of the results document. */
 import type { Cell } from "./datapath.js";
 import type { EventSummary, Via } from "./failover.js";
+import type { FastFailoverResults, FfMode, FfPath } from "./fast-failover.js";
 import {
   checkFault,
   describeTarget,
@@ -12,7 +13,6 @@ import {
   QUIET_MS,
   summarizeFaults,
 } from "./fault-figures.js";
-import type { FastFailoverResults, FfMode, FfPath } from "./fast-failover.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
 import type { Summary } from "./stats.js";
@@ -134,12 +134,11 @@ export function verdicts(r: Results): Verdict[] {
     });
   }
   const ff = r.fastFailover;
-  if (ff) {
+  if (ff && ff.firstServedMs.release.router.n > 0) {
     const on = ff.firstServedMs.release.router;
     const failed = ff.failedNew.release.router;
     out.push({
-      target:
-        "leader container SIGKILL -> first write served through the router p99 <= 3 s, 0 lost, 0 failed (-release-dead-leaders)",
+      target: `leader container SIGKILL -> first write served through the router p99 <= 3 s, 0 lost, 0 failed (-release-dead-leaders, ${ff.stack ?? "single"} stack)`,
       measured: `p50 ${f(on.p50 / 1000, 2)} s, p99 ${f(on.p99 / 1000, 2)} s (n=${on.n}); ${ff.lost} lost, ${failed} failed new connections`,
       ok: on.p99 <= 3000 && ff.lost === 0 && failed === 0,
     });
@@ -385,6 +384,7 @@ export function render(r: Results): string {
     for (const mode of ["release", "ttl"] as const satisfies readonly FfMode[]) {
       for (const p of ["router", "haproxy-fast"] as const satisfies readonly FfPath[]) {
         const x = ff.firstServedMs[mode][p];
+        if (x.n === 0) continue;
         rows.push([
           mode === "release" ? "-release-dead-leaders" : "flag off (Patroni's ttl)",
           p,
@@ -397,7 +397,7 @@ export function render(r: Results): string {
       }
     }
     parts.push(
-      `\n7. Leader container SIGKILL (compose stack, real Docker engine; ttl ${ff.ttl} s, loop_wait ${ff.loopWait} s): ` +
+      `\n7. Leader container SIGKILL (compose stack${ff.stack === "multihost" ? " with docker-compose.multihost.yml, -ip" : ", -internal"}, real Docker engine; ttl ${ff.ttl} s, loop_wait ${ff.loopWait} s): ` +
         `death (Docker's FinishedAt) -> first write served by the new primary, per-write node-postgres writers; ` +
         `${ff.lost} acknowledged writes lost\n${table(rows)}`,
     );

@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { loadConfigOrExit } from "../shared/config.js";
 import { runDataPath } from "./datapath.js";
 import { runEvents } from "./failover.js";
-import { runFaults } from "./faults.js";
 import { runFastFailover } from "./fast-failover.js";
+import { runFaults } from "./faults.js";
 import { Lab } from "./lab.js";
 import { cpuBusy, load, machine, uptime } from "./machine.js";
 import { runMemory } from "./memory.js";
@@ -116,7 +116,10 @@ async function main(): Promise<void> {
     results.faults = await runFaults({ ttl: plan.ttl, faults: plan.faults, rounds: plan.faultRounds }, log);
   });
   await part("fastfailover", async () => {
-    results.fastFailover = await runFastFailover({ kills: plan.ffKills, ttl: plan.ttl }, log);
+    results.fastFailover = await runFastFailover(
+      { kills: plan.ffKills, ttl: plan.ttl, stack: plan.ffStack, modes: plan.ffModes },
+      log,
+    );
   });
   const m = results.machine as Record<string, unknown>;
   m["loadAfter"] = load();

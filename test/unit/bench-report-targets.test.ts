@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
+import { parse } from "yaml";
 import type { Cell } from "../../bench/datapath.js";
 import { type EventSummary, summarizeEvents } from "../../bench/failover.js";
-import { type KillRecord, summarise } from "../../bench/fast-failover.js";
+import { type KillRecord, summarise, ttlOverride } from "../../bench/fast-failover.js";
 import { DEFAULT_PARTS, planOf } from "../../bench/options.js";
 import { lastJsonDocument } from "../../bench/registrator-part.js";
 import { type Results, render, verdicts } from "../../bench/report.js";
 import type { WriterFigures } from "../../bench/writers.js";
+import { REPO_ROOT } from "../harness/docker.js";
 
 const wf = (unavailableMs: number, failed = 0, failedNew = failed): WriterFigures => ({
   unavailableMs,
@@ -198,6 +202,29 @@ describe("fast failover part", () => {
     assert.match(text, /flag off \(Patroni's ttl\)\s+haproxy-fast/);
   });
 
+  it("the flag-off override is the compose file's registrator command without -release-dead-leaders", () => {
+    const command = (file: string) =>
+      (
+        parse(readFileSync(join(REPO_ROOT, file), "utf8")) as {
+          services: { registrator: { command: string[] } };
+        }
+      ).services.registrator.command;
+    for (const [stack, file] of [
+      ["single", "docker-compose.yml"],
+      ["multihost", "docker-compose.multihost.yml"],
+    ] as const) {
+      const want = command(file).filter((x) => x !== "-release-dead-leaders");
+      assert.ok(command(file).includes("-release-dead-leaders"), `${file} runs with the flag`);
+      const got = (parse(ttlOverride(stack)) as { services: { registrator: { command: string[] } } }).services
+        .registrator.command;
+      // Compose's own defaults differ in spelling only where the override names a variable plainly.
+      assert.deepEqual(
+        got.map((x) => x.replace(/:\?[^}]*}/g, "}")),
+        want.map((x) => x.replace(/:\?[^}]*}/g, "}")),
+      );
+    }
+  });
+
   it("runs only when asked for: it needs the Docker stack and about 15 minutes", () => {
     assert.ok(!DEFAULT_PARTS.includes("fastfailover"));
   });
@@ -219,6 +246,8 @@ describe("benchmark plumbing", () => {
       registratorStarts: 0,
       registratorSync: 0,
       ffKills: 0,
+      ffStack: "single" as const,
+      ffModes: ["release", "ttl"] as const,
       memoryClients: [1000],
       heldClients: 10000,
       profileSeconds: 0,
