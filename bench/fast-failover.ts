@@ -53,7 +53,13 @@ export interface KillRecord {
   /** Locks the registrator released for this kill (its counter's increase). */
   readonly released: number;
   readonly errors: readonly string[];
+  /** Patroni's lines about the race from each agent, from the death on: where the time went. */
+  readonly patroni?: Record<string, readonly string[]>;
 }
+
+/** Patroni's log lines that tell a failover's steps. */
+const RACE_LINES =
+  /acquired session lock|promoted self|Request failed|Got response|is still alive|ahead of my wal|Cleaning up failover|does not have lock|following a different leader|no action|demoting self|Lock owner/;
 
 export interface FastFailoverResults {
   readonly stack?: FfStack;
@@ -281,8 +287,21 @@ class Bench {
       `fastfailover ${mode}: ${leader} killed; first write served ${FF_PATHS.map((p) => `${p} ${rec.firstServedMs[p]} ms`).join(", ")}; ` +
         `failed new ${FF_PATHS.map((p) => rec.failedNew[p]).join("/")}, in flight ${FF_PATHS.map((p) => rec.inFlight[p]).join("/")}; released ${rec.released}`,
     );
+    const patroni: Record<string, string[]> = {};
+    for (const a of AGENTS) {
+      const r = await run(
+        "docker",
+        ["logs", "--since", new Date(died - 1000).toISOString(), `${this.stack.project}-${a}`],
+        { timeoutMs: 30_000 },
+      ).catch(() => null);
+      patroni[a] = (r ? r.stdout + r.stderr : "")
+        .split("\n")
+        .filter((l) => RACE_LINES.test(l))
+        .slice(0, 12)
+        .map((l) => l.slice(0, 240));
+    }
     await docker(["start", container]);
-    return rec;
+    return { ...rec, patroni };
   }
 
   /** Acknowledged writes the table does not hold (per writer, acknowledged minus rows). */
