@@ -183,7 +183,19 @@ async function underWriters(
   results.push(line);
   console.log(`${line}\n  ${summary(writers, from)}`);
   assert.deepEqual(lost, [], `${name}: acknowledged writes lost`);
-  if (!opts.newConnectionsMayFail) assert.deepEqual(failedNew, [], `${name}: no new connection fails`);
+  if (!opts.newConnectionsMayFail && failedNew.length > 0) {
+    // The router's decisions around the event, for whoever reads the failure.
+    const log = await run("docker", ["logs", await stack.container("router")], { timeoutMs: 30_000 });
+    const decisions = (log.stdout + log.stderr)
+      .split("\n")
+      .filter((l) => /primary decision|handover|fence/.test(l))
+      .filter((l) => Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? "") >= from - 2000);
+    assert.deepEqual(
+      failedNew,
+      [],
+      `${name}: no new connection fails; the router's decisions since the event:\n${decisions.join("\n")}`,
+    );
+  }
   if (stack.synchronous && sync)
     assert.equal(newLeader, sync, "in synchronous mode the synchronous standby leads");
   return { newLeader, firstWriteMs, unavailableMs, line };
