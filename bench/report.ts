@@ -397,7 +397,7 @@ export function render(r: Results): string {
       }
     }
     parts.push(
-      `\n7. Leader container SIGKILL (compose stack${ff.stack === "multihost" ? " with docker-compose.multihost.yml, -ip" : ", -internal"}, real Docker engine; ttl ${ff.ttl} s, loop_wait ${ff.loopWait} s): ` +
+      `\n8. Leader container SIGKILL (compose stack${ff.stack === "multihost" ? " with docker-compose.multihost.yml, -ip" : ", -internal"}, real Docker engine; ttl ${ff.ttl} s, loop_wait ${ff.loopWait} s): ` +
         `death (Docker's FinishedAt) -> first write served by the new primary, per-write node-postgres writers; ` +
         `${ff.lost} acknowledged writes lost\n${table(rows)}`,
     );

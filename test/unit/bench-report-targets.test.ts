@@ -198,7 +198,7 @@ describe("fast failover part", () => {
     assert.equal(v({ ...base, fastFailover: ff([...kills, kill("release", 3100, 0)]) })?.ok, false);
     assert.equal(v({ ...base, fastFailover: ff([...kills, kill("release", 800, 0, 1)]) })?.ok, false);
     const text = render({ ...base, fastFailover: ff(kills) });
-    assert.match(text, /7\. Leader container SIGKILL/);
+    assert.match(text, /8\. Leader container SIGKILL/);
     assert.match(text, /flag off \(Patroni's ttl\)\s+haproxy-fast/);
   });
 
