@@ -340,13 +340,15 @@ export async function runFastFailover(
   log: (m: string) => void,
 ): Promise<FastFailoverResults> {
   const loopWait = 2;
+  // The images run Patroni 4, which takes no ttl under 20 s (as the faults part).
+  const ttl = Math.max(20, o.ttl);
   log(
-    `fastfailover: the compose stack (${o.stack}; agent ${imageOf("agent")}, registrator ${imageOf("registrator")}), ttl ${o.ttl} s`,
+    `fastfailover: the compose stack (${o.stack}; agent ${imageOf("agent")}, registrator ${imageOf("registrator")}), ttl ${ttl} s`,
   );
   const env: Record<string, string> = {
-    PATRONI_TTL: String(o.ttl),
+    PATRONI_TTL: String(ttl),
     PATRONI_LOOP_WAIT: String(loopWait),
-    PATRONI_RETRY_TIMEOUT: String(Math.max(2, Math.floor((o.ttl - loopWait) / 2))),
+    PATRONI_RETRY_TIMEOUT: String(Math.max(1, Math.min(4, Math.floor((ttl - loopWait) / 2)))),
   };
   if (o.stack === "multihost") {
     // Every "host" is this machine, on Docker's bridge address: three etcd members on their own ports.
@@ -380,7 +382,7 @@ export async function runFastFailover(
       kills,
       ...summarise(kills),
       lost,
-      ttl: o.ttl,
+      ttl,
       loopWait,
       haproxyConfig: b.haproxyConfig,
     };
