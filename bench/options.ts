@@ -1,6 +1,7 @@
 /** The benchmark's command line, and the figures --quick changes. */
 import { fileURLToPath } from "node:url";
 import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+import { FF_MODES, FF_STACKS, type FfMode, type FfStack } from "./fast-failover-modes.js";
 import { FAULTS, type Fault } from "./fault-figures.js";
 import type { Workload } from "./pgbench.js";
 
@@ -13,8 +14,11 @@ export const PARTS = [
   "latency",
   "registrator",
   "faults",
+  "fastfailover",
 ] as const;
 export type Part = (typeof PARTS)[number];
+/** What runs without --parts: all but the Docker stack's fast-failover part (about 15 minutes on its own). */
+export const DEFAULT_PARTS: readonly Part[] = PARTS.filter((p) => p !== "fastfailover");
 
 export const WORKLOADS: readonly Workload[] = ["select-only", "tpcb-like"];
 
@@ -33,8 +37,8 @@ const benchOptions = {
       description: "which parts to run, comma-separated",
       accepted: `a comma-separated list of ${PARTS.join(", ")}`,
       metavar: "PART[,...]",
-      default: PARTS as readonly Part[],
-      defaultLabel: PARTS.join(","),
+      default: DEFAULT_PARTS,
+      defaultLabel: DEFAULT_PARTS.join(","),
     },
     (raw) => {
       const xs = raw.split(",").map((s) => s.trim());
@@ -124,6 +128,44 @@ const benchOptions = {
     min: 0,
     max: 1000,
   }),
+  ffKills: opt.int({
+    flag: "ff-kills",
+    description: "leader containers killed per mode in the fastfailover part (0: 10, or 3 with --quick)",
+    default: 0,
+    min: 0,
+    max: 200,
+  }),
+  ffStack: valueOption(
+    {
+      flag: "ff-stack",
+      description:
+        "the stack of the fastfailover part: single (as ./pgha up runs it, -internal) or multihost (docker-compose.multihost.yml, -ip)",
+      accepted: "single or multihost",
+      metavar: "STACK",
+      default: "single" as FfStack,
+    },
+    (raw) => {
+      if (!(FF_STACKS as readonly string[]).includes(raw)) throw new ParseFailure();
+      return raw as FfStack;
+    },
+  ),
+  ffModes: valueOption(
+    {
+      flag: "ff-modes",
+      description:
+        "the fastfailover part's registrator modes: release (-release-dead-leaders), ttl (flag off)",
+      accepted: "a comma-separated list of release, ttl",
+      metavar: "MODE[,...]",
+      default: FF_MODES as readonly FfMode[],
+      defaultLabel: FF_MODES.join(","),
+    },
+    (raw) => {
+      const xs = raw.split(",").map((x) => x.trim());
+      if (xs.length === 0 || xs.some((x) => !(FF_MODES as readonly string[]).includes(x)))
+        throw new ParseFailure();
+      return Object.freeze(FF_MODES.filter((m) => xs.includes(m)));
+    },
+  ),
   memoryClients: valueOption(
     {
       flag: "memory-clients",
@@ -229,6 +271,9 @@ export interface Plan {
   readonly latencySwitchovers: number;
   readonly registratorStarts: number;
   readonly registratorSync: number;
+  readonly ffKills: number;
+  readonly ffStack: FfStack;
+  readonly ffModes: readonly FfMode[];
   readonly memoryClients: readonly number[];
   readonly heldClients: number;
   readonly profileSeconds: number;
@@ -255,6 +300,9 @@ export function planOf(c: BenchConfig): Plan {
     latencySwitchovers: pick(c.latencySwitchovers, 20, 10),
     registratorStarts: pick(c.registratorStarts, 100, 30),
     registratorSync: pick(c.registratorSync, 200, 60),
+    ffKills: pick(c.ffKills, 10, 3),
+    ffStack: c.ffStack,
+    ffModes: c.ffModes,
     memoryClients: c.memoryClients,
     heldClients: c.heldClients,
     profileSeconds: pick(c.profileSeconds, 15, 8),

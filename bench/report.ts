@@ -1,6 +1,7 @@
 /** The printed table and the verdicts against the targets. Pure functions of the results document. */
 import type { Cell } from "./datapath.js";
 import type { EventSummary, Via } from "./failover.js";
+import type { FastFailoverResults, FfMode, FfPath } from "./fast-failover.js";
 import {
   checkFault,
   describeTarget,
@@ -26,6 +27,7 @@ export interface Results {
   unplanned?: { summary: EventSummary };
   switchLatency?: { summary: Record<string, unknown> };
   registrator?: Record<string, unknown>;
+  fastFailover?: FastFailoverResults;
   memory?: MemoryFigure[];
   profile?: { tps: number; profile: string; top: SelfTime[]; inclusive?: Inclusive[] };
   faults?: FaultsResult;
@@ -129,6 +131,16 @@ export function verdicts(r: Results): Verdict[] {
       target: "registrator: container start -> key in etcd p99 <= 100 ms",
       measured: `p50 ${reg.p50} ms, p99 ${reg.p99} ms (n=${reg.n})`,
       ok: reg.p99 <= 100,
+    });
+  }
+  const ff = r.fastFailover;
+  if (ff && ff.firstServedMs.release.router.n > 0) {
+    const on = ff.firstServedMs.release.router;
+    const failed = ff.failedNew.release.router;
+    out.push({
+      target: `leader container SIGKILL -> first write served through the router p99 <= 3 s, 0 lost, 0 failed (-release-dead-leaders, ${ff.stack ?? "single"} stack)`,
+      measured: `p50 ${f(on.p50 / 1000, 2)} s, p99 ${f(on.p99 / 1000, 2)} s (n=${on.n}); ${ff.lost} lost, ${failed} failed new connections`,
+      ok: on.p99 <= 3000 && ff.lost === 0 && failed === 0,
     });
   }
   for (const m of r.memory?.filter((x) => x.proxy === "router" && x.clients >= 8000) ?? []) {
@@ -364,6 +376,30 @@ export function render(r: Results): string {
     parts.push(
       `\n5. Registrator (real dockerd): start -> key p50 ${s?.p50} ms, p99 ${s?.p99} ms (baseline pipeline p50 ${b?.p50}, p99 ${b?.p99}; ratio p50 ${g["startToKeyRatioP50"]}); ` +
         `initial sync of ${g["sync"]} containers ${g["syncInternalMs"]} ms (baseline ${g["syncBaselineMs"]} ms); resident ${rss?.rssMb} MB`,
+    );
+  }
+  if (r.fastFailover) {
+    const ff = r.fastFailover;
+    const rows: string[][] = [["registrator", "path", "p50 s", "p99 s", "max s", "kills", "failed new"]];
+    for (const mode of ["release", "ttl"] as const satisfies readonly FfMode[]) {
+      for (const p of ["router", "haproxy-fast"] as const satisfies readonly FfPath[]) {
+        const x = ff.firstServedMs[mode][p];
+        if (x.n === 0) continue;
+        rows.push([
+          mode === "release" ? "-release-dead-leaders" : "flag off (Patroni's ttl)",
+          p,
+          f(x.p50 / 1000, 2),
+          f(x.p99 / 1000, 2),
+          f(x.max / 1000, 2),
+          String(x.n),
+          String(ff.failedNew[mode][p]),
+        ]);
+      }
+    }
+    parts.push(
+      `\n8. Leader container SIGKILL (compose stack${ff.stack === "multihost" ? " with docker-compose.multihost.yml, -ip" : ", -internal"}, real Docker engine; ttl ${ff.ttl} s, loop_wait ${ff.loopWait} s): ` +
+        `death (Docker's FinishedAt) -> first write served by the new primary, per-write node-postgres writers; ` +
+        `${ff.lost} acknowledged writes lost\n${table(rows)}`,
     );
   }
   if (r.memory) {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { loadConfigOrExit } from "../shared/config.js";
 import { runDataPath } from "./datapath.js";
 import { runEvents } from "./failover.js";
+import { runFastFailover } from "./fast-failover.js";
 import { runFaults } from "./faults.js";
 import { Lab } from "./lab.js";
 import { cpuBusy, load, machine, uptime } from "./machine.js";
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
   const busy = await cpuBusy(3_000);
   (results.machine as Record<string, unknown>)["cpuBusyBeforeRun"] = busy;
   log(`CPU busy before the run (others' load): ${Math.round(busy * 100)}% of ${cpus().length} cores`);
-  const needsLab = plan.parts.some((p) => p !== "registrator" && p !== "faults");
+  const needsLab = plan.parts.some((p) => p !== "registrator" && p !== "faults" && p !== "fastfailover");
   let lab: Lab | null = null;
   try {
     if (needsLab) {
@@ -113,6 +114,12 @@ async function main(): Promise<void> {
   });
   await part("faults", async () => {
     results.faults = await runFaults({ ttl: plan.ttl, faults: plan.faults, rounds: plan.faultRounds }, log);
+  });
+  await part("fastfailover", async () => {
+    results.fastFailover = await runFastFailover(
+      { kills: plan.ffKills, ttl: plan.ttl, stack: plan.ffStack, modes: plan.ffModes },
+      log,
+    );
   });
   const m = results.machine as Record<string, unknown>;
   m["loadAfter"] = load();

@@ -1,6 +1,7 @@
 /**
  * The registrator assembled: Docker source → container tracker → publisher →
- * etcd, with a resync timer and the admin server beside them.
+ * etcd, with a resync timer and the admin server beside them; with
+ * -release-dead-leaders the tracker's looks also go to the leader releaser.
  */
 import { lookup } from "node:dns/promises";
 import { hostname as osHostname } from "node:os";
@@ -13,6 +14,7 @@ import type { Logger } from "../shared/logger.js";
 import { Backoff, sleep } from "../shared/time.js";
 import { createDockerClient, DockerSource } from "./docker-source.js";
 import { targetGroups } from "./http-sd.js";
+import { LeaderReleaser } from "./leader-releaser.js";
 import type { ContainerView, LifecycleOptions } from "./lifecycle.js";
 import { RegistratorMetrics } from "./metrics.js";
 import type { RegistratorOptions } from "./options.js";
@@ -58,6 +60,7 @@ export class RegistratorApp {
   private readonly publisher: Publisher;
   private readonly source: DockerSource;
   private readonly admin: AdminServer | null;
+  private readonly releaser: LeaderReleaser | null;
   private tracker: ContainerTracker | null = null;
   private readonly stopping = new AbortController();
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -94,6 +97,14 @@ export class RegistratorApp {
       log.child({ component: "docker" }),
       this.metrics,
     );
+    this.releaser = o.releaseDeadLeaders
+      ? new LeaderReleaser(
+          this.client,
+          { hostname: o.hostname, namespace: o.patroniNamespace },
+          log.child({ component: "leader-release" }),
+          this.metrics,
+        )
+      : null;
     this.admin = o.metricsAddr
       ? new AdminServer({
           listen: o.metricsAddr,
@@ -145,6 +156,7 @@ export class RegistratorApp {
         listRunning: () => this.source.listRunning(),
         publish: (id, services) => this.publisher.setContainer(id, services),
         isConnected: () => this.source.connected,
+        ...(this.releaser ? { observed: this.releaser.observe.bind(this.releaser) } : {}),
       },
       lifecycle,
       this.log.child({ component: "containers" }),
@@ -155,8 +167,12 @@ export class RegistratorApp {
     await this.publisher.start();
     if (this.stopping.signal.aborted) return;
     const tracker = this.tracker;
+    const releaser = this.releaser;
     this.running = this.source.run({
-      onEvent: (ev) => tracker.onEvent(ev),
+      onEvent: (ev) => {
+        releaser?.onEvent(ev);
+        tracker.onEvent(ev);
+      },
       onConnected: () => this.fullSync(),
     });
     if (this.o.resync > 0) {
@@ -176,6 +192,7 @@ export class RegistratorApp {
   async close(): Promise<void> {
     this.stopAccepting();
     await this.running;
+    await this.releaser?.close();
     await this.publisher.stop();
     this.client.close();
     await this.admin?.close();

@@ -10,6 +10,7 @@ export const WATCHED_ACTIONS = [
   "start",
   "unpause",
   "die",
+  "oom",
   "stop",
   "kill",
   "destroy",
@@ -27,6 +28,10 @@ export interface ContainerEvent {
   /** `health_status`: healthy, unhealthy or starting. */
   readonly health?: string;
   readonly name?: string;
+  /** When the daemon emitted it, in ms since the epoch (its `timeNano`, else `time`). */
+  readonly at?: number;
+  /** `die`: the exit code of the container's init process (the event's `exitCode`). */
+  readonly exitCode?: number;
 }
 
 /** Lines longer than this are dropped as malformed (a real event is well under 64 KiB). */
@@ -102,7 +107,14 @@ export function decodeEvent(raw: unknown): ContainerEvent | null {
     action: action as WatchedAction,
   };
   if (typeof attrs["name"] === "string") out.name = attrs["name"];
+  const nano = ev["timeNano"];
+  const sec = ev["time"];
+  if (typeof nano === "number" && Number.isFinite(nano) && nano > 0) out.at = Math.floor(nano / 1e6);
+  else if (typeof sec === "number" && Number.isFinite(sec) && sec > 0) out.at = sec * 1000;
   if (action === "kill" && typeof attrs["signal"] === "string") out.signal = attrs["signal"];
+  if (action === "die" && typeof attrs["exitCode"] === "string" && /^\d{1,3}$/.test(attrs["exitCode"])) {
+    out.exitCode = Number(attrs["exitCode"]);
+  }
   if (action === "health_status" && colon !== -1) out.health = rawAction.slice(colon + 1).trim();
   return Object.freeze(out);
 }

@@ -10,6 +10,7 @@
  *   keeps what it had;
  * - gone: forgotten.
  */
+import { type ContainerEvent, isTerminatingSignal } from "./docker-events.js";
 import type { DeregisterMode } from "./options.js";
 import { type ModelOptions, type Related, type Service, type Skip, servicesFor } from "./service-model.js";
 
@@ -20,9 +21,42 @@ export type Observation =
 export interface ContainerFacts {
   /** Someone stopped or killed the container (stop event, or kill with a terminating signal) since it last started. */
   readonly stopRequested: boolean;
+  /**
+   * A planned stop since it last started: a `stop` event, or a `kill` with a terminating
+   * signal other than SIGKILL (`docker stop` and `docker restart` send SIGTERM first), which
+   * the agent answers by handing over before it exits.
+   */
+  readonly stopSignalled?: boolean;
+  /** A `kill` with SIGKILL since it last started (`docker kill`, or `docker stop` running out of time). */
+  readonly sigkilled?: boolean;
+  /** An `oom` event since it last started (the kernel killed a process of the container for memory). */
+  readonly oom?: boolean;
+  /** A `die`, `oom` or `kill` event since it last started: the next look may find it dead. */
+  readonly deathEvent?: boolean;
+  /** A `die` event since it last started: its init process exited, and with it every process of the container. */
+  readonly died?: boolean;
 }
 
 export const NO_FACTS: ContainerFacts = Object.freeze({ stopRequested: false });
+
+const SIGKILL_NAMES = new Set(["9", "SIGKILL", "KILL"]);
+
+/** The facts after one more event of the container. Pure. */
+export function nextFacts(prev: ContainerFacts, ev: ContainerEvent): ContainerFacts {
+  if (ev.action === "start") return NO_FACTS;
+  const terminating = ev.action === "kill" && isTerminatingSignal(ev.signal);
+  const sigkill = terminating && ev.signal !== undefined && SIGKILL_NAMES.has(ev.signal.toUpperCase());
+  return Object.freeze({
+    stopRequested: prev.stopRequested || ev.action === "stop" || terminating,
+    // A kill without a signal attribute counts as a planned stop: never release on a guess.
+    stopSignalled: (prev.stopSignalled ?? false) || ev.action === "stop" || (terminating && !sigkill),
+    sigkilled: (prev.sigkilled ?? false) || sigkill,
+    oom: (prev.oom ?? false) || ev.action === "oom",
+    deathEvent:
+      (prev.deathEvent ?? false) || ev.action === "die" || ev.action === "oom" || ev.action === "kill",
+    died: (prev.died ?? false) || ev.action === "die",
+  });
+}
 
 export type RegistrationState = "registered" | "retained" | "none";
 

@@ -72,6 +72,8 @@ log.info(
     cleanup: o.cleanup,
     deregister: o.deregister,
     requireHealthy: o.requireHealthy,
+    releaseDeadLeaders: o.releaseDeadLeaders,
+    ...(o.releaseDeadLeaders ? { patroniNamespace: o.patroniNamespace } : {}),
   },
   "starting",
 );

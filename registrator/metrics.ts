@@ -17,6 +17,8 @@ export class RegistratorMetrics {
   readonly dockerReconnects: Counter;
   readonly skipped: Counter<"reason">;
   readonly inspectErrors: Counter;
+  readonly leaderReleases: Counter<"reason">;
+  readonly leaderReleaseSkips: Counter<"reason">;
 
   private leaseHeldFn: () => boolean = () => false;
   private readyFn: () => boolean = () => false;
@@ -116,6 +118,18 @@ export class RegistratorMetrics {
     this.inspectErrors = new Counter({
       name: "registrator_docker_inspect_errors_total",
       help: "Container inspections that failed for a reason other than the container being gone",
+      registers,
+    });
+    this.leaderReleases = new Counter({
+      name: "registrator_leader_releases_total",
+      help: "Leader keys deleted because the container of the member holding them died (-release-dead-leaders), by how it died: oom, killed, signal, exited",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.leaderReleaseSkips = new Counter({
+      name: "registrator_leader_release_skips_total",
+      help: "Deaths of Patroni members' containers that released nothing (-release-dead-leaders), by why: not-leader, planned-stop, other-host, not-tied, fenced, cluster-paused, changed, unknown-state",
+      labelNames: ["reason"],
       registers,
     });
   }

@@ -21,8 +21,9 @@ import {
   valueOption,
 } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
-import { normalizeRegistryPrefix } from "../shared/keys.js";
+import { normalizeNamespace, normalizeRegistryPrefix } from "../shared/keys.js";
 import { LOG_LEVELS } from "../shared/logger.js";
+import { DEFAULT_PATRONI_NAMESPACE } from "./leader-release.js";
 import { KEY_SAFE, splitEscapedList } from "./names.js";
 
 export const PROGRAM = "registrator";
@@ -160,6 +161,27 @@ const options = {
     env: "REGISTRATOR_REQUIRE_HEALTHY",
     description: "register a container that has a HEALTHCHECK only while Docker reports it healthy",
   }),
+  releaseDeadLeaders: opt.bool({
+    flag: "release-dead-leaders",
+    env: "REGISTRATOR_RELEASE_DEAD_LEADERS",
+    description:
+      "when a container of this host that ran the Patroni leader dies (killed or crashed, not stopped), delete its leader key in etcd at once, so a replica takes over without waiting for Patroni's ttl",
+  }),
+  patroniNamespace: valueOption<string>(
+    {
+      flag: "patroni-namespace",
+      env: "REGISTRATOR_PATRONI_NAMESPACE",
+      description:
+        "Patroni's etcd namespace of a container whose environment sets no PATRONI_NAMESPACE (-release-dead-leaders)",
+      accepted: "a key path such as /service/",
+      metavar: "PATH",
+      default: DEFAULT_PATRONI_NAMESPACE,
+    },
+    (raw) => {
+      if (!raw.startsWith("/") || /[\s\p{Cc}]/u.test(raw)) throw new ParseFailure();
+      return normalizeNamespace(raw);
+    },
+  ),
   metricsAddr: opt.hostPort({
     flag: "metrics-addr",
     env: "REGISTRATOR_METRICS_ADDR",
@@ -288,7 +310,8 @@ all attached to one etcd lease per registrator (TTL -ttl), revoked on SIGTERM.
 
 Examples:
   registrator -hostname "$(hostname)" -ip 192.0.2.10 etcd://127.0.0.1:2379/services
-  registrator -internal -cleanup etcd://etcd1:2379,etcd2:2379`;
+  registrator -internal -cleanup etcd://etcd1:2379,etcd2:2379
+  registrator -internal -cleanup -release-dead-leaders etcd://etcd1:2379,etcd2:2379`;
 
 export const spec = {
   program: PROGRAM,

@@ -8,13 +8,14 @@
  */
 import type { Logger } from "../shared/logger.js";
 import { Backoff } from "../shared/time.js";
-import { type ContainerEvent, isTerminatingSignal } from "./docker-events.js";
+import type { ContainerEvent } from "./docker-events.js";
 import {
   type ContainerFacts,
   type ContainerView,
   decideContainer,
   type LifecycleOptions,
   NO_FACTS,
+  nextFacts,
   type Observation,
 } from "./lifecycle.js";
 import type { RegistratorMetrics } from "./metrics.js";
@@ -29,6 +30,13 @@ export interface TrackerDeps {
   readonly listRunning: () => Promise<string[]>;
   readonly publish: (containerId: string, services: readonly Service[]) => void;
   readonly isConnected: () => boolean;
+  /** Every look at a container: what Docker said, the decision, and the facts its events gave. */
+  readonly observed?: (
+    id: string,
+    obs: Observation,
+    view: ContainerView | null,
+    facts: ContainerFacts,
+  ) => void;
 }
 
 interface Work {
@@ -90,11 +98,7 @@ export class ContainerTracker {
     if (this.stopped) return;
     this.metrics.dockerEvents.inc({ action: ev.action });
     const prev = this.facts.get(ev.id) ?? NO_FACTS;
-    let stopRequested = prev.stopRequested;
-    if (ev.action === "start") stopRequested = false;
-    if (ev.action === "stop" || (ev.action === "kill" && isTerminatingSignal(ev.signal)))
-      stopRequested = true;
-    this.facts.set(ev.id, { stopRequested, lastAction: ev.action });
+    this.facts.set(ev.id, { ...nextFacts(prev, ev), lastAction: ev.action });
     void this.schedule(ev.id);
   }
 
@@ -136,6 +140,9 @@ export class ContainerTracker {
   }
 
   private async process(id: string): Promise<void> {
+    // The facts this look answers: the events before it began. One that comes during the
+    // inspect (the `start` of a restart policy right after a `die`) gets a look of its own.
+    const factsBefore = this.facts.get(id) ?? NO_FACTS;
     let obs: Observation;
     try {
       obs = await this.inspects.run(() => this.deps.inspect(id));
@@ -161,6 +168,7 @@ export class ContainerTracker {
     else this.views.delete(id);
     this.deps.publish(id, next?.services ?? []);
     this.report(id, prev, next);
+    this.deps.observed?.(id, obs, next, factsBefore);
   }
 
   private report(id: string, prev: ContainerView | undefined, next: ContainerView | null): void {

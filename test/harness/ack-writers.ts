@@ -35,6 +35,8 @@ export const ACKED_TABLE_SQL =
 export interface Ack {
   readonly id: number;
   readonly at: number;
+  /** When the attempt began (the loop's writes). */
+  readonly startedAt?: number;
   /** The server's WAL insert position when the row was inserted (before its commit record). */
   readonly lsn: string;
 }
@@ -228,7 +230,7 @@ export class AckWriter {
       const id = this.next++;
       try {
         const lsn = await this.insert(id);
-        this.acks.push({ id, at: Date.now(), lsn });
+        this.acks.push({ id, at: Date.now(), startedAt: t0, lsn });
       } catch (err) {
         const msg = (err as Error).message.split("\n").find((l) => l.trim() !== "") ?? String(err);
         const phase =

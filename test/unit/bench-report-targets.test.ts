@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, it } from "node:test";
+import { parse } from "yaml";
 import type { Cell } from "../../bench/datapath.js";
 import { type EventSummary, summarizeEvents } from "../../bench/failover.js";
-import { planOf } from "../../bench/options.js";
+import { type KillRecord, summarise, ttlOverride } from "../../bench/fast-failover.js";
+import { DEFAULT_PARTS, planOf } from "../../bench/options.js";
 import { lastJsonDocument } from "../../bench/registrator-part.js";
 import { type Results, render, verdicts } from "../../bench/report.js";
 import type { WriterFigures } from "../../bench/writers.js";
+import { REPO_ROOT } from "../harness/docker.js";
 
 const wf = (unavailableMs: number, failed = 0, failedNew = failed): WriterFigures => ({
   unavailableMs,
@@ -153,6 +158,78 @@ describe("benchmark targets", () => {
   });
 });
 
+describe("fast failover part", () => {
+  const kill = (mode: KillRecord["mode"], router: number, haproxy: number, failed = 0): KillRecord => ({
+    mode,
+    victim: "pg1",
+    firstServedMs: { router, "haproxy-fast": haproxy },
+    unavailableMs: { router, "haproxy-fast": haproxy },
+    failedNew: { router: failed, "haproxy-fast": 0 },
+    inFlight: { router: 0, "haproxy-fast": 1 },
+    released: mode === "release" ? 1 : 0,
+    errors: [],
+  });
+  const kills = [
+    ...[900, 1100, 1000, 2900].map((ms) => kill("release", ms, ms + 1500)),
+    ...[11_000, 12_000, Number.NaN].map((ms) => kill("ttl", ms, ms + 1500)),
+  ];
+
+  it("summarises per mode and path; a kill with no write served counts as the cap, never dropped", () => {
+    const s = summarise(kills);
+    assert.deepEqual(s.firstServedMs.release.router, { n: 4, p50: 1000, p99: 2900, min: 900, max: 2900 });
+    assert.equal(s.firstServedMs.ttl.router.n, 3);
+    assert.equal(s.firstServedMs.ttl.router.max, 90_000);
+    assert.equal(s.failedNew.release.router, 0);
+  });
+
+  it("is judged on the router's p99 with the flag, lost writes and failed new connections", () => {
+    const base = { machine: {}, options: {}, ttl: 10, errors: {} };
+    const ff = (ks: KillRecord[], lost = 0) => ({
+      kills: ks,
+      ...summarise(ks),
+      lost,
+      ttl: 10,
+      loopWait: 2,
+      haproxyConfig: "",
+    });
+    const v = (r: Results) => verdicts(r).find((x) => x.target.startsWith("leader container SIGKILL"));
+    assert.equal(v({ ...base, fastFailover: ff(kills) })?.ok, true);
+    assert.equal(v({ ...base, fastFailover: ff(kills, 1) })?.ok, false);
+    assert.equal(v({ ...base, fastFailover: ff([...kills, kill("release", 3100, 0)]) })?.ok, false);
+    assert.equal(v({ ...base, fastFailover: ff([...kills, kill("release", 800, 0, 1)]) })?.ok, false);
+    const text = render({ ...base, fastFailover: ff(kills) });
+    assert.match(text, /8\. Leader container SIGKILL/);
+    assert.match(text, /flag off \(Patroni's ttl\)\s+haproxy-fast/);
+  });
+
+  it("the flag-off override is the compose file's registrator command without -release-dead-leaders", () => {
+    const command = (file: string) =>
+      (
+        parse(readFileSync(join(REPO_ROOT, file), "utf8")) as {
+          services: { registrator: { command: string[] } };
+        }
+      ).services.registrator.command;
+    for (const [stack, file] of [
+      ["single", "docker-compose.yml"],
+      ["multihost", "docker-compose.multihost.yml"],
+    ] as const) {
+      const want = command(file).filter((x) => x !== "-release-dead-leaders");
+      assert.ok(command(file).includes("-release-dead-leaders"), `${file} runs with the flag`);
+      const got = (parse(ttlOverride(stack)) as { services: { registrator: { command: string[] } } }).services
+        .registrator.command;
+      // Compose's own defaults differ in spelling only where the override names a variable plainly.
+      assert.deepEqual(
+        got.map((x) => x.replace(/:\?[^}]*}/g, "}")),
+        want.map((x) => x.replace(/:\?[^}]*}/g, "}")),
+      );
+    }
+  });
+
+  it("runs only when asked for: it needs the Docker stack and about 15 minutes", () => {
+    assert.ok(!DEFAULT_PARTS.includes("fastfailover"));
+  });
+});
+
 describe("benchmark plumbing", () => {
   it("--quick shortens what was not given explicitly", () => {
     const base = {
@@ -168,6 +245,9 @@ describe("benchmark plumbing", () => {
       latencySwitchovers: 0,
       registratorStarts: 0,
       registratorSync: 0,
+      ffKills: 0,
+      ffStack: "single" as const,
+      ffModes: ["release", "ttl"] as const,
       memoryClients: [1000],
       heldClients: 10000,
       profileSeconds: 0,
@@ -183,6 +263,8 @@ describe("benchmark plumbing", () => {
     assert.equal(p.latencySwitchovers, 10);
     assert.deepEqual(p.workloads, ["select-only", "tpcb-like"]);
     assert.equal(planOf({ ...base, quick: false }).latencySwitchovers, 20);
+    assert.equal(p.ffKills, 3);
+    assert.equal(planOf({ ...base, quick: false }).ffKills, 10);
   });
 
   it("the registrator benchmark's result is the JSON document its output ends with", () => {

@@ -83,14 +83,33 @@ describe("JsonLineDecoder", () => {
 
 describe("decodeEvent", () => {
   const table: [string, unknown, unknown][] = [
-    ["start", start, { id: ID, action: "start", name: "pgha-é-name" }],
-    ["kill carries its signal", kill, { id: ID, action: "kill", name: "x", signal: "15" }],
+    [
+      "start, with the daemon's time in ms",
+      start,
+      { id: ID, action: "start", name: "pgha-é-name", at: 1795875233000 },
+    ],
+    ["kill carries its signal", kill, { id: ID, action: "kill", name: "x", signal: "15", at: 1795875233000 }],
     [
       "health_status carries the status",
       health,
-      { id: ID, action: "health_status", name: "pgha-é-name", health: "healthy" },
+      { id: ID, action: "health_status", name: "pgha-é-name", health: "healthy", at: 1795875233000 },
     ],
     ["an old-style event without Action", { status: "die", id: ID }, { id: ID, action: "die" }],
+    [
+      "die carries its exit code",
+      {
+        Type: "container",
+        Action: "die",
+        Actor: { ID, Attributes: { exitCode: "137" } },
+        timeNano: 1795875234500000000,
+      },
+      { id: ID, action: "die", exitCode: 137, at: 1795875234500 },
+    ],
+    [
+      "time in seconds when there is no timeNano",
+      { status: "die", id: ID, time: 1795875234 },
+      { id: ID, action: "die", at: 1795875234000 },
+    ],
     [
       "exec events are not ours",
       { ...start, Action: "exec_start: sh -c true", status: "exec_start: sh -c true" },

@@ -43,6 +43,21 @@ describe("registrator options", () => {
     });
     assert.deepEqual(o.metricsAddr, { host: "0.0.0.0", port: 8080 });
     assert.deepEqual(o.registry, { hosts: [{ host: "127.0.0.1", port: 2379 }], prefix: "" });
+    assert.equal(o.releaseDeadLeaders, false, "releasing a dead leader's lock is opt-in");
+    assert.equal(o.patroniNamespace, "/service/");
+  });
+
+  it("-release-dead-leaders and -patroni-namespace (normalised as Patroni does), or their env vars", () => {
+    const o = parse(["-release-dead-leaders", "-patroni-namespace", "/db", "etcd://h"]);
+    assert.equal(o.releaseDeadLeaders, true);
+    assert.equal(o.patroniNamespace, "/db/");
+    const e = parse([], {
+      REGISTRATOR_URI: "etcd://h",
+      REGISTRATOR_RELEASE_DEAD_LEADERS: "true",
+      REGISTRATOR_PATRONI_NAMESPACE: "/service/",
+    });
+    assert.equal(e.releaseDeadLeaders, true);
+    assert.equal(e.patroniNamespace, "/service/");
   });
 
   it("gliderlabs-style single-dash flags, before the URI", () => {
@@ -148,6 +163,7 @@ describe("registrator options", () => {
     [["-retry-attempts", "-2", "etcd://h"], {}, /expected an integer >= -1/],
     [["-metrics-addr", "nowhere", "etcd://h"], {}, /-metrics-addr: expected HOST:PORT/],
     [["-bogus", "etcd://h"], {}, /unknown option "-bogus"/],
+    [["-patroni-namespace", "service", "etcd://h"], {}, /invalid value "service" for -patroni-namespace/],
     [["etcd://h", "extra"], {}, /unexpected argument "extra"/],
     [["-etcd-cert", "/c.pem", "etcd://h"], {}, /-etcd-cert and -etcd-key must be given together/],
     [
@@ -225,6 +241,8 @@ describe("the built CLI", () => {
       "-retry-interval",
       "-useIpFromLabel",
       "-require-healthy",
+      "-release-dead-leaders",
+      "-patroni-namespace",
       "-metrics-addr",
       "-log-level",
       "-docker-host",

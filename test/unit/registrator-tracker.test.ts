@@ -147,6 +147,45 @@ describe("ContainerTracker", () => {
     assert.equal(await counter("vanished"), 0);
   });
 
+  it("hands every look to the observer with the facts of the events before the look began", async () => {
+    const docker = new ScriptedDocker();
+    const looks: { state: string | undefined; died: boolean; sigkilled: boolean }[] = [];
+    const tracker = new ContainerTracker(
+      {
+        inspect: docker.inspect,
+        listRunning: async () => [],
+        publish: () => undefined,
+        isConnected: () => true,
+        observed: (_id, _obs, view, facts) =>
+          looks.push({ state: view?.state, died: facts.died ?? false, sigkilled: facts.sigkilled ?? false }),
+      },
+      opts,
+      log,
+      new RegistratorMetrics(new Registry()),
+    );
+    const ev = (action: ContainerEvent["action"], signal?: string): ContainerEvent => ({
+      id: ID,
+      action,
+      ...(signal ? { signal } : {}),
+    });
+    tracker.onEvent(ev("start"));
+    await docker.answer(running("1111"));
+    tracker.onEvent(ev("die"));
+    // A restart policy's start arrives while the look for the die is under way: that look
+    // still answers for the die; the start gets a look of its own.
+    tracker.onEvent(ev("start"));
+    await docker.answer(stopped());
+    await docker.answer(running("2222"));
+    tracker.onEvent(ev("kill", "9"));
+    await docker.answer(stopped());
+    assert.deepEqual(looks, [
+      { state: "registered", died: false, sigkilled: false },
+      { state: "none", died: true, sigkilled: false },
+      { state: "registered", died: false, sigkilled: false },
+      { state: "none", died: false, sigkilled: true },
+    ]);
+  });
+
   it("a full sync looks at listed containers and at known ones no longer listed", async () => {
     const { docker, published, tracker, ev } = setup();
     tracker.onEvent(ev("start"));
