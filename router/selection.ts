@@ -270,7 +270,8 @@ function failsafePrimary(
     }
     // As etcd comes back after a failsafe period, Patroni answers 503 for a moment while it
     // takes its lock again, its PostgreSQL still a running primary: ask again before fencing.
-    if (verdict === "refused" && stillPrimary(probe) && (probe?.refusals ?? 1) < REST_FALL) {
+    const switching = view.handover !== null || view.failover !== null;
+    if (verdict === "refused" && !switching && stillPrimary(probe) && (probe?.refusals ?? 1) < REST_FALL) {
       return pause(
         previous,
         `no leader key; ${previous.name} answers /primary with ${probe!.status} while still primary; asking again`,
@@ -322,15 +323,9 @@ export function selectPrimary(
   const verdict = primaryVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
   if (verdict === "refused") {
-    // Patroni answers 503 for a moment while it re-takes its lock (after a failsafe period,
-    // say) though its PostgreSQL still runs as primary: hold new clients and ask again, and
-    // fence only if it says so twice, or says it is no longer primary.
-    if (wasRouted && stillPrimary(probe) && (probe?.refusals ?? 1) < REST_FALL) {
-      return pause(
-        target,
-        `${m.name} answers /primary with ${probe!.status} while still primary; asking again`,
-      );
-    }
+    // A 503 from the routed leader fences at once, even while its body still says primary: in
+    // a switchover that is the demotion, and fencing sends the clients still in start-up on it
+    // back to be held and replayed on the new primary (a pause here lost some of them).
     return none(`leader ${m.name} answers /primary with ${probe!.status}`);
   }
   if (verdict === "unreachable") {

@@ -133,7 +133,9 @@ describe("router: the start-up as psql and direct-TLS clients see it", () => {
       etcd: etcd.endpoint,
       scope: EMPTY_SCOPE,
       replica: false,
-      args: ["--check", "etcd", "--max-connections", "1", "--hold-timeout", "30s"],
+      // --max-connections is each worker's own (router/README.md): one process, so that both
+      // clients meet the same limit whichever worker the kernel would hand them to.
+      args: ["--check", "etcd", "--max-connections", "1", "--hold-timeout", "30s", "--workers", "0"],
     });
     try {
       const first = await rawConnect(small.port); // held: it takes the one slot

@@ -473,43 +473,16 @@ const cases: Case[] = [
     want: "route",
     target: "pg1",
   },
+
   {
-    name: "the routed leader answers 503 once while its body still says running primary: pause",
+    name: "the routed leader answers 503 while its body still says running primary: none at once (fence, then replay)",
     view: view({ key: "leader", value: "pg1" }, PG1, PG2),
     health: health({
       pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
-    }),
-    previous: t("pg1", 5001),
-    want: "pause",
-    target: "pg1",
-    reason: /503 while still primary/,
-  },
-  {
-    name: "the routed leader answers 503 twice in a row: none",
-    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
-    health: health({
-      pg1: { primary: { ...probe(5001, 503), refusals: 2, role: "master", state: "running" } },
     }),
     previous: t("pg1", 5001),
     want: "none",
     reason: /answers \/primary with 503/,
-  },
-  {
-    name: "503 with a body that says replica: none at once",
-    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
-    health: health({
-      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "replica", state: "running" } },
-    }),
-    previous: t("pg1", 5001),
-    want: "none",
-  },
-  {
-    name: "503 from a leader not routed before: none (no pause for a target never confirmed)",
-    view: view({ key: "leader", value: "pg1" }, PG1, PG2),
-    health: health({
-      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
-    }),
-    want: "none",
   },
   {
     name: "switchover scheduled in the future: route",
