@@ -25,33 +25,6 @@ async function ipOfContainer(container: string): Promise<string> {
   return docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container]);
 }
 
-/** The etcd member that leads the raft group now. */
-async function etcdLeader(stack: ComposeStack): Promise<string> {
-  const endpoints = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(",");
-  for (const m of ETCD_MEMBERS) {
-    try {
-      const out = await docker([
-        "exec",
-        await stack.container(m),
-        "etcdctl",
-        `--endpoints=${endpoints}`,
-        "endpoint",
-        "status",
-        "-w",
-        "json",
-      ]);
-      const rows = JSON.parse(out) as {
-        Endpoint: string;
-        Status: { header: { member_id: number }; leader: number };
-      }[];
-      const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
-      const name = /http:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
-      if (name) return name;
-    } catch {}
-  }
-  throw new Error("no etcd member leads");
-}
-
 async function newLeaderThan(stack: ComposeStack, old: Agent, timeoutMs: number): Promise<void> {
   await waitFor("a new leader", async () => ((await stack.leader().catch(() => null)) ?? old) !== old, {
     timeoutMs,
@@ -80,7 +53,7 @@ export async function playOf(stack: ComposeStack, fault: Fault): Promise<Play> {
       };
     }
     case "etcd-kill": {
-      const member = await etcdLeader(stack);
+      const member = await stack.etcdLeader();
       const container = await stack.container(member);
       return {
         detail: `raft leader ${member}`,

@@ -41,33 +41,6 @@ async function ipOf(container: string): Promise<string> {
   return docker(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container]);
 }
 
-/** The etcd member that leads the raft group now. */
-async function etcdLeader(): Promise<string> {
-  const endpoints = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(",");
-  for (const m of ETCD_MEMBERS) {
-    try {
-      const out = await docker([
-        "exec",
-        await stack.container(m),
-        "etcdctl",
-        `--endpoints=${endpoints}`,
-        "endpoint",
-        "status",
-        "-w",
-        "json",
-      ]);
-      const rows = JSON.parse(out) as {
-        Endpoint: string;
-        Status: { header: { member_id: number }; leader: number };
-      }[];
-      const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
-      const name = /http:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
-      if (name) return name;
-    } catch {}
-  }
-  throw new Error("no etcd member leads");
-}
-
 /**
  * Writers run through the fault: `inject` plays it, `recovered` waits until the cluster
  * serves again. Asserts nothing acknowledged is lost and no new connection failed.
@@ -201,7 +174,7 @@ describe("no single point of failure: the compose stack under faults", { timeout
   });
 
   it("one etcd member SIGKILLed (the raft leader)", async () => {
-    const member = await etcdLeader();
+    const member = await stack.etcdLeader();
     const container = await stack.container(member);
     await underFault(
       `etcd member ${member} SIGKILLed`,

@@ -260,6 +260,31 @@ export class ComposeStack {
     throw new Error(`no agent answered /cluster: ${(last as Error)?.message}`);
   }
 
+  /** The etcd member that leads the raft group now (etcdctl in each member until one answers). */
+  async etcdLeader(): Promise<string> {
+    const endpoints = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(",");
+    for (const m of ETCD_MEMBERS) {
+      try {
+        const out = await this.exec(m, [
+          "etcdctl",
+          `--endpoints=${endpoints}`,
+          "endpoint",
+          "status",
+          "-w",
+          "json",
+        ]);
+        const rows = JSON.parse(out) as {
+          Endpoint: string;
+          Status: { header: { member_id: number }; leader: number };
+        }[];
+        const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
+        const name = /http:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
+        if (name) return name;
+      } catch {}
+    }
+    throw new Error("no etcd member leads");
+  }
+
   async leader(): Promise<Agent | null> {
     const m = (await this.members()).find((x) => x.role === "leader" && x.state === "running");
     return (m?.name as Agent | undefined) ?? null;
