@@ -20,6 +20,7 @@
  * but this node leads until it returns (or an operator deletes the key).
  */
 import type { Logger } from "../shared/logger.js";
+import { sleep as sleepMs } from "../shared/time.js";
 import type { Fence } from "./fence.js";
 import { formatLsn, parseControlData } from "./fence.js";
 import type { FenceStore } from "./fence-store.js";
@@ -80,7 +81,7 @@ export class StopSequence {
   async run(startedAt: number): Promise<StopOutcome> {
     const { log, rest } = this.d;
     const now = this.d.now ?? Date.now;
-    const sleep = this.d.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    const sleep = this.sleep;
     const graceEnd = startedAt + this.o.gracePeriodMs;
     const waitUntil = graceEnd - SHUTDOWN_RESERVE_MS - Math.min(this.o.switchoverTimeoutMs, 20_000);
 
@@ -142,6 +143,10 @@ export class StopSequence {
     }
   }
 
+  private get sleep(): (ms: number) => Promise<void> {
+    return this.d.sleep ?? sleepMs;
+  }
+
   private async handOver(candidate: string, timeoutMs: number): Promise<StopOutcome | null> {
     const { log, rest } = this.d;
     const now = this.d.now ?? Date.now;
@@ -151,7 +156,7 @@ export class StopSequence {
       candidate,
       since: new Date(now()).toISOString(),
     });
-    await (this.d.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms))))(HANDOVER_NOTICE_MS);
+    await this.sleep(HANDOVER_NOTICE_MS);
     log.info({ candidate }, "switching over before stopping");
     const t0 = now();
     try {
