@@ -1,6 +1,7 @@
 /** The benchmark's command line, and the figures --quick changes. */
 import { fileURLToPath } from "node:url";
 import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+import type { RuntimeKind } from "../test/harness/patroni-runtime.js";
 import { FF_MODES, FF_STACKS, type FfMode, type FfStack } from "./fast-failover-modes.js";
 import { FAULTS, type Fault } from "./fault-figures.js";
 import type { Workload } from "./pgbench.js";
@@ -21,6 +22,12 @@ export type Part = (typeof PARTS)[number];
 export const DEFAULT_PARTS: readonly Part[] = PARTS.filter((p) => p !== "fastfailover");
 
 export const WORKLOADS: readonly Workload[] = ["select-only", "tpcb-like"];
+
+/** The parts whose figures are Patroni's and PostgreSQL's behaviour: they run on --failover-lab. */
+export const FAILOVER_PARTS: readonly Part[] = ["planned", "unplanned", "latency"];
+/** The parts on the host's loopback lab whatever --failover-lab says. */
+export const HOST_LAB_PARTS: readonly Part[] = ["datapath", "profile", "memory"];
+export const LAB_RUNTIMES: readonly RuntimeKind[] = ["container", "host"];
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../bench/results/", import.meta.url));
 
@@ -226,6 +233,20 @@ const benchOptions = {
     min: 5,
     max: 120,
   }),
+  failoverLab: valueOption(
+    {
+      flag: "failover-lab",
+      description:
+        "where the planned, unplanned and latency parts run Patroni: container (the agent image, Patroni 4 and PostgreSQL 17, on the host network; ttl at least 20 s) or host (this host's Patroni 3.0.2 and PostgreSQL 15)",
+      accepted: "container or host",
+      metavar: "LAB",
+      default: "container" as RuntimeKind,
+    },
+    (raw) => {
+      if (!(LAB_RUNTIMES as readonly string[]).includes(raw)) throw new ParseFailure();
+      return raw as RuntimeKind;
+    },
+  ),
   walSegmentSize: opt.int({
     flag: "wal-segment-size",
     description: "WAL segment size (MB) the cluster is created with, as the agent's WAL_SEGMENT_SIZE",
@@ -244,7 +265,7 @@ const benchOptions = {
 export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
   program: "bench",
   summary:
-    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (and the registrator against the real dockerd, and the compose stack under faults beside HAProxy); prints a table and writes JSON.",
+    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (its members containers of the agent image for the switchover and failover parts; and the registrator against the real dockerd, and the compose stack under faults beside HAProxy); prints a table and writes JSON.",
   options: benchOptions,
   epilog: [
     "Examples:",
@@ -253,6 +274,7 @@ export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
     "  node dist/bench/run.js --parts datapath,profile --rounds 5",
     "  node dist/bench/run.js --parts datapath --workloads select-only --clients 1,8",
     "  node dist/bench/run.js --parts faults --faults etcd-kill,router-worker-kill",
+    "  node dist/bench/run.js --parts planned,unplanned,latency --failover-lab host   # on Patroni 3.0.2",
   ].join("\n"),
 };
 
@@ -280,6 +302,7 @@ export interface Plan {
   readonly faults: readonly Fault[];
   readonly faultRounds: number;
   readonly ttl: number;
+  readonly failoverLab: RuntimeKind;
   readonly walSegmentSize: number;
   readonly out: string;
 }
@@ -309,6 +332,7 @@ export function planOf(c: BenchConfig): Plan {
     faults: c.faults,
     faultRounds: c.faultRounds,
     ttl: c.ttl,
+    failoverLab: c.failoverLab,
     walSegmentSize: c.walSegmentSize,
     out: c.out,
   });
