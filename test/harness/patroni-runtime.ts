@@ -170,7 +170,10 @@ export class ContainerRuntime implements PatroniRuntime {
   readonly kind = "container";
 
   private constructor(
+    /** The image as named (for reports). */
     readonly image: string,
+    /** Its ID when the runtime was made: a member started again later runs the same image even if the name moved meanwhile. */
+    readonly imageId: string,
     readonly binDir: string,
     readonly owner: { readonly uid: number; readonly gid: number },
     /** Container names are this plus the member's name; it is also their `pgha.test` label. */
@@ -180,20 +183,22 @@ export class ContainerRuntime implements PatroniRuntime {
   /** Reads the image's PostgreSQL major and its postgres account. */
   static async create(opts: { image?: string; prefix?: string } = {}): Promise<ContainerRuntime> {
     const image = opts.image ?? imageOf("agent");
-    const env = JSON.parse(
-      await docker(["image", "inspect", "--format", "{{json .Config.Env}}", image]),
-    ) as string[];
+    const [imageId, envJson] = (
+      await docker(["image", "inspect", "--format", "{{.Id}} {{json .Config.Env}}", image])
+    ).split(/ (.*)/s) as [string, string];
+    const env = JSON.parse(envJson) as string[];
     const major = pgMajorOf(env);
     if (major === null) throw new Error(`${image} has no PG_MAJOR in its environment`);
     const id = async (flag: string) =>
       Number(
-        await docker(["run", "--rm", "--network", "none", "--entrypoint", "id", image, flag, "postgres"]),
+        await docker(["run", "--rm", "--network", "none", "--entrypoint", "id", imageId, flag, "postgres"]),
       );
     const owner = { uid: await id("-u"), gid: await id("-g") };
     if (!Number.isInteger(owner.uid) || !Number.isInteger(owner.gid))
       throw new Error(`${image}: no postgres account`);
     return new ContainerRuntime(
       image,
+      imageId,
       `/usr/lib/postgresql/${major}/bin`,
       owner,
       opts.prefix ?? uniquePrefix("pgha-harness"),
@@ -201,7 +206,7 @@ export class ContainerRuntime implements PatroniRuntime {
   }
 
   describe(): string {
-    return `containers of ${this.image} on the host network`;
+    return `containers of ${this.image} (${this.imageId.replace(/^sha256:/, "").slice(0, 12)}) on the host network`;
   }
 
   containerOf(m: RuntimeMember): string {
@@ -213,7 +218,7 @@ export class ContainerRuntime implements PatroniRuntime {
     const name = this.containerOf(m);
     liveContainers.add(name);
     const args = containerRunArgs({
-      image: this.image,
+      image: this.imageId,
       container: name,
       label: this.prefix,
       user: this.owner,
