@@ -26,7 +26,12 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
     hostIp = await bridgeGateway();
-    const env: Record<string, string> = { HOST_IP: hostIp, BACKUP_POSIX_PATH: "/backup" };
+    const env: Record<string, string> = {
+      HOST_IP: hostIp,
+      BACKUP_POSIX_PATH: "/backup",
+      // Replicas read the repository's backups every 10 s instead of 30 (the metrics checked below).
+      BACKUP_CHECK_INTERVAL: "10",
+    };
     const clientPorts: number[] = [];
     for (const n of [1, 2, 3]) {
       const port = await freePort(hostIp);
