@@ -5,10 +5,12 @@
  * expires, a ttl after its last renewal. The registrator on the leader's Docker
  * host learns it within milliseconds: a `die` event, and an inspect that finds
  * the container's processes gone. When that container ran the Patroni member
- * that holds `/<namespace>/<scope>/leader`, the registrator deletes the key in
- * one etcd transaction that compares its value, revision and lease with what it
- * read; Patroni's replicas watch the key and race at once, by Patroni's own
- * rules (in synchronous mode only the synchronous standby may win).
+ * that holds `/<namespace>/<scope>/leader`, the registrator deletes the key, and
+ * the dead member's record beside it, in one etcd transaction that compares each
+ * one's value, revision and lease with what it read; Patroni's replicas watch the
+ * key and race at once, by Patroni's own rules (in synchronous mode only the
+ * synchronous standby may win), without asking the dead member's address for its
+ * WAL position (it would not answer before Patroni's REST timeout).
  *
  * Two steps, each `{ action, code, reason }`; the edge (leader-releaser.ts)
  * reads etcd between them and runs the transaction:
@@ -146,6 +148,13 @@ export type ReleaseDecision =
       readonly key: string;
       /** The transaction deletes the key only if all three still hold. */
       readonly compare: KeyRead;
+      /**
+       * The dead member's record, `/<namespace>/<scope>/members/<name>`, deleted in the same
+       * transaction and on the same condition (its own value, revision and lease as read).
+       * Left in place, it names an address that no longer answers: each racing replica asks
+       * it for its WAL position and waits out Patroni's REST timeout before it may promote.
+       */
+      readonly record: { readonly key: string; readonly compare: KeyRead };
     }
   | {
       readonly action: "keep";
@@ -424,5 +433,9 @@ export function releaseDecision(
     reason: `${notice.reason}; it held the lock (revision ${read.leader.modRevision}, lease ${read.leader.lease})`,
     key,
     compare: Object.freeze({ ...read.leader }),
+    record: Object.freeze({
+      key: patroniKeys.member(member.namespace, member.scope, member.name),
+      compare: Object.freeze({ ...read.member }),
+    }),
   };
 }
