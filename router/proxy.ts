@@ -11,7 +11,7 @@ import type { Backend } from "./backend.js";
 import { type CloseOutcome, Conn, type ConnHost, type RetryReason, refuseClient } from "./conn.js";
 import type { HoldTally } from "./decisions.js";
 import type { RouterMetrics } from "./metrics.js";
-import type { Target } from "./selection.js";
+import type { Target } from "./target.js";
 
 /** What all listeners of one process share. */
 export class ProxyShared {

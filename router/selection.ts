@@ -11,13 +11,7 @@
  */
 import type { ClusterView, ValidMember } from "../shared/patroni.js";
 import type { CheckMode } from "./options.js";
-
-export interface Target {
-  readonly name: string;
-  readonly host: string;
-  readonly port: number;
-  readonly apiUrl: string | null;
-}
+import type { Target } from "./target.js";
 
 /** One REST check: the HTTP status, or null when the API did not answer (refused, timeout). */
 export interface Probe {

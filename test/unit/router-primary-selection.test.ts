@@ -9,8 +9,8 @@ import {
   type PrimaryContext,
   type Probe,
   selectPrimary,
-  type Target,
 } from "../../router/selection.js";
+import type { Target } from "../../router/target.js";
 import { type ClusterView, decodeCluster, type RawEntry } from "../../shared/patroni.js";
 import { deepFreeze } from "../harness/deep-freeze.js";
 

@@ -8,8 +8,8 @@ import {
   pickReplica,
   type ReplicaOptions,
   selectReplicas,
-  type Target,
 } from "../../router/selection.js";
+import type { Target } from "../../router/target.js";
 import { type ClusterView, decodeCluster, type RawEntry } from "../../shared/patroni.js";
 import { deepFreeze } from "../harness/deep-freeze.js";
 
