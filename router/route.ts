@@ -15,6 +15,7 @@ import { DecisionLog, HoldTally } from "./decisions.js";
 import { type CheckPlan, HealthChecker, type RestTls } from "./health.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { CheckMode, ReplicaFallback, RouteSpec } from "./options.js";
+import type { RouteStatus } from "./route-status.js";
 import {
   type DcsStatus,
   type Health,
@@ -56,6 +57,8 @@ export class ClusterRoute {
   private leaderChangedAt = 0;
   private primary: PrimaryDecision = INITIAL;
   private primaryBackend: Backend | null = null;
+  /** The last target routed to (kept through pause and none), to tell a real switch from a return. */
+  private lastRouted: PrimaryDecision["target"] = null;
   /** Spare connections to a leader awaiting REST confirmation (see spares.ts). */
   private spares: Spares | null = null;
   private replicas: ReplicaDecision = NO_REPLICAS;
@@ -237,7 +240,7 @@ export class ClusterRoute {
       now,
     );
     const wasRoutable = this.routable;
-    if (!sameTarget(d.target, previous)) this.changePrimary(d, now);
+    if (!sameTarget(d.target, previous)) this.changePrimary(d);
     if (!sameDecision(d, this.primary)) {
       const level = d.action === "route" ? "info" : "warn";
       this.log[level](
@@ -263,8 +266,6 @@ export class ClusterRoute {
     // The release above let the held clients go: now the interruption's cost is known.
     this.decisions.settle();
   }
-
-  private lastRouted: PrimaryDecision["target"] = null;
 
   /**
    * The members whose REST answer the decision waits for (re-checked every FAST_CHECK_MS): the
@@ -313,7 +314,7 @@ export class ClusterRoute {
     }
   }
 
-  private changePrimary(d: PrimaryDecision, now: number): void {
+  private changePrimary(d: PrimaryDecision): void {
     const old = this.primaryBackend;
     if (old !== null) {
       this.metrics.primaryChanges.inc({ route: this.scope });
@@ -340,7 +341,6 @@ export class ClusterRoute {
       this.spares = null;
     }
     this.checker.setPlan(this.checkPlan());
-    void now;
   }
 
   private evaluateReplicas(now: number): void {
@@ -371,7 +371,7 @@ export class ClusterRoute {
 
   // --- the live view for /routes and /readyz ---------------------------------------------------------
 
-  status(): Record<string, unknown> {
+  status(): RouteStatus {
     const v = this.view;
     return {
       scope: this.scope,
@@ -380,7 +380,7 @@ export class ClusterRoute {
       leader: v.leader,
       primary: {
         action: this.primary.action,
-        target: this.primary.target ? `${this.primary.target.name}` : null,
+        target: this.primary.target?.name ?? null,
         address: this.primary.target ? `${this.primary.target.host}:${this.primary.target.port}` : null,
         reason: this.primary.reason,
         sessions: this.primaryBackend?.conns.size ?? 0,

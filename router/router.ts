@@ -13,6 +13,7 @@ import { RouterMetrics } from "./metrics.js";
 import { type RouterConfig, type RouteSpec, staticRoutes } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
 import { ClusterRoute } from "./route.js";
+import type { RoutesView } from "./route-status.js";
 import { diffRoutes, RouteTable, type TableRoutes } from "./route-table.js";
 import { statusRoutes } from "./status-page.js";
 
@@ -205,7 +206,7 @@ export class Router {
     const routes: Record<string, unknown> = {};
     let ready = !this.stopping;
     for (const [scope, r] of this.routes) {
-      const s = r.control.status() as { primary: { reason: string }; etcd: { connected: boolean } };
+      const s = r.control.status();
       routes[scope] = {
         routable: r.control.routable,
         reason: s.primary.reason,
@@ -218,7 +219,7 @@ export class Router {
     return { ready, details };
   }
 
-  routesView(): unknown {
+  routesView(): RoutesView {
     return {
       routes: [...this.routes.values()].map((r) => ({
         ...r.control.status(),
