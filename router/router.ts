@@ -12,7 +12,8 @@ import type { ShutdownSteps } from "../shared/shutdown.js";
 import { RouterMetrics } from "./metrics.js";
 import { type RouterConfig, type RouteSpec, staticRoutes } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
-import { ClusterRoute } from "./route.js";
+import { ClusterRoute, type RouteOptions } from "./route.js";
+import { liveRouteDeps } from "./route-deps.js";
 import type { RoutesView } from "./route-status.js";
 import { diffRoutes, RouteTable, type TableRoutes } from "./route-table.js";
 import { statusRoutes } from "./status-page.js";
@@ -137,19 +138,20 @@ export class Router {
     if (this.etcd === null) throw new Error("router not started");
     const c = this.config;
     const log = this.log.child({ route: spec.scope });
+    const routeOptions: RouteOptions = {
+      namespace: c.namespace,
+      mode: c.check,
+      closeOnDemote: c.closeOnDemote,
+      maxLag: c.maxLag,
+      replicaFallback: c.replicaFallback,
+      restTimeoutMs: c.restTimeout * 1000,
+      restIntervalMs: c.restInterval * 1000,
+      restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey },
+    };
     const control = new ClusterRoute(
       spec,
-      this.etcd,
-      {
-        namespace: c.namespace,
-        mode: c.check,
-        closeOnDemote: c.closeOnDemote,
-        maxLag: c.maxLag,
-        replicaFallback: c.replicaFallback,
-        restTimeoutMs: c.restTimeout * 1000,
-        restIntervalMs: c.restInterval * 1000,
-        restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey },
-      },
+      liveRouteDeps(spec.scope, this.etcd, routeOptions, this.metrics, log),
+      routeOptions,
       this.metrics,
       this.log,
     );
