@@ -9,8 +9,9 @@
  * message is the one line printed to the operator. The AgentConfig goes to
  * the start-up sequence (startup.ts) and from there to every part.
  */
-import { type HostPort, parseArgs, parseHostPort, resolveFileSecrets } from "../shared/config.js";
+import { parseArgs, resolveFileSecrets } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
+import { type HostPort, parseHostPort } from "../shared/host-port.js";
 import type { LogLevel } from "../shared/logger.js";
 import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup/index.js";
 import { agentSpec, PROGRAM, type SynchronousMode } from "./options.js";

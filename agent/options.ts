@@ -6,15 +6,9 @@
  * backup options come from backup/options.ts. Each option parses alone here;
  * config.ts applies the rules that tie several together into an AgentConfig.
  */
-import {
-  type HostPort,
-  opt,
-  ParseFailure,
-  type ProgramSpec,
-  parseHostPort,
-  parseInteger,
-  valueOption,
-} from "../shared/config.js";
+import { opt, type ProgramSpec, parseInteger, valueOption } from "../shared/config.js";
+import { ParseFailure } from "../shared/errors.js";
+import { type HostPort, parseHostPort } from "../shared/host-port.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 import { backupOptions } from "./backup/index.js";
 import { PG_MAJOR_ENV } from "./image.js";

@@ -6,7 +6,7 @@
  */
 import { dirname, join } from "node:path";
 import { Document, isScalar, visit } from "yaml";
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
 import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";

@@ -25,7 +25,7 @@
  *
  * Anything missing or unreadable keeps the lock: the ttl path, as without the flag.
  */
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
 import { normalizeNamespace, patroniKeys } from "../shared/keys.js";
 import { decodeMember } from "../shared/patroni.js";
 import type { ContainerFacts } from "./lifecycle.js";

@@ -10,17 +10,14 @@ import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import {
   type ConfigOf,
-  formatHostPort,
-  type HostPort,
   opt,
-  ParseFailure,
   parseArgs,
-  parseHostPort,
   resolveFileSecrets,
   secretEnvNames,
   valueOption,
 } from "../shared/config.js";
-import { ConfigError } from "../shared/errors.js";
+import { ConfigError, ParseFailure } from "../shared/errors.js";
+import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
 import { normalizeNamespace, normalizeRegistryPrefix } from "../shared/keys.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 import { DEFAULT_PATRONI_NAMESPACE } from "./leader-release.js";

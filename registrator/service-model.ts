@@ -6,7 +6,7 @@
  * values.
  */
 import { isIP } from "node:net";
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
 import { registryKeys } from "../shared/keys.js";
 import { KEY_SAFE, splitEscapedList } from "./names.js";
 

@@ -2,17 +2,9 @@
  * The router's command line (flags and the same names as environment variables,
  * `--scope` = `ROUTER_SCOPE`), and the list of routes it describes.
  */
-import {
-  type ConfigOf,
-  formatHostPort,
-  type HostPort,
-  opt,
-  ParseFailure,
-  type ProgramSpec,
-  parseHostPort,
-  valueOption,
-} from "../shared/config.js";
-import { ConfigError } from "../shared/errors.js";
+import { type ConfigOf, opt, type ProgramSpec, valueOption } from "../shared/config.js";
+import { ConfigError, ParseFailure } from "../shared/errors.js";
+import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 
 export const CHECK_MODES = ["both", "etcd", "rest"] as const;

@@ -5,7 +5,7 @@
  * timer per listener watches the oldest held client's deadline.
  */
 import net, { type AddressInfo } from "node:net";
-import type { HostPort } from "../shared/config.js";
+import type { HostPort } from "../shared/host-port.js";
 import type { Logger } from "../shared/logger.js";
 import type { Backend } from "./backend.js";
 import { type CloseOutcome, Conn, type ConnHost, type RetryReason, refuseClient } from "./conn.js";

@@ -7,10 +7,8 @@
  * accepted; `loadConfigOrExit` prints it and exits with code 2.
  */
 import { readFileSync } from "node:fs";
-import { ConfigError } from "./errors.js";
-
-/** Thrown by a parser; the message (if any) adds detail to "expected <accepted>". */
-export class ParseFailure extends Error {}
+import { ConfigError, ParseFailure } from "./errors.js";
+import { type HostPort, parseHostPort } from "./host-port.js";
 
 interface OptionBase<T> {
   readonly flag: string;
@@ -207,15 +205,6 @@ export const opt = {
   },
 };
 
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
-
-export function formatHostPort(hp: HostPort): string {
-  return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
-}
-
 export function parseInteger(raw: string, min: number, max: number): number {
   if (!/^[+-]?\d+$/.test(raw.trim())) throw new ParseFailure();
   const n = Number(raw.trim());
@@ -231,34 +220,6 @@ export function parseDurationSeconds(raw: string, min: number, max: number): num
   const seconds = unit === "ms" ? n / 1000 : unit === "m" ? n * 60 : unit === "h" ? n * 3600 : n;
   if (!Number.isFinite(seconds) || seconds < min || seconds > max) throw new ParseFailure();
   return seconds;
-}
-
-/** `host:port`, `[v6]:port`, or `host` alone when a default port is given. */
-export function parseHostPort(raw: string, defaultPort?: number): HostPort {
-  const s = raw.trim();
-  let host: string;
-  let portText: string | undefined;
-  const v6 = /^\[([0-9a-fA-F:.%\w]+)\](?::(\d+))?$/.exec(s);
-  if (v6) {
-    host = v6[1]!;
-    portText = v6[2];
-  } else {
-    const idx = s.lastIndexOf(":");
-    if (idx === -1) {
-      host = s;
-      portText = undefined;
-    } else {
-      host = s.slice(0, idx);
-      portText = s.slice(idx + 1);
-      if (host.includes(":")) throw new ParseFailure("IPv6 addresses must be bracketed");
-    }
-  }
-  if (host === "" || /[\s/@]/.test(host)) throw new ParseFailure();
-  if (portText === undefined) {
-    if (defaultPort === undefined) throw new ParseFailure("missing port");
-    return Object.freeze({ host, port: defaultPort });
-  }
-  return Object.freeze({ host, port: parseInteger(portText, 1, 65535) });
 }
 
 const TRUE = new Set(["1", "true", "yes", "on", "t"]);

@@ -46,6 +46,12 @@ export class TimeoutError extends PgHaError {
   }
 }
 
+/**
+ * Thrown by a value parser (an option's, an address's); the message (if any) adds detail to
+ * "expected <accepted>". config.ts turns it into a ConfigError that names the option.
+ */
+export class ParseFailure extends Error {}
+
 /** Converts anything thrown into an Error, keeping Errors as they are. */
 export function asError(value: unknown): Error {
   if (value instanceof Error) return value;

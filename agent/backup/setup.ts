@@ -9,7 +9,7 @@ import { chmodSync, chownSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Registry } from "prom-client";
 import { AdminServer } from "../../shared/admin.js";
-import type { HostPort } from "../../shared/config.js";
+import type { HostPort } from "../../shared/host-port.js";
 import type { Logger } from "../../shared/logger.js";
 import { IMAGE_PATHS, PGBACKREST_PATHS, POSTGRES_PORT } from "../image.js";
 import { readArchiveStatus, readPushError } from "./archive-status.js";
