@@ -99,7 +99,8 @@ export interface RawEntry {
   readonly modRevision?: number;
 }
 
-function normaliseRole(role: unknown): MemberRole {
+/** A role as Patroni writes it (in DCS records and REST answers), normalised. */
+export function normaliseRole(role: unknown): MemberRole {
   switch (role) {
     case "master":
     case "primary":
