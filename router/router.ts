@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
 import { createEtcdClient, type Etcd3 } from "../shared/etcd.js";
+import { etcdConnection } from "../shared/etcd-options.js";
 import type { Logger } from "../shared/logger.js";
 import type { ShutdownSteps } from "../shared/shutdown.js";
 import { RouterMetrics } from "./metrics.js";
@@ -75,11 +76,7 @@ export class Router {
     const specs = staticRoutes(c);
     this.etcd = createEtcdClient({
       hosts: c.etcd,
-      username: c.etcdUser,
-      password: c.etcdPassword,
-      caFile: c.etcdCa,
-      certFile: c.etcdCert,
-      keyFile: c.etcdKey,
+      ...etcdConnection(c),
     });
     if (this.opts.admin) await this.admin.start();
     for (const spec of specs) await this.openRoute(spec);

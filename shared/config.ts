@@ -13,6 +13,10 @@ import { type HostPort, parseHostPort } from "./host-port.js";
 interface OptionBase<T> {
   readonly flag: string;
   readonly env?: string | undefined;
+  /** Older spellings of the flag, still accepted (not shown as the option's name). */
+  readonly aliases?: readonly string[] | undefined;
+  /** Older environment names, read when `env` is unset. */
+  readonly envAliases?: readonly string[] | undefined;
   readonly description: string;
   readonly accepted: string;
   readonly metavar: string;
@@ -51,6 +55,8 @@ export type ConfigOf<S extends OptionTable> = {
 interface Common {
   flag: string;
   env?: string;
+  aliases?: readonly string[];
+  envAliases?: readonly string[];
   description: string;
   secret?: boolean;
 }
@@ -66,6 +72,8 @@ function base<T>(
   return {
     flag: c.flag,
     env: c.env,
+    ...(c.aliases ? { aliases: c.aliases } : {}),
+    ...(c.envAliases ? { envAliases: c.envAliases } : {}),
     description: c.description,
     accepted,
     metavar,
@@ -295,7 +303,9 @@ export function parseArgs<S extends OptionTable, P = undefined>(
 ): Parsed<S, P> {
   const { program, options } = spec;
   const byFlag = new Map<string, [string, S[keyof S]]>();
-  for (const [key, o] of Object.entries(options)) byFlag.set(o.flag, [key, o as S[keyof S]]);
+  for (const [key, o] of Object.entries(options)) {
+    for (const flag of [o.flag, ...(o.aliases ?? [])]) byFlag.set(flag, [key, o as S[keyof S]]);
+  }
 
   const fromFlags = new Map<string, unknown>();
   const positionals: string[] = [];
@@ -352,9 +362,10 @@ export function parseArgs<S extends OptionTable, P = undefined>(
       config[key] = Array.isArray(v) ? Object.freeze(v) : v;
       continue;
     }
-    const envRaw = o.env === undefined ? undefined : env[o.env];
+    const envName = envNames(o).find((name) => env[name] !== undefined);
+    const envRaw = envName === undefined ? undefined : env[envName];
     if (envRaw !== undefined && !(envRaw === "" && o.kind !== "bool")) {
-      const source = ` (from ${o.env})`;
+      const source = ` (from ${envName})`;
       if (o.kind === "bool") config[key] = runParser(program, o, envRaw, source, parseBool);
       else if (o.kind === "repeat") {
         const items = envRaw
@@ -403,9 +414,14 @@ export function parseArgs<S extends OptionTable, P = undefined>(
   return { kind: "config", config: Object.freeze(config) as ConfigOf<S>, positional: positional as P };
 }
 
+/** Every environment name an option reads, its own first, then its older spellings. */
+export function envNames(o: OptionBase<unknown>): string[] {
+  return o.env === undefined ? [] : [o.env, ...(o.envAliases ?? [])];
+}
+
 /** The environment names of a program's secret options: each may also come from `<NAME>_FILE`. */
 export function secretEnvNames<S extends OptionTable, P>(spec: ProgramSpec<S, P>): string[] {
-  return Object.values(spec.options).flatMap((o) => (o.secret && o.env !== undefined ? [o.env] : []));
+  return Object.values(spec.options).flatMap((o) => (o.secret ? envNames(o) : []));
 }
 
 export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): string {
@@ -421,7 +437,8 @@ export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): str
   for (const o of Object.values(spec.options)) {
     const head = `  -${o.flag}${o.metavar ? ` ${o.metavar}` : ""}`;
     const facts: string[] = [];
-    if (o.env) facts.push(`env ${o.env}`);
+    if (o.aliases?.length) facts.push(`also ${o.aliases.map((a) => `-${a}`).join(", ")}`);
+    if (o.env) facts.push(`env ${envNames(o).join(" or ")}`);
     if (o.env && o.secret) facts.push(`or a file named by ${o.env}_FILE`);
     if (o.required) facts.push("required");
     else if (o.kind === "repeat") facts.push("repeatable");
