@@ -7,12 +7,11 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { decodePatroniStatus, parsePatroniStatus, runsAsPrimary } from "../../shared/patroni-rest.js";
 
+/** A status with nothing known: every field absent, no failsafe. */
 const NOTHING = {
-  role: null,
-  state: null,
-  location: null,
-  receivedLocation: null,
-  replayedLocation: null,
+  ...Object.fromEntries(
+    ["role", "state", "location", "receivedLocation", "replayedLocation"].map((k) => [k, null]),
+  ),
   failsafe: false,
 };
 

@@ -174,6 +174,14 @@ const confirmed = (port: number, at: number): MemberHealth => ({
   primary: { status: 200, failures: 0, at, apiUrl: apiUrl(port), role: "primary", state: "running" },
 });
 
+/** pg1 leads and its REST API confirms it; pg2 is a replica. */
+function twoMembersPg1Confirmed(h: Harness): void {
+  h.etcd.put("members/pg1", member(5001, "master"));
+  h.etcd.put("members/pg2", member(5002, "replica"));
+  h.etcd.put("leader", "pg1");
+  h.rest.set({ pg1: confirmed(5001, h.clock.now) });
+}
+
 describe("router: a route's effects", () => {
   let server: net.Server;
   let port = 0;
@@ -237,10 +245,7 @@ describe("router: a route's effects", () => {
     const before = accepted.length;
     const h = await harness("both", () => port);
     try {
-      h.etcd.put("members/pg1", member(5001, "master"));
-      h.etcd.put("members/pg2", member(5002, "replica"));
-      h.etcd.put("leader", "pg1");
-      h.rest.set({ pg1: confirmed(5001, h.clock.now) });
+      twoMembersPg1Confirmed(h);
       const b1 = h.route.pickPrimary() as Backend;
       assert.equal(b1?.target.name, "pg1");
       assert.equal(h.opened.length, 1, "spares to pg1 while its confirmation was awaited");
@@ -280,10 +285,7 @@ describe("router: a route's effects", () => {
   it("switch time is recorded only when the routed primary really changes", async () => {
     const h = await harness("both", () => port);
     try {
-      h.etcd.put("members/pg1", member(5001, "master"));
-      h.etcd.put("members/pg2", member(5002, "replica"));
-      h.etcd.put("leader", "pg1");
-      h.rest.set({ pg1: confirmed(5001, h.clock.now) });
+      twoMembersPg1Confirmed(h);
       assert.equal(h.route.pickPrimary()?.target.name, "pg1");
       assert.deepEqual(await switches(h.registry), { count: 0, sum: 0 }, "the first primary is no switch");
 
