@@ -437,8 +437,9 @@ export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): str
   for (const o of Object.values(spec.options)) {
     const head = `  -${o.flag}${o.metavar ? ` ${o.metavar}` : ""}`;
     const facts: string[] = [];
-    if (o.aliases?.length) facts.push(`also ${o.aliases.map((a) => `-${a}`).join(", ")}`);
-    if (o.env) facts.push(`env ${envNames(o).join(" or ")}`);
+    if (o.env) facts.push(`env ${o.env}`);
+    const older = [...(o.aliases ?? []).map((a) => `-${a}`), ...(o.envAliases ?? [])];
+    if (older.length > 0) facts.push(`also ${older.join(", ")}`);
     if (o.env && o.secret) facts.push(`or a file named by ${o.env}_FILE`);
     if (o.required) facts.push("required");
     else if (o.kind === "repeat") facts.push("repeatable");
