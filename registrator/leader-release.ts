@@ -31,8 +31,6 @@ import { decodeMember } from "../shared/patroni.js";
 import type { ContainerFacts } from "./lifecycle.js";
 import { KEY_SAFE } from "./names.js";
 
-export const DEFAULT_PATRONI_NAMESPACE = "/service/";
-
 /** How the container died, as the release counter's `reason` label. */
 export const DEATH_CAUSES = ["oom", "killed", "signal", "exited"] as const;
 export type DeathCause = (typeof DEATH_CAUSES)[number];

@@ -19,9 +19,8 @@ import {
 import { ConfigError, ParseFailure } from "../shared/errors.js";
 import { checkEtcdCertKey, etcdConnectionOptions } from "../shared/etcd-options.js";
 import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
-import { normalizeNamespace, normalizeRegistryPrefix } from "../shared/keys.js";
+import { DEFAULT_PATRONI_NAMESPACE, normalizeNamespace, normalizeRegistryPrefix } from "../shared/keys.js";
 import { LOG_LEVELS } from "../shared/logger.js";
-import { DEFAULT_PATRONI_NAMESPACE } from "./leader-release.js";
 import { KEY_SAFE, splitEscapedList } from "./names.js";
 
 export const PROGRAM = "registrator";
