@@ -27,13 +27,12 @@
  *
  * Anything missing or unreadable keeps the lock: the ttl path, as without the flag.
  */
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
+import { asObject } from "../shared/json.js";
 import { normalizeNamespace, patroniKeys } from "../shared/keys.js";
 import { decodeMember } from "../shared/patroni.js";
 import type { ContainerFacts } from "./lifecycle.js";
 import { KEY_SAFE } from "./names.js";
-
-export const DEFAULT_PATRONI_NAMESPACE = "/service/";
 
 /** How the container died, as the release counter's `reason` label. */
 export const DEATH_CAUSES = ["oom", "killed", "signal", "exited"] as const;
@@ -164,15 +163,9 @@ export type ReleaseDecision =
       readonly leader: boolean;
     };
 
-type Obj = Readonly<Record<string, unknown>>;
-
-function obj(v: unknown): Obj | undefined {
-  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : undefined;
-}
-
 /** `Config.Env` as a map; the last of duplicate names wins, as in the process. */
 export function envOf(inspect: unknown): ReadonlyMap<string, string> {
-  const env = obj(obj(inspect)?.["Config"])?.["Env"];
+  const env = asObject(asObject(inspect)?.["Config"])?.["Env"];
   const out = new Map<string, string>();
   if (!Array.isArray(env)) return out;
   for (const kv of env) {
@@ -255,7 +248,7 @@ export function liveness(
   | { readonly kind: "alive"; readonly reason: string }
   | { readonly kind: "dead"; readonly restart: "none" | "restarting" | "restarted" }
   | undefined {
-  const state = obj(obj(inspect)?.["State"]);
+  const state = asObject(asObject(inspect)?.["State"]);
   if (!state || typeof state["Running"] !== "boolean") return undefined;
   const restarting = state["Restarting"] === true;
   if (state["Paused"] === true)
@@ -296,7 +289,7 @@ export function deathNotice(
         : `DOCKER_HOSTNAME ${JSON.stringify(member.dockerHostname)} is another host's (this one is ${JSON.stringify(o.hostname)})`,
     );
   }
-  const state = obj(obj(inspect)?.["State"])!;
+  const state = asObject(asObject(inspect)?.["State"])!;
   // Started again since: the inspect's exit code and OOMKilled are the new run's; the die's count.
   const again = live.restart === "restarted";
   const exitCode = again
@@ -387,7 +380,7 @@ export function releaseDecision(
     try {
       config = JSON.parse(read.config.value);
     } catch {}
-    if (truthy(obj(config)?.["pause"])) {
+    if (truthy(asObject(config)?.["pause"])) {
       return keep("cluster-paused", "the cluster is paused (maintenance mode): Patroni fails nothing over");
     }
   }
