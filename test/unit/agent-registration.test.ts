@@ -17,7 +17,7 @@ import { discoveryKeys } from "../../agent/discovery.js";
 import { DEFAULT_SERVICE_5432, DEFAULT_SERVICE_8008 } from "../../agent/options.js";
 import { targetGroups } from "../../registrator/http-sd.js";
 import { type ModelOptions, type Service, servicesFor } from "../../registrator/service-model.js";
-import { parseHostPort } from "../../shared/config.js";
+import { parseHostPort } from "../../shared/host-port.js";
 import { deepFreeze } from "../harness/fixtures.js";
 
 const ROOT = new URL("../../../", import.meta.url).pathname;
