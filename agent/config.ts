@@ -9,8 +9,10 @@
  * message is the one line printed to the operator. The AgentConfig goes to
  * the start-up sequence (startup.ts) and from there to every part.
  */
-import { type HostPort, parseArgs, parseHostPort, resolveFileSecrets } from "../shared/config.js";
+import { envNames, parseArgs, resolveFileSecrets } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
+import { checkEtcdCertKey } from "../shared/etcd-options.js";
+import { type HostPort, parseHostPort } from "../shared/host-port.js";
 import type { LogLevel } from "../shared/logger.js";
 import { BACKUP_FILE_BACKED, type BackupConfig, buildBackupConfig } from "./backup/index.js";
 import { agentSpec, PROGRAM, type SynchronousMode } from "./options.js";
@@ -37,10 +39,14 @@ export interface AgentConfig {
   readonly name: string;
   readonly scope: string;
   readonly namespace: string;
+  /** How the agent and its Patroni reach etcd (TLS on when `caFile` is set, as in shared/etcd.ts). */
   readonly etcd: {
     readonly hosts: readonly HostPort[];
     readonly username: string | undefined;
     readonly password: string | undefined;
+    readonly caFile: string | undefined;
+    readonly certFile: string | undefined;
+    readonly keyFile: string | undefined;
   };
   readonly addresses: AddressSource;
   readonly admin: Credentials;
@@ -90,7 +96,7 @@ export const FILE_BACKED = [
  * these out (supervisor.ts): Patroni's environment wins over its file.
  */
 export const AGENT_ENV_NAMES: ReadonlySet<string> = new Set([
-  ...Object.values(agentSpec.options).flatMap((o) => (o.env === undefined ? [] : [o.env])),
+  ...Object.values(agentSpec.options).flatMap(envNames),
   ...FILE_BACKED.map((name) => `${name}_FILE`),
 ]);
 
@@ -119,6 +125,7 @@ export function parseAgentConfig(
 
   const hosts = c.etcdHosts ?? (c.etcdHostPort ? [c.etcdHostPort] : undefined);
   if (!hosts) fail("etcd", "missing ETCD_HOST_PORT or ETCD_HOSTS: expected HOST:PORT of etcd");
+  checkEtcdCertKey(PROGRAM, c);
 
   let addresses: AddressSource;
   if (c.dockerHostIp !== undefined) {
@@ -213,7 +220,14 @@ export function parseAgentConfig(
     name: c.name,
     scope: c.scope,
     namespace: c.namespace,
-    etcd: Object.freeze({ hosts, username: c.etcdUsername, password: c.etcdPassword }),
+    etcd: Object.freeze({
+      hosts,
+      username: c.etcdUser,
+      password: c.etcdPassword,
+      caFile: c.etcdCa,
+      certFile: c.etcdCert,
+      keyFile: c.etcdKey,
+    }),
     addresses: Object.freeze(addresses),
     admin: Object.freeze({ username: c.postgresUsername, password: c.postgresPassword }),
     replication: Object.freeze({ username: c.replicationUsername, password: c.replicationPassword }),

@@ -8,9 +8,10 @@
  * both keys (bounded, progress logged) and on timeout fails with a line that
  * names the exact keys it waited for.
  */
-import { formatHostPort, type HostPort, parseHostPort } from "../shared/config.js";
+
 import { PgHaError, TimeoutError } from "../shared/errors.js";
 import { createEtcdClient, type EtcdOptions, toEtcdError } from "../shared/etcd.js";
+import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
 import { registryKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/logger.js";
 import { sleep } from "../shared/time.js";

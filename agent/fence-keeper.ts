@@ -10,6 +10,7 @@
  */
 import { Gauge, type Registry } from "prom-client";
 import type { Logger } from "../shared/logger.js";
+import { type PatroniStatus, runsAsPrimary } from "../shared/patroni-rest.js";
 import type { FenceStore } from "./fence-store.js";
 
 export const FENCE_CHECK_INTERVAL_MS = 2000;
@@ -20,7 +21,7 @@ export interface FenceKeeperDeps {
   readonly apiUrl: string;
   readonly fence: Pick<FenceStore, "read" | "leader" | "deleteIf" | "joinFailsafe">;
   /** This node's role and state from its Patroni; null when it does not answer. */
-  readonly status: () => Promise<{ role: string; state: string } | null>;
+  readonly status: () => Promise<PatroniStatus | null>;
   readonly registry: Registry;
   readonly log: Logger;
 }
@@ -76,10 +77,7 @@ export class FenceKeeper {
         }
         return;
       }
-      const primary =
-        status !== null &&
-        (status.role === "master" || status.role === "primary") &&
-        status.state === "running";
+      const primary = runsAsPrimary(status);
       if (leader !== self || !primary || this.stopped) return;
       if (await fence.deleteIf(rec.modRevision)) {
         this.present.set(0);

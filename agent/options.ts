@@ -6,15 +6,10 @@
  * backup options come from backup/options.ts. Each option parses alone here;
  * config.ts applies the rules that tie several together into an AgentConfig.
  */
-import {
-  type HostPort,
-  opt,
-  ParseFailure,
-  type ProgramSpec,
-  parseHostPort,
-  parseInteger,
-  valueOption,
-} from "../shared/config.js";
+import { opt, type ProgramSpec, parseInteger, valueOption } from "../shared/config.js";
+import { ParseFailure } from "../shared/errors.js";
+import { etcdConnectionOptions } from "../shared/etcd-options.js";
+import { type HostPort, parseHostPort } from "../shared/host-port.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 import { backupOptions } from "./backup/index.js";
 import { PG_MAJOR_ENV } from "./image.js";
@@ -142,12 +137,10 @@ export const agentOptions = {
       return Object.freeze(parts.map((p) => parseHostPort(p, 2379)));
     },
   ),
-  etcdUsername: opt.optionalString({ flag: "etcd-username", env: "ETCD_USERNAME", description: "etcd user" }),
-  etcdPassword: opt.optionalString({
-    flag: "etcd-password",
-    env: "ETCD_PASSWORD",
-    description: "etcd password",
-    secret: true,
+  // -etcd-user and ETCD_USER as in the other services; the agent's first spellings stay valid.
+  ...etcdConnectionOptions({
+    envPrefix: "ETCD_",
+    userAliases: { flags: ["etcd-username"], env: ["ETCD_USERNAME"] },
   }),
   dockerHostname: opt.optionalString({
     flag: "docker-hostname",

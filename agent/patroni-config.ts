@@ -6,7 +6,7 @@
  */
 import { dirname, join } from "node:path";
 import { Document, isScalar, visit } from "yaml";
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
 import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
@@ -113,6 +113,14 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
     etcd3["username"] = cfg.etcd.username;
     etcd3["password"] = cfg.etcd.password ?? "";
   }
+  // TLS as the agent's own client speaks it (shared/etcd.ts): on with a CA, a client
+  // certificate and key with it when given.
+  if (cfg.etcd.caFile !== undefined) {
+    etcd3["protocol"] = "https";
+    etcd3["cacert"] = cfg.etcd.caFile;
+  }
+  if (cfg.etcd.certFile !== undefined) etcd3["cert"] = cfg.etcd.certFile;
+  if (cfg.etcd.keyFile !== undefined) etcd3["key"] = cfg.etcd.keyFile;
   return {
     scope: cfg.scope,
     namespace: cfg.namespace,

@@ -17,6 +17,7 @@
  * Unknown (Patroni does not answer, this node does not lead) means no series.
  */
 import { Gauge, type Registry } from "prom-client";
+import { decodePatroniStatus, runsAsPrimary } from "../shared/patroni-rest.js";
 import type { PatroniRest } from "./rest.js";
 import { streamingFrom, synchronousModeOf } from "./stop-plan.js";
 
@@ -37,11 +38,6 @@ interface RestMember {
 const LEADER_ROLES = new Set(["leader", "standby_leader", "master", "primary"]);
 
 /** GET /patroni of a running primary (Patroni 3 says master, 4 says primary). */
-export function runsAsPrimary(status: unknown): boolean {
-  if (typeof status !== "object" || status === null) return false;
-  const { role, state } = status as { role?: unknown; state?: unknown };
-  return (role === "master" || role === "primary") && state === "running";
-}
 
 /**
  * On the leader: each replica of the cluster and whether it streams from this
@@ -50,7 +46,7 @@ export function runsAsPrimary(status: unknown): boolean {
  * from the leader, and is left out.
  */
 export function replicaStreaming(status: unknown, cluster: unknown): ReadonlyMap<string, boolean> | null {
-  if (!runsAsPrimary(status)) return null;
+  if (!runsAsPrimary(decodePatroniStatus(status))) return null;
   const members = (cluster as { members?: unknown } | null)?.members;
   if (!Array.isArray(members)) return null;
   const streaming = streamingFrom(status) ?? new Set<string>();
@@ -124,7 +120,7 @@ export class ReplicationMetrics {
       ]);
       this.sync = synchronousMode(config);
       // Only the leader asks for the member list (Patroni reads it from etcd for /cluster).
-      this.streaming = runsAsPrimary(status)
+      this.streaming = runsAsPrimary(decodePatroniStatus(status))
         ? replicaStreaming(status, await this.rest.cluster(REST_TIMEOUT_MS))
         : null;
     } catch {

@@ -2,6 +2,7 @@
  * The few calls the agent makes to its own Patroni's REST API.
  */
 import { PgHaError } from "../shared/errors.js";
+import { decodePatroniStatus, type PatroniStatus } from "../shared/patroni-rest.js";
 import type { Credentials } from "./config.js";
 
 export class RestError extends PgHaError {
@@ -53,24 +54,18 @@ export class PatroniRest {
    * and replayed positions of a replica, the current one of a primary; null when unknown.
    */
   async walPosition(timeoutMs = 2000): Promise<number | null> {
-    const body = (await this.patroni(timeoutMs)) as { xlog?: Record<string, unknown> } | null;
-    const x = body?.xlog;
-    if (!x || typeof x !== "object") return null;
-    const nums = [x["location"], x["received_location"], x["replayed_location"]].filter(
-      (v): v is number => typeof v === "number" && Number.isSafeInteger(v),
+    const s = decodePatroniStatus(await this.patroni(timeoutMs));
+    const nums = [s.location, s.receivedLocation, s.replayedLocation].filter(
+      (v): v is number => v !== null && Number.isSafeInteger(v),
     );
     return nums.length === 0 ? null : Math.max(...nums);
   }
 
-  /** GET /patroni: this node's role and state; null when Patroni does not answer. */
-  async status(timeoutMs = 2000): Promise<{ role: string; state: string } | null> {
+  /** GET /patroni decoded (role, state, WAL positions); null when Patroni does not answer. */
+  async status(timeoutMs = 2000): Promise<PatroniStatus | null> {
     try {
       const res = await fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
-      const body = (await res.json()) as { role?: unknown; state?: unknown };
-      return {
-        role: typeof body.role === "string" ? body.role : "unknown",
-        state: typeof body.state === "string" ? body.state : "unknown",
-      };
+      return decodePatroniStatus(await res.json());
     } catch {
       return null;
     }

@@ -1,6 +1,7 @@
 /** The benchmark's command line, and the figures --quick changes. */
 import { fileURLToPath } from "node:url";
-import { type ConfigOf, opt, ParseFailure, type ProgramSpec, valueOption } from "../shared/config.js";
+import { type ConfigOf, opt, type ProgramSpec, valueOption } from "../shared/config.js";
+import { ParseFailure } from "../shared/errors.js";
 import type { RuntimeKind } from "../test/harness/patroni-runtime.js";
 import { FF_MODES, FF_STACKS, type FfMode, type FfStack } from "./fast-failover-modes.js";
 import { FAULTS, type Fault } from "./fault-figures.js";

@@ -9,6 +9,7 @@ import type { Etcd3 } from "etcd3";
 import { AdminServer, createRegistry } from "../shared/admin.js";
 import { PgHaError } from "../shared/errors.js";
 import { createEtcdClient, toEtcdError } from "../shared/etcd.js";
+import { etcdConnection } from "../shared/etcd-options.js";
 import { registryKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/logger.js";
 import { Backoff, sleep } from "../shared/time.js";
@@ -78,11 +79,7 @@ export class RegistratorApp {
     this.metrics = new RegistratorMetrics(registry);
     this.client = createEtcdClient({
       hosts: o.registry.hosts,
-      username: o.etcdUser,
-      password: o.etcdPassword,
-      caFile: o.etcdCa,
-      certFile: o.etcdCert,
-      keyFile: o.etcdKey,
+      ...etcdConnection(o),
     });
     this.publisher = new Publisher(
       this.client,

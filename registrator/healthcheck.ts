@@ -2,7 +2,7 @@
  * The image's HEALTHCHECK: GET /healthz on the admin address (REGISTRATOR_METRICS_ADDR,
  * default 0.0.0.0:8080, asked on loopback). Exit 0 when it answers 200.
  */
-import { parseHostPort } from "../shared/config.js";
+import { parseHostPort } from "../shared/host-port.js";
 import { DEFAULT_METRICS_ADDR } from "./options.js";
 
 const raw = process.env["REGISTRATOR_METRICS_ADDR"] || DEFAULT_METRICS_ADDR;

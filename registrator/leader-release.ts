@@ -5,10 +5,12 @@
  * expires, a ttl after its last renewal. The registrator on the leader's Docker
  * host learns it within milliseconds: a `die` event, and an inspect that finds
  * the container's processes gone. When that container ran the Patroni member
- * that holds `/<namespace>/<scope>/leader`, the registrator deletes the key in
- * one etcd transaction that compares its value, revision and lease with what it
- * read; Patroni's replicas watch the key and race at once, by Patroni's own
- * rules (in synchronous mode only the synchronous standby may win).
+ * that holds `/<namespace>/<scope>/leader`, the registrator deletes the key, and
+ * the dead member's record beside it, in one etcd transaction that compares each
+ * one's value, revision and lease with what it read; Patroni's replicas watch the
+ * key and race at once, by Patroni's own rules (in synchronous mode only the
+ * synchronous standby may win), without asking the dead member's address for its
+ * WAL position (it would not answer before Patroni's REST timeout).
  *
  * Two steps, each `{ action, code, reason }`; the edge (leader-releaser.ts)
  * reads etcd between them and runs the transaction:
@@ -25,13 +27,12 @@
  *
  * Anything missing or unreadable keeps the lock: the ttl path, as without the flag.
  */
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
+import { asObject } from "../shared/json.js";
 import { normalizeNamespace, patroniKeys } from "../shared/keys.js";
 import { decodeMember } from "../shared/patroni.js";
 import type { ContainerFacts } from "./lifecycle.js";
 import { KEY_SAFE } from "./names.js";
-
-export const DEFAULT_PATRONI_NAMESPACE = "/service/";
 
 /** How the container died, as the release counter's `reason` label. */
 export const DEATH_CAUSES = ["oom", "killed", "signal", "exited"] as const;
@@ -146,6 +147,13 @@ export type ReleaseDecision =
       readonly key: string;
       /** The transaction deletes the key only if all three still hold. */
       readonly compare: KeyRead;
+      /**
+       * The dead member's record, `/<namespace>/<scope>/members/<name>`, deleted in the same
+       * transaction and on the same condition (its own value, revision and lease as read).
+       * Left in place, it names an address that no longer answers: each racing replica asks
+       * it for its WAL position and waits out Patroni's REST timeout before it may promote.
+       */
+      readonly record: { readonly key: string; readonly compare: KeyRead };
     }
   | {
       readonly action: "keep";
@@ -155,15 +163,9 @@ export type ReleaseDecision =
       readonly leader: boolean;
     };
 
-type Obj = Readonly<Record<string, unknown>>;
-
-function obj(v: unknown): Obj | undefined {
-  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : undefined;
-}
-
 /** `Config.Env` as a map; the last of duplicate names wins, as in the process. */
 export function envOf(inspect: unknown): ReadonlyMap<string, string> {
-  const env = obj(obj(inspect)?.["Config"])?.["Env"];
+  const env = asObject(asObject(inspect)?.["Config"])?.["Env"];
   const out = new Map<string, string>();
   if (!Array.isArray(env)) return out;
   for (const kv of env) {
@@ -246,7 +248,7 @@ export function liveness(
   | { readonly kind: "alive"; readonly reason: string }
   | { readonly kind: "dead"; readonly restart: "none" | "restarting" | "restarted" }
   | undefined {
-  const state = obj(obj(inspect)?.["State"]);
+  const state = asObject(asObject(inspect)?.["State"]);
   if (!state || typeof state["Running"] !== "boolean") return undefined;
   const restarting = state["Restarting"] === true;
   if (state["Paused"] === true)
@@ -287,7 +289,7 @@ export function deathNotice(
         : `DOCKER_HOSTNAME ${JSON.stringify(member.dockerHostname)} is another host's (this one is ${JSON.stringify(o.hostname)})`,
     );
   }
-  const state = obj(obj(inspect)?.["State"])!;
+  const state = asObject(asObject(inspect)?.["State"])!;
   // Started again since: the inspect's exit code and OOMKilled are the new run's; the die's count.
   const again = live.restart === "restarted";
   const exitCode = again
@@ -378,7 +380,7 @@ export function releaseDecision(
     try {
       config = JSON.parse(read.config.value);
     } catch {}
-    if (truthy(obj(config)?.["pause"])) {
+    if (truthy(asObject(config)?.["pause"])) {
       return keep("cluster-paused", "the cluster is paused (maintenance mode): Patroni fails nothing over");
     }
   }
@@ -424,5 +426,9 @@ export function releaseDecision(
     reason: `${notice.reason}; it held the lock (revision ${read.leader.modRevision}, lease ${read.leader.lease})`,
     key,
     compare: Object.freeze({ ...read.leader }),
+    record: Object.freeze({
+      key: patroniKeys.member(member.namespace, member.scope, member.name),
+      compare: Object.freeze({ ...read.member }),
+    }),
   };
 }

@@ -3,13 +3,14 @@
  * tracker hands over every look it takes at a container (`observe`); the
  * decisions are leader-release.ts's. For a Patroni member of this host that
  * died, it reads the member's cluster prefix in one range request, asks
- * `releaseDecision`, and deletes the leader key in one transaction:
+ * `releaseDecision`, and deletes the leader key and the member's record in one
+ * transaction:
  *
- *   if  value == <member> and mod_revision == <as read> and lease == <as read>
- *   then delete /<namespace>/<scope>/leader
+ *   if  each key's value, mod_revision and lease == <as read>
+ *   then delete /<namespace>/<scope>/leader, delete /<namespace>/<scope>/members/<member>
  *
  * so a lock taken or renewed since the read (a new leader, the member's own
- * restarted Patroni) is never touched. Each death is handled once (Docker's
+ * restarted Patroni, which also rewrites its record) is never touched. Each death is handled once (Docker's
  * FinishedAt); a failed etcd call is retried, with a fresh read, for a few
  * seconds, then left to Patroni's ttl.
  */
@@ -204,7 +205,10 @@ export class LeaderReleaser {
           this.kept(log, decision.code, decision.reason, decision.leader);
           return;
         }
-        const r = await this.deleteIfUnchanged(decision.key, decision.compare);
+        const r = await this.deleteIfUnchanged([
+          { key: decision.key, compare: decision.compare },
+          decision.record,
+        ]);
         const ms = Math.round(performance.now() - started);
         if (!r.succeeded) {
           this.kept(
@@ -258,10 +262,10 @@ export class LeaderReleaser {
     }
   }
 
-  private async deleteIfUnchanged(key: string, compare: KeyRead): Promise<TxnResult> {
+  private async deleteIfUnchanged(keys: readonly KeyAsRead[]): Promise<TxnResult> {
     this.metrics.etcdOperations.inc({ op: "txn" });
     try {
-      return await deleteIfUnchanged(this.client, key, compare);
+      return await deleteIfUnchanged(this.client, keys);
     } catch (err) {
       this.metrics.etcdErrors.inc({ op: "txn" });
       throw err;
@@ -295,13 +299,23 @@ export interface TxnResult {
   readonly revision: string;
 }
 
-/** Deletes the key in one transaction if its value, mod revision and lease are still those read. */
-export async function deleteIfUnchanged(client: Etcd3, key: string, compare: KeyRead): Promise<TxnResult> {
-  const r = await client
-    .if(key, "Value", "==", compare.value)
-    .and(key, "Mod", "==", compare.modRevision)
-    .and(key, "Lease", "==", compare.lease)
-    .then(client.delete().key(key))
-    .commit();
+/** A key and what was read of it. */
+export interface KeyAsRead {
+  readonly key: string;
+  readonly compare: KeyRead;
+}
+
+/**
+ * Deletes the keys in one transaction if each one's value, mod revision and lease are still
+ * those read; otherwise deletes none.
+ */
+export async function deleteIfUnchanged(client: Etcd3, keys: readonly KeyAsRead[]): Promise<TxnResult> {
+  if (keys.length === 0) throw new Error("deleteIfUnchanged: no key given");
+  let txn = client.if(keys[0]!.key, "Value", "==", keys[0]!.compare.value);
+  for (const [i, { key, compare }] of keys.entries()) {
+    if (i > 0) txn = txn.and(key, "Value", "==", compare.value);
+    txn = txn.and(key, "Mod", "==", compare.modRevision).and(key, "Lease", "==", compare.lease);
+  }
+  const r = await txn.then(...keys.map(({ key }) => client.delete().key(key))).commit();
   return { succeeded: r.succeeded, revision: String(r.header.revision) };
 }

@@ -10,6 +10,7 @@
  *   keeps what it had;
  * - gone: forgotten.
  */
+import { fields } from "../shared/json.js";
 import { type ContainerEvent, isTerminatingSignal } from "./docker-events.js";
 import type { DeregisterMode } from "./options.js";
 import { type ModelOptions, type Related, type Service, type Skip, servicesFor } from "./service-model.js";
@@ -79,10 +80,6 @@ export function diedBySignal(exitCode: number): boolean {
   return exitCode > 128 && exitCode <= 128 + 64;
 }
 
-function rec(v: unknown): Readonly<Record<string, unknown>> {
-  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-}
-
 function view(
   id: string,
   name: string,
@@ -103,10 +100,10 @@ export function decideContainer(
   opts: LifecycleOptions,
 ): ContainerView | null {
   if (obs.kind === "gone") return null;
-  const inspect = rec(obs.inspect);
+  const inspect = fields(obs.inspect);
   const rawName = typeof inspect["Name"] === "string" ? inspect["Name"] : "";
   const name = rawName.replace(/^\//, "") || prev?.name || id.slice(0, 12);
-  const state = rec(inspect["State"]);
+  const state = fields(inspect["State"]);
   const running = state["Running"] === true;
   const paused = state["Paused"] === true;
   const restarting = state["Restarting"] === true;
@@ -114,7 +111,7 @@ export function decideContainer(
   if (running && !paused && !restarting) {
     const health = state["Health"];
     if (opts.requireHealthy && health !== undefined && health !== null) {
-      const status = String(rec(health)["Status"] ?? "unknown");
+      const status = String(fields(health)["Status"] ?? "unknown");
       if (status !== "healthy") return view(id, name, "none", `health is ${status} (-require-healthy)`);
     }
     const model = servicesFor(obs.inspect, opts, obs.related);

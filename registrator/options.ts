@@ -10,20 +10,17 @@ import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import {
   type ConfigOf,
-  formatHostPort,
-  type HostPort,
   opt,
-  ParseFailure,
   parseArgs,
-  parseHostPort,
   resolveFileSecrets,
   secretEnvNames,
   valueOption,
 } from "../shared/config.js";
-import { ConfigError } from "../shared/errors.js";
-import { normalizeNamespace, normalizeRegistryPrefix } from "../shared/keys.js";
+import { ConfigError, ParseFailure } from "../shared/errors.js";
+import { checkEtcdCertKey, etcdConnectionOptions } from "../shared/etcd-options.js";
+import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
+import { DEFAULT_PATRONI_NAMESPACE, normalizeNamespace, normalizeRegistryPrefix } from "../shared/keys.js";
 import { LOG_LEVELS } from "../shared/logger.js";
-import { DEFAULT_PATRONI_NAMESPACE } from "./leader-release.js";
 import { KEY_SAFE, splitEscapedList } from "./names.js";
 
 export const PROGRAM = "registrator";
@@ -209,37 +206,7 @@ const options = {
     },
     parseDockerHost,
   ),
-  etcdUser: opt.optionalString({
-    flag: "etcd-user",
-    env: "REGISTRATOR_ETCD_USER",
-    description: "etcd username (etcd auth)",
-    metavar: "NAME",
-  }),
-  etcdPassword: opt.optionalString({
-    flag: "etcd-password",
-    env: "REGISTRATOR_ETCD_PASSWORD",
-    description: "etcd password; prefer the environment variable over the flag",
-    metavar: "PASSWORD",
-    secret: true,
-  }),
-  etcdCa: opt.optionalString({
-    flag: "etcd-ca",
-    env: "REGISTRATOR_ETCD_CA",
-    description: "PEM file of the CA that signed etcd's certificate; turns TLS on",
-    metavar: "FILE",
-  }),
-  etcdCert: opt.optionalString({
-    flag: "etcd-cert",
-    env: "REGISTRATOR_ETCD_CERT",
-    description: "PEM client certificate for etcd (with -etcd-key)",
-    metavar: "FILE",
-  }),
-  etcdKey: opt.optionalString({
-    flag: "etcd-key",
-    env: "REGISTRATOR_ETCD_KEY",
-    description: "PEM client key for etcd (with -etcd-cert)",
-    metavar: "FILE",
-  }),
+  ...etcdConnectionOptions({ envPrefix: "REGISTRATOR_ETCD_" }),
 };
 
 export type DockerEndpoint =
@@ -363,9 +330,7 @@ export function parseOptions(
       );
     }
   }
-  if ((c.etcdCert === undefined) !== (c.etcdKey === undefined)) {
-    throw new ConfigError("etcd-cert", `${PROGRAM}: -etcd-cert and -etcd-key must be given together`);
-  }
+  checkEtcdCertKey(PROGRAM, c);
   // Without -hostname, main.ts replaces this with the Docker engine's name (engineHostname).
   const hostname = c.hostname ?? osHostname;
   return {

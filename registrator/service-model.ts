@@ -6,7 +6,8 @@
  * values.
  */
 import { isIP } from "node:net";
-import { formatHostPort } from "../shared/config.js";
+import { formatHostPort } from "../shared/host-port.js";
+import { asObject, asString, type JsonObject } from "../shared/json.js";
 import { registryKeys } from "../shared/keys.js";
 import { KEY_SAFE, splitEscapedList } from "./names.js";
 
@@ -85,15 +86,6 @@ export interface Related {
   readonly networkContainer?: unknown;
 }
 
-type Obj = Readonly<Record<string, unknown>>;
-
-function obj(v: unknown): Obj | undefined {
-  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : undefined;
-}
-function str(v: unknown): string | undefined {
-  return typeof v === "string" ? v : undefined;
-}
-
 const PORT_KEY = /^(\d{1,5})(?:\/(tcp|udp|sctp))?$/;
 const UNSPECIFIED = new Set(["", "0.0.0.0", "::"]);
 
@@ -117,7 +109,7 @@ interface Metadata {
  * per-port form (`SERVICE_5432_NAME`) over the plain one. Keys are lower-cased
  * without the `SERVICE_` prefix; empty values count as unset.
  */
-function metadataFor(env: readonly string[], labels: Obj, port: string): Metadata {
+function metadataFor(env: readonly string[], labels: JsonObject, port: string): Metadata {
   const pairs: [string, string][] = [];
   for (const kv of env) {
     const eq = kv.indexOf("=");
@@ -141,32 +133,32 @@ function metadataFor(env: readonly string[], labels: Obj, port: string): Metadat
   return { values, fromPort };
 }
 
-function networkIp(net: Obj | undefined): string | undefined {
+function networkIp(net: JsonObject | undefined): string | undefined {
   if (!net) return undefined;
-  const v4 = str(net["IPAddress"]);
+  const v4 = asString(net["IPAddress"]);
   if (v4) return v4;
-  return str(net["GlobalIPv6Address"]) || undefined;
+  return asString(net["GlobalIPv6Address"]) || undefined;
 }
 
 /**
  * The container's own address: on the network its NetworkMode names (a user-defined
  * network), else on the default bridge, else on the first network by name.
  */
-export function containerIp(inspect: Obj, related: Related, depth = 0): string | undefined {
-  const hostConfig = obj(inspect["HostConfig"]) ?? {};
-  const settings = obj(inspect["NetworkSettings"]) ?? {};
-  const networks = obj(settings["Networks"]) ?? {};
-  const mode = str(hostConfig["NetworkMode"]) ?? "";
+export function containerIp(inspect: JsonObject, related: Related, depth = 0): string | undefined {
+  const hostConfig = asObject(inspect["HostConfig"]) ?? {};
+  const settings = asObject(inspect["NetworkSettings"]) ?? {};
+  const networks = asObject(settings["Networks"]) ?? {};
+  const mode = asString(hostConfig["NetworkMode"]) ?? "";
   if (mode.startsWith("container:")) {
-    const other = obj(related.networkContainer);
+    const other = asObject(related.networkContainer);
     return other && depth === 0 ? containerIp(other, {}, 1) : undefined;
   }
-  const named = networkIp(obj(networks[mode === "default" ? "bridge" : mode]));
+  const named = networkIp(asObject(networks[mode === "default" ? "bridge" : mode]));
   if (named) return named;
   const top = networkIp(settings);
   if (top) return top;
   for (const name of Object.keys(networks).sort()) {
-    const ip = networkIp(obj(networks[name]));
+    const ip = networkIp(asObject(networks[name]));
     if (ip) return ip;
   }
   return undefined;
@@ -180,18 +172,19 @@ interface PortEntry {
   readonly hostPort: string;
 }
 
-function collectPorts(inspect: Obj, skipped: Skip[]): PortEntry[] {
-  const config = obj(inspect["Config"]) ?? {};
-  const hostConfig = obj(inspect["HostConfig"]) ?? {};
-  const settings = obj(inspect["NetworkSettings"]) ?? {};
-  const hostMode = str(hostConfig["NetworkMode"]) === "host";
+function collectPorts(inspect: JsonObject, skipped: Skip[]): PortEntry[] {
+  const config = asObject(inspect["Config"]) ?? {};
+  const hostConfig = asObject(inspect["HostConfig"]) ?? {};
+  const settings = asObject(inspect["NetworkSettings"]) ?? {};
+  const hostMode = asString(hostConfig["NetworkMode"]) === "host";
   const bindings = new Map<string, unknown>();
   // Exposed ports; with host networking they listen on the host's own address.
-  for (const key of Object.keys(obj(config["ExposedPorts"]) ?? {})) {
+  for (const key of Object.keys(asObject(config["ExposedPorts"]) ?? {})) {
     bindings.set(key, hostMode ? [{ HostIp: "0.0.0.0", HostPort: key.split("/")[0] }] : null);
   }
   // Runtime mappings (bridge and user-defined networks).
-  for (const [key, published] of Object.entries(obj(settings["Ports"]) ?? {})) bindings.set(key, published);
+  for (const [key, published] of Object.entries(asObject(settings["Ports"]) ?? {}))
+    bindings.set(key, published);
 
   const out: PortEntry[] = [];
   for (const [key, published] of bindings) {
@@ -205,9 +198,9 @@ function collectPorts(inspect: Obj, skipped: Skip[]): PortEntry[] {
       });
       continue;
     }
-    const first = Array.isArray(published) ? obj(published[0]) : undefined;
-    const hostPort = str(first?.["HostPort"]) ?? "";
-    const hostIp = str(first?.["HostIp"]) ?? "";
+    const first = Array.isArray(published) ? asObject(published[0]) : undefined;
+    const hostPort = asString(first?.["HostPort"]) ?? "";
+    const hostIp = asString(first?.["HostIp"]) ?? "";
     out.push({ key, port, protocol: (m[2] ?? "tcp") as Protocol, hostIp, hostPort });
   }
   return out.sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
@@ -236,10 +229,10 @@ export function servicesFor(
   related: Related = {},
 ): ModelResult {
   const skipped: Skip[] = [];
-  const inspect = obj(inspectInput);
-  const id = str(inspect?.["Id"]);
-  const rawName = str(inspect?.["Name"]);
-  const config = obj(inspect?.["Config"]);
+  const inspect = asObject(inspectInput);
+  const id = asString(inspect?.["Id"]);
+  const rawName = asString(inspect?.["Name"]);
+  const config = asObject(inspect?.["Config"]);
   if (!inspect || !id || !rawName || !config) {
     return {
       services: [],
@@ -253,8 +246,8 @@ export function servicesFor(
   const env = Array.isArray(config["Env"])
     ? config["Env"].filter((e): e is string => typeof e === "string")
     : [];
-  const labels = obj(config["Labels"]) ?? {};
-  const defaultName = imageBaseName(str(config["Image"]) ?? "");
+  const labels = asObject(config["Labels"]) ?? {};
+  const defaultName = imageBaseName(asString(config["Image"]) ?? "");
 
   const ports = collectPorts(inspect, skipped);
   const candidates: PortEntry[] = [];
@@ -279,7 +272,7 @@ export function servicesFor(
   }
   const isGroup = candidates.length > 1;
   const ownIp = options.internal ? containerIp(inspect, related) : undefined;
-  const hostMode = str(obj(inspect["HostConfig"])?.["NetworkMode"]) === "host";
+  const hostMode = asString(asObject(inspect["HostConfig"])?.["NetworkMode"]) === "host";
 
   const services: Service[] = [];
   const keys = new Set<string>();
@@ -315,7 +308,7 @@ export function servicesFor(
       addressNote = `published on ${p.hostIp || "all interfaces"} and the host's address is unknown (set -ip)`;
     }
     if (options.useIpFromLabel) {
-      const fromLabel = str(labels[options.useIpFromLabel]);
+      const fromLabel = asString(labels[options.useIpFromLabel]);
       if (fromLabel) {
         const slash = fromLabel.lastIndexOf("/");
         ip = slash === -1 ? fromLabel : fromLabel.slice(0, slash);

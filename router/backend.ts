@@ -6,12 +6,19 @@
  */
 import type net from "node:net";
 import type { Counter, Gauge } from "prom-client";
-import type { Target } from "./selection.js";
-import type { Spares } from "./spares.js";
+import type { Target } from "./target.js";
 
 export interface BackendMetrics {
   readonly active: Gauge.Internal<string>;
   readonly total: Counter.Internal;
+}
+
+/** What a backend needs from its spare connections (spares.ts implements it). */
+export interface SparePool {
+  /** A connected (or connecting) spare, detached from the pool; null when none is left. */
+  take(): net.Socket | null;
+  /** Closes the spares not taken after `ms` (now when 0). */
+  expire(ms: number): void;
 }
 
 /** What a backend needs from a session: to be closed or retried elsewhere when fenced. */
@@ -23,7 +30,7 @@ export class Backend {
   readonly conns = new Set<Fenceable>();
   private readonly controller = new AbortController();
   /** Connections opened ahead to this target (see spares.ts), taken by new sessions first. */
-  spares: Spares | null = null;
+  spares: SparePool | null = null;
 
   constructor(
     readonly route: string,

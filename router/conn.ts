@@ -12,9 +12,8 @@
  * functions that find the session through the socket (no closures per connection).
  */
 import assert from "node:assert/strict";
-import net from "node:net";
+import type net from "node:net";
 import type { Backend } from "./backend.js";
-import type { Target } from "./selection.js";
 import {
   type CloseOutcome,
   type RetryReason,
@@ -22,6 +21,8 @@ import {
   type StartupAction,
   type UpstreamLoss,
 } from "./startup.js";
+import type { Target } from "./target.js";
+import { connectUpstream } from "./upstream.js";
 
 export type { CloseOutcome, RetryReason } from "./startup.js";
 
@@ -356,18 +357,6 @@ export class Conn {
     assert.ok(this.up !== null && this.up[kConn] === this, "upstream socket bound to its session");
     assert.ok(this.backend === null || this.backend.conns.has(this), "attached to its backend");
   }
-}
-
-/** A new connection to a server, with the options every upstream socket has. */
-export function connectUpstream(target: Target): net.Socket {
-  return net.connect({
-    host: target.host,
-    port: target.port,
-    noDelay: true,
-    keepAlive: true,
-    keepAliveInitialDelay: 30_000,
-    allowHalfOpen: true,
-  });
 }
 
 /**

@@ -11,6 +11,8 @@
 import { readFileSync } from "node:fs";
 import { Pool } from "undici";
 import type { Logger } from "../shared/logger.js";
+import type { MemberRole } from "../shared/patroni.js";
+import { parsePatroniStatus } from "../shared/patroni-rest.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { Health, MemberHealth, Probe } from "./selection.js";
 
@@ -172,7 +174,7 @@ export class HealthChecker {
     const started = performance.now();
     let status: number | null = null;
     let lsn: number | null = null;
-    let role: string | null = null;
+    let role: MemberRole | null = null;
     let state: string | null = null;
     let failsafe = false;
     try {
@@ -185,8 +187,9 @@ export class HealthChecker {
       });
       status = res.statusCode;
       if (status === 200) {
-        const parsed = statusBody(await res.body.text(), kind);
-        lsn = parsed.lsn;
+        const parsed = parsePatroniStatus(await res.body.text());
+        // The WAL position readers of this server see.
+        lsn = kind === "primary" ? parsed.location : parsed.replayedLocation;
         role = parsed.role;
         state = parsed.state;
         failsafe = parsed.failsafe;
@@ -213,7 +216,7 @@ export class HealthChecker {
     p: CheckPlan,
     kind: CheckKind,
     status: number | null,
-    body: { lsn: number | null; role: string | null; state: string | null; failsafe: boolean },
+    body: { lsn: number | null; role: MemberRole | null; state: string | null; failsafe: boolean },
   ): void {
     const planned = this.plan.find((x) => x.name === p.name);
     if (planned === undefined || planned.apiUrl !== p.apiUrl) return; // plan changed meanwhile
@@ -245,32 +248,5 @@ export class HealthChecker {
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
-  }
-}
-
-/**
- * From Patroni's status JSON: the WAL position (`xlog.location` of a primary,
- * `xlog.replayed_location` of a replica) and `role` (from pg_is_in_recovery()).
- */
-export function statusBody(
-  body: string,
-  kind: CheckKind,
-): { lsn: number | null; role: string | null; state: string | null; failsafe: boolean } {
-  try {
-    const d = JSON.parse(body) as {
-      xlog?: Record<string, unknown>;
-      role?: unknown;
-      state?: unknown;
-      failsafe_mode_is_active?: unknown;
-    };
-    const v = d.xlog?.[kind === "primary" ? "location" : "replayed_location"];
-    return {
-      lsn: typeof v === "number" && Number.isFinite(v) ? v : null,
-      role: typeof d.role === "string" ? d.role : null,
-      state: typeof d.state === "string" ? d.state : null,
-      failsafe: d.failsafe_mode_is_active === true,
-    };
-  } catch {
-    return { lsn: null, role: null, state: null, failsafe: false };
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { MetricObjectWithValues, MetricValue, Registry } from "prom-client";
 import type { Readiness } from "../shared/admin.js";
+import type { RoutesView } from "./route-status.js";
 
 export type Query = "metrics" | "routes" | "readiness";
 
@@ -19,7 +20,7 @@ export type WorkerMetrics = MetricObjectWithValues<MetricValue<string>>[];
 export interface WorkerSide {
   readonly registry: Registry;
   readiness(): Readiness;
-  routesView(): unknown;
+  routesView(): RoutesView;
   /** Runs the worker's graceful shutdown (stop accepting, drain, close, exit). */
   shutdown(reason: string): void;
 }

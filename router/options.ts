@@ -2,17 +2,10 @@
  * The router's command line (flags and the same names as environment variables,
  * `--scope` = `ROUTER_SCOPE`), and the list of routes it describes.
  */
-import {
-  type ConfigOf,
-  formatHostPort,
-  type HostPort,
-  opt,
-  ParseFailure,
-  type ProgramSpec,
-  parseHostPort,
-  valueOption,
-} from "../shared/config.js";
-import { ConfigError } from "../shared/errors.js";
+import { type ConfigOf, opt, type ProgramSpec, valueOption } from "../shared/config.js";
+import { ConfigError, ParseFailure } from "../shared/errors.js";
+import { etcdConnectionOptions } from "../shared/etcd-options.js";
+import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 
 export const CHECK_MODES = ["both", "etcd", "rest"] as const;
@@ -76,31 +69,7 @@ export const routerOptions = {
     default: "127.0.0.1:2379",
     defaultPort: 2379,
   }),
-  etcdUser: opt.optionalString({ flag: "etcd-user", env: "ROUTER_ETCD_USER", description: "etcd username" }),
-  etcdPassword: opt.optionalString({
-    flag: "etcd-password",
-    env: "ROUTER_ETCD_PASSWORD",
-    description: "etcd password",
-    secret: true,
-  }),
-  etcdCa: opt.optionalString({
-    flag: "etcd-ca",
-    env: "ROUTER_ETCD_CA",
-    description: "CA bundle (PEM file) for etcd; turns TLS on",
-    metavar: "FILE",
-  }),
-  etcdCert: opt.optionalString({
-    flag: "etcd-cert",
-    env: "ROUTER_ETCD_CERT",
-    description: "client certificate (PEM file) for etcd",
-    metavar: "FILE",
-  }),
-  etcdKey: opt.optionalString({
-    flag: "etcd-key",
-    env: "ROUTER_ETCD_KEY",
-    description: "client key (PEM file) for etcd",
-    metavar: "FILE",
-  }),
+  ...etcdConnectionOptions({ envPrefix: "ROUTER_ETCD_" }),
   namespace: opt.string({
     flag: "namespace",
     env: "ROUTER_NAMESPACE",

@@ -5,13 +5,13 @@
  * timer per listener watches the oldest held client's deadline.
  */
 import net, { type AddressInfo } from "node:net";
-import type { HostPort } from "../shared/config.js";
+import type { HostPort } from "../shared/host-port.js";
 import type { Logger } from "../shared/logger.js";
 import type { Backend } from "./backend.js";
 import { type CloseOutcome, Conn, type ConnHost, type RetryReason, refuseClient } from "./conn.js";
 import type { HoldTally } from "./decisions.js";
 import type { RouterMetrics } from "./metrics.js";
-import type { Target } from "./selection.js";
+import type { Target } from "./target.js";
 
 /** What all listeners of one process share. */
 export class ProxyShared {

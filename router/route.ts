@@ -4,17 +4,21 @@
  * pure decisions that turn both into the backends new clients go to. Effects
  * happen here and only here: a new primary backend, a fence of the old one, a
  * release of held clients, one log line when a decision changes.
+ *
+ * Its I/O comes in through RouteDeps (route-deps.ts builds the real ones), as the
+ * registrator's tracker gets TrackerDeps, so a unit test drives it with a fed view,
+ * set health results and its own clock. Next stop: selection.ts (the decisions), then
+ * backend.ts (the fence) and conn.ts (the sessions it closes).
  */
-import type { Etcd3 } from "etcd3";
-import { clusterPrefix } from "../shared/keys.js";
 import type { Logger } from "../shared/logger.js";
 import { type ClusterView, clusterFromSnapshot, decodeCluster } from "../shared/patroni.js";
-import { type PrefixSnapshot, PrefixWatch, type WatchState } from "../shared/watch.js";
-import { Backend } from "./backend.js";
+import type { PrefixSnapshot, WatchState } from "../shared/watch.js";
+import { Backend, type SparePool } from "./backend.js";
 import { DecisionLog, HoldTally } from "./decisions.js";
-import { type CheckPlan, HealthChecker, type RestTls } from "./health.js";
+import type { CheckPlan, RestTls } from "./health.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { CheckMode, ReplicaFallback, RouteSpec } from "./options.js";
+import type { RouteStatus } from "./route-status.js";
 import {
   type DcsStatus,
   type Health,
@@ -30,7 +34,8 @@ import {
   selectPrimary,
   selectReplicas,
 } from "./selection.js";
-import { SPARE_TTL_MS, SPARES_PER_LEADER, Spares } from "./spares.js";
+import { SPARE_TTL_MS, SPARES_PER_LEADER } from "./spares.js";
+import type { Target } from "./target.js";
 
 export interface RouteOptions {
   readonly namespace: string;
@@ -41,6 +46,40 @@ export interface RouteOptions {
   readonly restTimeoutMs: number;
   readonly restIntervalMs: number;
   readonly restTls?: RestTls;
+}
+
+/** The etcd view of the cluster's prefix (a PrefixWatch): snapshots, changes and the watch's state. */
+export interface ClusterSnapshots {
+  on(event: "snapshot" | "change", listener: (snap: PrefixSnapshot) => void): unknown;
+  on(event: "state", listener: (state: WatchState, err?: Error) => void): unknown;
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The REST checks of the members (a HealthChecker). */
+export interface HealthChecks {
+  readonly health: Health;
+  start(): void;
+  setPlan(plan: readonly CheckPlan[]): void;
+  setFast(names: ReadonlySet<string>): void;
+  checkNow(): void;
+  close(): Promise<void>;
+}
+
+/** Spare connections opened to one leader (a Spares). */
+export interface LeaderSpares extends SparePool {
+  readonly target: Target;
+}
+
+/** What a route reads from and acts through; route-deps.ts builds the real ones. */
+export interface RouteDeps {
+  readonly snapshots: ClusterSnapshots;
+  /** The checker, given the callback that re-evaluates the route on each result. */
+  readonly checks: (onResult: () => void) => HealthChecks;
+  /** Milliseconds since the epoch. */
+  readonly now: () => number;
+  /** Opens `count` spare connections to a leader whose REST confirmation is awaited. */
+  readonly openSpares: (target: Target, count: number) => LeaderSpares;
 }
 
 const INITIAL: PrimaryDecision = Object.freeze({ action: "none", target: null, reason: "starting" });
@@ -56,13 +95,16 @@ export class ClusterRoute {
   private leaderChangedAt = 0;
   private primary: PrimaryDecision = INITIAL;
   private primaryBackend: Backend | null = null;
+  /** The last target routed to (kept through pause and none), to tell a real switch from a return. */
+  private lastRouted: PrimaryDecision["target"] = null;
   /** Spare connections to a leader awaiting REST confirmation (see spares.ts). */
-  private spares: Spares | null = null;
+  private spares: LeaderSpares | null = null;
   private replicas: ReplicaDecision = NO_REPLICAS;
   private replicaBackends: Backend[] = [];
   private turn = 0;
-  private readonly watch: PrefixWatch;
-  private readonly checker: HealthChecker;
+  private readonly watch: ClusterSnapshots;
+  private readonly checker: HealthChecks;
+  private readonly now: () => number;
   private readonly log: Logger;
   private timer: NodeJS.Timeout | null = null;
   /** Called when held clients may be able to go (a backend became routable). */
@@ -74,28 +116,18 @@ export class ClusterRoute {
 
   constructor(
     readonly spec: RouteSpec,
-    etcd: Etcd3,
+    private readonly deps: RouteDeps,
     private readonly opts: RouteOptions,
     private readonly metrics: RouterMetrics,
     log: Logger,
   ) {
     this.scope = spec.scope;
     this.log = log.child({ route: spec.scope });
+    this.now = deps.now;
     this.view = decodeCluster(spec.scope, [], 0);
-    this.decisions = new DecisionLog(this.holds, Date.now());
-    this.watch = new PrefixWatch(etcd, clusterPrefix(opts.namespace, spec.scope), this.log);
-    this.checker = new HealthChecker(
-      {
-        route: spec.scope,
-        timeoutMs: opts.restTimeoutMs,
-        intervalMs: opts.restIntervalMs,
-        replicaQuery: opts.mode === "rest" ? `?lag=${opts.maxLag}` : "",
-        ...(opts.restTls ? { tls: opts.restTls } : {}),
-      },
-      () => this.evaluate(),
-      metrics,
-      this.log,
-    );
+    this.decisions = new DecisionLog(this.holds, this.now());
+    this.watch = deps.snapshots;
+    this.checker = deps.checks(() => this.evaluate());
     this.watch.on("snapshot", (snap) => this.onDcs(snap));
     this.watch.on("change", (snap) => this.onDcs(snap));
     this.watch.on("state", (state, err) => this.onWatchState(state, err));
@@ -162,7 +194,7 @@ export class ClusterRoute {
   // --- inputs -----------------------------------------------------------------------------------
 
   private onDcs(snap: PrefixSnapshot): void {
-    const now = Date.now();
+    const now = this.now();
     const before = this.view;
     this.view = clusterFromSnapshot(snap, this.opts.namespace, this.scope);
     if (this.view.leader !== before.leader || this.view.leaderModRevision !== before.leaderModRevision) {
@@ -186,7 +218,7 @@ export class ClusterRoute {
     if (state === "closed") return;
     const connected = state === "live";
     if (connected === this.dcs.connected) return;
-    this.dcs = { connected, disconnectedSince: connected ? null : Date.now() };
+    this.dcs = { connected, disconnectedSince: connected ? null : this.now() };
     this.metrics.etcdWatchUp.set({ watch: this.scope }, connected ? 1 : 0);
     if (connected) this.log.info("etcd watch live");
     else if (this.view.revision > 0) {
@@ -227,7 +259,7 @@ export class ClusterRoute {
   // --- decisions and their effects -----------------------------------------------------------------
 
   evaluate(): void {
-    const now = Date.now();
+    const now = this.now();
     const health = this.checker.health;
     const previous = this.primaryBackend?.target ?? null;
     const d = selectPrimary(
@@ -237,7 +269,7 @@ export class ClusterRoute {
       now,
     );
     const wasRoutable = this.routable;
-    if (!sameTarget(d.target, previous)) this.changePrimary(d, now);
+    if (!sameTarget(d.target, previous)) this.changePrimary(d);
     if (!sameDecision(d, this.primary)) {
       const level = d.action === "route" ? "info" : "warn";
       this.log[level](
@@ -263,8 +295,6 @@ export class ClusterRoute {
     // The release above let the held clients go: now the interruption's cost is known.
     this.decisions.settle();
   }
-
-  private lastRouted: PrimaryDecision["target"] = null;
 
   /**
    * The members whose REST answer the decision waits for (re-checked every FAST_CHECK_MS): the
@@ -308,12 +338,12 @@ export class ClusterRoute {
       this.spares = null;
     }
     if (want !== null && this.spares === null) {
-      this.spares = new Spares(want, SPARES_PER_LEADER, this.metrics.spares(this.scope));
+      this.spares = this.deps.openSpares(want, SPARES_PER_LEADER);
       this.log.debug({ member: want.name, count: SPARES_PER_LEADER }, "spare connections opened");
     }
   }
 
-  private changePrimary(d: PrimaryDecision, now: number): void {
+  private changePrimary(d: PrimaryDecision): void {
     const old = this.primaryBackend;
     if (old !== null) {
       this.metrics.primaryChanges.inc({ route: this.scope });
@@ -340,7 +370,6 @@ export class ClusterRoute {
       this.spares = null;
     }
     this.checker.setPlan(this.checkPlan());
-    void now;
   }
 
   private evaluateReplicas(now: number): void {
@@ -371,7 +400,7 @@ export class ClusterRoute {
 
   // --- the live view for /routes and /readyz ---------------------------------------------------------
 
-  status(): Record<string, unknown> {
+  status(): RouteStatus {
     const v = this.view;
     return {
       scope: this.scope,
@@ -380,7 +409,7 @@ export class ClusterRoute {
       leader: v.leader,
       primary: {
         action: this.primary.action,
-        target: this.primary.target ? `${this.primary.target.name}` : null,
+        target: this.primary.target?.name ?? null,
         address: this.primary.target ? `${this.primary.target.host}:${this.primary.target.port}` : null,
         reason: this.primary.reason,
         sessions: this.primaryBackend?.conns.size ?? 0,
@@ -404,7 +433,7 @@ export class ClusterRoute {
               state: m.state,
               address: `${m.host}:${m.port}`,
               timeline: m.timeline,
-              lagBytes: m.name === v.leader ? 0 : replicaLag(v, m, this.checker.health, Date.now()),
+              lagBytes: m.name === v.leader ? 0 : replicaLag(v, m, this.checker.health, this.now()),
               tags: m.tags,
               rest: this.checker.health.get(m.name) ?? null,
             }

@@ -7,12 +7,15 @@ import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
 import { createEtcdClient, type Etcd3 } from "../shared/etcd.js";
+import { etcdConnection } from "../shared/etcd-options.js";
 import type { Logger } from "../shared/logger.js";
 import type { ShutdownSteps } from "../shared/shutdown.js";
 import { RouterMetrics } from "./metrics.js";
 import { type RouterConfig, type RouteSpec, staticRoutes } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
-import { ClusterRoute } from "./route.js";
+import { ClusterRoute, type RouteOptions } from "./route.js";
+import { liveRouteDeps } from "./route-deps.js";
+import type { RoutesView } from "./route-status.js";
 import { diffRoutes, RouteTable, type TableRoutes } from "./route-table.js";
 import { statusRoutes } from "./status-page.js";
 
@@ -73,11 +76,7 @@ export class Router {
     const specs = staticRoutes(c);
     this.etcd = createEtcdClient({
       hosts: c.etcd,
-      username: c.etcdUser,
-      password: c.etcdPassword,
-      caFile: c.etcdCa,
-      certFile: c.etcdCert,
-      keyFile: c.etcdKey,
+      ...etcdConnection(c),
     });
     if (this.opts.admin) await this.admin.start();
     for (const spec of specs) await this.openRoute(spec);
@@ -136,19 +135,20 @@ export class Router {
     if (this.etcd === null) throw new Error("router not started");
     const c = this.config;
     const log = this.log.child({ route: spec.scope });
+    const routeOptions: RouteOptions = {
+      namespace: c.namespace,
+      mode: c.check,
+      closeOnDemote: c.closeOnDemote,
+      maxLag: c.maxLag,
+      replicaFallback: c.replicaFallback,
+      restTimeoutMs: c.restTimeout * 1000,
+      restIntervalMs: c.restInterval * 1000,
+      restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey },
+    };
     const control = new ClusterRoute(
       spec,
-      this.etcd,
-      {
-        namespace: c.namespace,
-        mode: c.check,
-        closeOnDemote: c.closeOnDemote,
-        maxLag: c.maxLag,
-        replicaFallback: c.replicaFallback,
-        restTimeoutMs: c.restTimeout * 1000,
-        restIntervalMs: c.restInterval * 1000,
-        restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey },
-      },
+      liveRouteDeps(spec.scope, this.etcd, routeOptions, this.metrics, log),
+      routeOptions,
       this.metrics,
       this.log,
     );
@@ -205,7 +205,7 @@ export class Router {
     const routes: Record<string, unknown> = {};
     let ready = !this.stopping;
     for (const [scope, r] of this.routes) {
-      const s = r.control.status() as { primary: { reason: string }; etcd: { connected: boolean } };
+      const s = r.control.status();
       routes[scope] = {
         routable: r.control.routable,
         reason: s.primary.reason,
@@ -218,7 +218,7 @@ export class Router {
     return { ready, details };
   }
 
-  routesView(): unknown {
+  routesView(): RoutesView {
     return {
       routes: [...this.routes.values()].map((r) => ({
         ...r.control.status(),

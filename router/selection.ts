@@ -9,15 +9,9 @@
  *   none   no primary: new clients are held and sessions on the previous target are
  *          closed (fenced) by the caller.
  */
-import type { ClusterView, ValidMember } from "../shared/patroni.js";
+import type { ClusterView, MemberRole, ValidMember } from "../shared/patroni.js";
 import type { CheckMode } from "./options.js";
-
-export interface Target {
-  readonly name: string;
-  readonly host: string;
-  readonly port: number;
-  readonly apiUrl: string | null;
-}
+import type { Target } from "./target.js";
 
 /** One REST check: the HTTP status, or null when the API did not answer (refused, timeout). */
 export interface Probe {
@@ -35,9 +29,9 @@ export interface Probe {
   /**
    * The role in the answer's body, computed by Patroni from pg_is_in_recovery(). Patroni 3
    * answers /primary 200 as soon as it holds the leader lock, before PostgreSQL has left
-   * recovery; only a body role of master/primary says the server takes writes.
+   * recovery; only a body role of primary (Patroni 3: master) says the server takes writes.
    */
-  readonly role?: string | null;
+  readonly role?: MemberRole | null;
   /** Patroni's `state` in the body (`running`, `stopping`, ...). */
   readonly state?: string | null;
   /**
@@ -132,7 +126,7 @@ export function primaryVerdict(probe: Probe | undefined, apiUrl: string | null, 
   if (v !== "ok") return v;
   const role = probe?.role ?? null;
   const state = probe?.state ?? null;
-  if (role !== null && role !== "master" && role !== "primary") return "unknown";
+  if (role !== null && role !== "primary") return "unknown";
   if (state !== null && state !== "running") return "unknown";
   return v;
 }
@@ -142,7 +136,7 @@ function unconfirmed(probe: Probe | undefined, apiUrl: string): string {
   if (probe === undefined || probe.apiUrl !== apiUrl) return "not checked yet";
   if (probe.status !== 200) return "no answer yet";
   const role = probe.role ?? null;
-  if (role !== null && role !== "master" && role !== "primary") return `answers 200 with role ${role}`;
+  if (role !== null && role !== "primary") return `answers 200 with role ${role}`;
   return `answers 200 with state ${probe.state ?? "unknown"}`;
 }
 
@@ -281,9 +275,9 @@ function failsafePrimary(
   return null;
 }
 
-/** The probe's body says a running primary (Patroni 3: `master`, 4: `primary`). */
+/** The probe's body says a running primary (its role normalised: Patroni 3's `master` reads as `primary`). */
 function stillPrimary(probe: Probe | undefined): boolean {
-  return (probe?.role === "master" || probe?.role === "primary") && probe?.state === "running";
+  return probe?.role === "primary" && probe?.state === "running";
 }
 
 /** Where new clients of the primary port go now, and why. */

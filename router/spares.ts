@@ -10,8 +10,8 @@
  */
 import type net from "node:net";
 import type { Counter } from "prom-client";
-import { connectUpstream } from "./conn.js";
-import type { Target } from "./selection.js";
+import type { Target } from "./target.js";
+import { connectUpstream } from "./upstream.js";
 
 export interface SpareMetrics {
   readonly opened: Counter.Internal;

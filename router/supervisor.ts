@@ -38,6 +38,8 @@ interface Slot {
 
 interface RouteEntry {
   scope?: string;
+  primary?: { action?: string; target?: string | null };
+  replicas?: { eligible?: { name?: string }[] };
   held?: { primary?: number; replica?: number };
   clients?: { primary?: number; replica?: number };
   decisions?: Decision[];
@@ -197,7 +199,9 @@ export class RouterSupervisor {
 
   /**
    * One view: the first worker's routes, with held clients and sessions summed over all workers,
-   * and the first worker's last decisions with the clients every worker held during each.
+   * and the first worker's last decisions with the clients every worker held during each. Each
+   * worker decides for itself (its own watch and checks), so `workers` also says where each
+   * one's ports route now: during a change they may differ for a moment.
    */
   private async routes(): Promise<unknown> {
     const answers = await this.ask("routes");
@@ -220,7 +224,16 @@ export class RouterSupervisor {
       ...base,
       routes,
       clients: views.reduce((n, v) => n + (v.view.clients ?? 0), 0),
-      workers: views.map((v) => ({ worker: v.index, pid: v.pid, clients: v.view.clients ?? 0 })),
+      workers: views.map((v) => ({
+        worker: v.index,
+        pid: v.pid,
+        clients: v.view.clients ?? 0,
+        routes: (v.view.routes ?? []).map((r) => ({
+          scope: r.scope,
+          primary: { action: r.primary?.action ?? null, target: r.primary?.target ?? null },
+          replicas: (r.replicas?.eligible ?? []).map((e) => e.name),
+        })),
+      })),
     };
   }
 

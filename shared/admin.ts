@@ -7,7 +7,7 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import type { HostPort } from "./config.js";
+import type { HostPort } from "./host-port.js";
 import type { Logger } from "./logger.js";
 import { http } from "./node-http.js";
 import { redactValue } from "./redact.js";

@@ -7,14 +7,16 @@
  * accepted; `loadConfigOrExit` prints it and exits with code 2.
  */
 import { readFileSync } from "node:fs";
-import { ConfigError } from "./errors.js";
-
-/** Thrown by a parser; the message (if any) adds detail to "expected <accepted>". */
-export class ParseFailure extends Error {}
+import { ConfigError, ParseFailure } from "./errors.js";
+import { type HostPort, parseHostPort } from "./host-port.js";
 
 interface OptionBase<T> {
   readonly flag: string;
   readonly env?: string | undefined;
+  /** Older spellings of the flag, still accepted (not shown as the option's name). */
+  readonly aliases?: readonly string[] | undefined;
+  /** Older environment names, read when `env` is unset. */
+  readonly envAliases?: readonly string[] | undefined;
   readonly description: string;
   readonly accepted: string;
   readonly metavar: string;
@@ -53,6 +55,8 @@ export type ConfigOf<S extends OptionTable> = {
 interface Common {
   flag: string;
   env?: string;
+  aliases?: readonly string[];
+  envAliases?: readonly string[];
   description: string;
   secret?: boolean;
 }
@@ -68,6 +72,8 @@ function base<T>(
   return {
     flag: c.flag,
     env: c.env,
+    ...(c.aliases ? { aliases: c.aliases } : {}),
+    ...(c.envAliases ? { envAliases: c.envAliases } : {}),
     description: c.description,
     accepted,
     metavar,
@@ -207,15 +213,6 @@ export const opt = {
   },
 };
 
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
-
-export function formatHostPort(hp: HostPort): string {
-  return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
-}
-
 export function parseInteger(raw: string, min: number, max: number): number {
   if (!/^[+-]?\d+$/.test(raw.trim())) throw new ParseFailure();
   const n = Number(raw.trim());
@@ -231,34 +228,6 @@ export function parseDurationSeconds(raw: string, min: number, max: number): num
   const seconds = unit === "ms" ? n / 1000 : unit === "m" ? n * 60 : unit === "h" ? n * 3600 : n;
   if (!Number.isFinite(seconds) || seconds < min || seconds > max) throw new ParseFailure();
   return seconds;
-}
-
-/** `host:port`, `[v6]:port`, or `host` alone when a default port is given. */
-export function parseHostPort(raw: string, defaultPort?: number): HostPort {
-  const s = raw.trim();
-  let host: string;
-  let portText: string | undefined;
-  const v6 = /^\[([0-9a-fA-F:.%\w]+)\](?::(\d+))?$/.exec(s);
-  if (v6) {
-    host = v6[1]!;
-    portText = v6[2];
-  } else {
-    const idx = s.lastIndexOf(":");
-    if (idx === -1) {
-      host = s;
-      portText = undefined;
-    } else {
-      host = s.slice(0, idx);
-      portText = s.slice(idx + 1);
-      if (host.includes(":")) throw new ParseFailure("IPv6 addresses must be bracketed");
-    }
-  }
-  if (host === "" || /[\s/@]/.test(host)) throw new ParseFailure();
-  if (portText === undefined) {
-    if (defaultPort === undefined) throw new ParseFailure("missing port");
-    return Object.freeze({ host, port: defaultPort });
-  }
-  return Object.freeze({ host, port: parseInteger(portText, 1, 65535) });
 }
 
 const TRUE = new Set(["1", "true", "yes", "on", "t"]);
@@ -334,7 +303,9 @@ export function parseArgs<S extends OptionTable, P = undefined>(
 ): Parsed<S, P> {
   const { program, options } = spec;
   const byFlag = new Map<string, [string, S[keyof S]]>();
-  for (const [key, o] of Object.entries(options)) byFlag.set(o.flag, [key, o as S[keyof S]]);
+  for (const [key, o] of Object.entries(options)) {
+    for (const flag of [o.flag, ...(o.aliases ?? [])]) byFlag.set(flag, [key, o as S[keyof S]]);
+  }
 
   const fromFlags = new Map<string, unknown>();
   const positionals: string[] = [];
@@ -391,9 +362,10 @@ export function parseArgs<S extends OptionTable, P = undefined>(
       config[key] = Array.isArray(v) ? Object.freeze(v) : v;
       continue;
     }
-    const envRaw = o.env === undefined ? undefined : env[o.env];
+    const envName = envNames(o).find((name) => env[name] !== undefined);
+    const envRaw = envName === undefined ? undefined : env[envName];
     if (envRaw !== undefined && !(envRaw === "" && o.kind !== "bool")) {
-      const source = ` (from ${o.env})`;
+      const source = ` (from ${envName})`;
       if (o.kind === "bool") config[key] = runParser(program, o, envRaw, source, parseBool);
       else if (o.kind === "repeat") {
         const items = envRaw
@@ -442,9 +414,14 @@ export function parseArgs<S extends OptionTable, P = undefined>(
   return { kind: "config", config: Object.freeze(config) as ConfigOf<S>, positional: positional as P };
 }
 
+/** Every environment name an option reads, its own first, then its older spellings. */
+export function envNames(o: OptionBase<unknown>): string[] {
+  return o.env === undefined ? [] : [o.env, ...(o.envAliases ?? [])];
+}
+
 /** The environment names of a program's secret options: each may also come from `<NAME>_FILE`. */
 export function secretEnvNames<S extends OptionTable, P>(spec: ProgramSpec<S, P>): string[] {
-  return Object.values(spec.options).flatMap((o) => (o.secret && o.env !== undefined ? [o.env] : []));
+  return Object.values(spec.options).flatMap((o) => (o.secret ? envNames(o) : []));
 }
 
 export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): string {
@@ -461,6 +438,8 @@ export function helpText<S extends OptionTable, P>(spec: ProgramSpec<S, P>): str
     const head = `  -${o.flag}${o.metavar ? ` ${o.metavar}` : ""}`;
     const facts: string[] = [];
     if (o.env) facts.push(`env ${o.env}`);
+    const older = [...(o.aliases ?? []).map((a) => `-${a}`), ...(o.envAliases ?? [])];
+    if (older.length > 0) facts.push(`also ${older.join(", ")}`);
     if (o.env && o.secret) facts.push(`or a file named by ${o.env}_FILE`);
     if (o.required) facts.push("required");
     else if (o.kind === "repeat") facts.push("repeatable");

@@ -1,17 +1,11 @@
 /**
  * Typed errors: one base class with a stable `code` and context fields.
- * Library errors are converted where the library is called, so callers can
- * switch on `code` instead of parsing messages.
+ * Library errors are converted where the library is called, so callers
+ * branch on the class (`instanceof ConfigError`) instead of parsing messages.
+ * A code is listed only if some class raises it. (A compacted watch is not an
+ * error of ours: shared/etcd.ts's isCompactedError recognises the library's.)
  */
-export type ErrorCode =
-  | "E_CONFIG"
-  | "E_ETCD"
-  | "E_ETCD_COMPACTED"
-  | "E_LEASE_LOST"
-  | "E_DOCKER"
-  | "E_DECODE"
-  | "E_TIMEOUT"
-  | "E_UPSTREAM";
+export type ErrorCode = "E_CONFIG" | "E_ETCD" | "E_DOCKER" | "E_TIMEOUT" | "E_UPSTREAM";
 
 export class PgHaError extends Error {
   readonly code: ErrorCode;
@@ -45,6 +39,12 @@ export class TimeoutError extends PgHaError {
     super("E_TIMEOUT", message, context);
   }
 }
+
+/**
+ * Thrown by a value parser (an option's, an address's); the message (if any) adds detail to
+ * "expected <accepted>". config.ts turns it into a ConfigError that names the option.
+ */
+export class ParseFailure extends Error {}
 
 /** Converts anything thrown into an Error, keeping Errors as they are. */
 export function asError(value: unknown): Error {

@@ -9,8 +9,8 @@ import { readFileSync } from "node:fs";
 import { InterceptingCall, type Interceptor } from "@grpc/grpc-js";
 import { ExponentialBackoff, noop } from "cockatiel";
 import { Etcd3, type IOptions } from "etcd3";
-import { formatHostPort, type HostPort } from "./config.js";
 import { EtcdError } from "./errors.js";
+import { formatHostPort, type HostPort } from "./host-port.js";
 
 export { Etcd3 } from "etcd3";
 

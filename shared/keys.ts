@@ -2,6 +2,9 @@
  * Every etcd key path the project reads or writes is built here.
  */
 
+/** Patroni's default namespace (its `namespace` setting). */
+export const DEFAULT_PATRONI_NAMESPACE = "/service/";
+
 /** Patroni's namespace normalised as Patroni does it: `/service/`. */
 export function normalizeNamespace(ns: string): string {
   const inner = ns.replace(/^\/+|\/+$/g, "");

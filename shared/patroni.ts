@@ -7,6 +7,7 @@
  * `primary`), so nothing downstream knows both spellings. Unknown fields are
  * ignored.
  */
+import { asString, parseJsonObject } from "./json.js";
 import { clusterPrefix, splitClusterKey } from "./keys.js";
 import type { PrefixSnapshot } from "./watch.js";
 
@@ -98,7 +99,8 @@ export interface RawEntry {
   readonly modRevision?: number;
 }
 
-function normaliseRole(role: unknown): MemberRole {
+/** A role as Patroni writes it (in DCS records and REST answers), normalised. */
+export function normaliseRole(role: unknown): MemberRole {
   switch (role) {
     case "master":
     case "primary":
@@ -117,23 +119,15 @@ function normaliseRole(role: unknown): MemberRole {
   }
 }
 
-function parseJsonObject(value: string): Record<string, unknown> | null {
-  try {
-    const v: unknown = JSON.parse(value);
-    return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
-}
-
 function num(v: unknown): number | null {
   if (typeof v === "number" && Number.isFinite(v)) return v;
   if (typeof v === "string" && /^\d+$/.test(v)) return Number(v);
   return null;
 }
 
-function str(v: unknown): string | null {
-  return typeof v === "string" && v !== "" ? v : null;
+/** A non-empty string, or null (Patroni writes "" for a field it clears). */
+function nonEmpty(v: unknown): string | null {
+  return asString(v) || null;
 }
 
 function truthy(v: unknown): boolean {
@@ -218,11 +212,10 @@ export function decodeMember(name: string, value: string, modRevision = 0): Memb
 function decodeFailover(value: string, modRevision: number): FailoverRequest | null {
   const d = parseJsonObject(value);
   if (!d) return null;
-  const str = (v: unknown) => (typeof v === "string" && v !== "" ? v : null);
-  const leader = str(d["leader"]);
-  const candidate = str(d["member"]) ?? str(d["candidate"]);
+  const leader = nonEmpty(d["leader"]);
+  const candidate = nonEmpty(d["member"]) ?? nonEmpty(d["candidate"]);
   if (leader === null && candidate === null) return null;
-  return Object.freeze({ leader, candidate, scheduledAt: str(d["scheduled_at"]), modRevision });
+  return Object.freeze({ leader, candidate, scheduledAt: nonEmpty(d["scheduled_at"]), modRevision });
 }
 
 function decodeSync(value: string): SyncState | null {
@@ -288,8 +281,8 @@ export function decodeCluster(scope: string, entries: Iterable<RawEntry>, revisi
         break;
       case "pgha-fence": {
         const f = parseJsonObject(e.value);
-        const member = f ? str(f["member"]) : null;
-        const candidate = f ? str(f["candidate"]) : null;
+        const member = f ? nonEmpty(f["member"]) : null;
+        const candidate = f ? nonEmpty(f["candidate"]) : null;
         if (f?.["state"] === "handover" && member !== null && candidate !== null) {
           handover = Object.freeze({ member, candidate });
         }

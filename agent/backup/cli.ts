@@ -16,6 +16,7 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createLogger } from "../../shared/logger.js";
+import { decodePatroniStatus } from "../../shared/patroni-rest.js";
 import { PGBACKREST_PATHS } from "../image.js";
 import { lsnToBytes, newestGood } from "./info.js";
 import { type BackupJob, parseHookArgs, readBackupJob } from "./job.js";
@@ -126,12 +127,12 @@ async function now(job: BackupJob, rest: string[]): Promise<number> {
     process.stderr.write(`backup-now: invalid type ${JSON.stringify(type)}: expected full, diff or incr\n`);
     return 2;
   }
-  let role = "unknown";
+  let role: string = "unknown";
   try {
     const res = await fetch(`${job.restApi}/patroni`, { signal: AbortSignal.timeout(3000) });
-    role = String(((await res.json()) as { role?: unknown }).role ?? "unknown");
+    role = decodePatroniStatus(await res.json()).role ?? "unknown";
   } catch {}
-  if (role !== "master" && role !== "primary") {
+  if (role !== "primary") {
     process.stderr.write(
       `backup-now: backups run on the leader; this node is ${role} (see patronictl list)\n`,
     );

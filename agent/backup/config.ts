@@ -14,8 +14,9 @@
  * The options come from options.ts; the BackupConfig goes to the agent's
  * AgentConfig, and from there to every other file of this package.
  */
-import { type ConfigOf, type HostPort, parseHostPort } from "../../shared/config.js";
+import type { ConfigOf } from "../../shared/config.js";
 import { ConfigError } from "../../shared/errors.js";
+import { type HostPort, parseHostPort } from "../../shared/host-port.js";
 import {
   type BackupOptions,
   type CompressType,

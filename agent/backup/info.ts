@@ -4,6 +4,7 @@
  * pure helpers on it: LSN arithmetic and the newest good backups. pgbackrest.ts
  * makes it; plan.ts decides on it.
  */
+import { asNumber, asString, fields } from "../../shared/json.js";
 
 export type BackupType = "full" | "diff" | "incr";
 
@@ -43,27 +44,17 @@ export function lsnToBytes(lsn: unknown): bigint | undefined {
   return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`);
 }
 
-function obj(v: unknown): Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-}
-function num(v: unknown): number | undefined {
-  return typeof v === "number" && Number.isFinite(v) ? v : undefined;
-}
-function str(v: unknown): string | undefined {
-  return typeof v === "string" ? v : undefined;
-}
-
 function decodeBackup(raw: unknown): BackupEntry | null {
-  const b = obj(raw);
-  const label = str(b["label"]);
-  const type = str(b["type"]);
-  const ts = obj(b["timestamp"]);
-  const start = num(ts["start"]);
-  const stop = num(ts["stop"]);
+  const b = fields(raw);
+  const label = asString(b["label"]);
+  const type = asString(b["type"]);
+  const ts = fields(b["timestamp"]);
+  const start = asNumber(ts["start"]);
+  const stop = asNumber(ts["stop"]);
   if (!label || !type || !TYPES.has(type) || start === undefined || stop === undefined) return null;
-  const info = obj(b["info"]);
-  const lsn = obj(b["lsn"]);
-  const archive = obj(b["archive"]);
+  const info = fields(b["info"]);
+  const lsn = fields(b["lsn"]);
+  const archive = fields(b["archive"]);
   return Object.freeze({
     label,
     type: type as BackupType,
@@ -71,10 +62,10 @@ function decodeBackup(raw: unknown): BackupEntry | null {
     stopMs: stop * 1000,
     lsnStart: lsnToBytes(lsn["start"]),
     lsnStop: lsnToBytes(lsn["stop"]),
-    size: num(info["size"]) ?? 0,
-    repoSize: num(obj(info["repository"])["size"]) ?? 0,
-    walStart: str(archive["start"]),
-    walStop: str(archive["stop"]),
+    size: asNumber(info["size"]) ?? 0,
+    repoSize: asNumber(fields(info["repository"])["size"]) ?? 0,
+    walStart: asString(archive["start"]),
+    walStop: asString(archive["stop"]),
     error: b["error"] === true,
   });
 }
@@ -94,22 +85,22 @@ export function parseBackupInfo(text: string, stanza: string): BackupInfo {
     });
   }
   const list = Array.isArray(parsed) ? parsed : [];
-  const entry = obj(list.find((s) => obj(s)["name"] === stanza));
-  const status = obj(entry["status"]);
+  const entry = fields(list.find((s) => fields(s)["name"] === stanza));
+  const status = fields(entry["status"]);
   const backups = (Array.isArray(entry["backup"]) ? entry["backup"] : [])
     .map(decodeBackup)
     .filter((b): b is BackupEntry => b !== null);
-  const archives = Array.isArray(entry["archive"]) ? entry["archive"].map(obj) : [];
-  const mins = archives.map((a) => str(a["min"])).filter((s): s is string => !!s);
-  const maxes = archives.map((a) => str(a["max"])).filter((s): s is string => !!s);
-  const code = num(status["code"]) ?? (entry["name"] === undefined ? 1 : 99);
+  const archives = Array.isArray(entry["archive"]) ? entry["archive"].map(fields) : [];
+  const mins = archives.map((a) => asString(a["min"])).filter((s): s is string => !!s);
+  const maxes = archives.map((a) => asString(a["max"])).filter((s): s is string => !!s);
+  const code = asNumber(status["code"]) ?? (entry["name"] === undefined ? 1 : 99);
   // "other" says little: the repositories' own statuses say why.
   const repoMessages = (Array.isArray(entry["repo"]) ? entry["repo"] : [])
-    .map((r) => obj(obj(r)["status"]))
-    .filter((st) => num(st["code"]) !== 0)
-    .map((st) => str(st["message"]))
+    .map((r) => fields(fields(r)["status"]))
+    .filter((st) => asNumber(st["code"]) !== 0)
+    .map((st) => asString(st["message"]))
     .filter((m): m is string => !!m);
-  let message = str(status["message"]) ?? (entry["name"] === undefined ? "missing stanza" : "no status");
+  let message = asString(status["message"]) ?? (entry["name"] === undefined ? "missing stanza" : "no status");
   if (code === 99 && repoMessages.length > 0) message = repoMessages.join("\n");
   return Object.freeze({
     code,

@@ -8,6 +8,7 @@
  * setup.ts starts it.
  */
 import type { Logger } from "../../shared/logger.js";
+import { type PatroniStatus, runsAsPrimary } from "../../shared/patroni-rest.js";
 import { type ArchiveStatus, archiveFailing } from "./archive-status.js";
 import type { BackupConfig } from "./config.js";
 import { type BackupInfo, newestGood } from "./info.js";
@@ -19,7 +20,7 @@ export interface ManagerDeps {
   readonly cfg: BackupConfig;
   readonly pgbackrest: PgBackRest;
   /** Patroni's GET /patroni, null when it does not answer. */
-  readonly patroniStatus: () => Promise<{ role: string; state: string } | null>;
+  readonly patroniStatus: () => Promise<PatroniStatus | null>;
   readonly archiveStatus: () => Promise<ArchiveStatus | null>;
   readonly pushError: () => string | undefined;
   readonly metrics: BackupMetrics;
@@ -27,11 +28,10 @@ export interface ManagerDeps {
   readonly now?: () => number;
 }
 
-/** Patroni 3 says master, 4 says primary; only a running one takes backups. */
-export function roleOf(status: { role: string; state: string } | null): NodeRole {
-  if (!status) return "unknown";
-  if ((status.role === "master" || status.role === "primary") && status.state === "running") return "primary";
-  return status.role === "unknown" ? "unknown" : "replica";
+/** Only a running primary takes backups; a node whose Patroni did not say its role is unknown. */
+export function roleOf(status: PatroniStatus | null): NodeRole {
+  if (runsAsPrimary(status)) return "primary";
+  return status === null || status.role === null ? "unknown" : "replica";
 }
 
 const BACKUP_TIMEOUT_MS = 24 * 3600_000;

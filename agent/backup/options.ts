@@ -4,7 +4,8 @@
  * (agent/options.ts) includes them, and backup/config.ts turns their values
  * into a BackupConfig.
  */
-import { opt, ParseFailure, valueOption } from "../../shared/config.js";
+import { opt, valueOption } from "../../shared/config.js";
+import { ParseFailure } from "../../shared/errors.js";
 import { parseSchedule, SCHEDULE_ACCEPTED, type Schedule } from "./schedule.js";
 
 export const DEFAULT_S3_REPO_PATH = "/pgbackrest";

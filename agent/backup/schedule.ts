@@ -4,7 +4,8 @@
  * `@every 6h`, or `off`. Pure: parse once, then ask for the next occurrence
  * after a moment. options.ts parses them; plan.ts asks them.
  */
-import { ParseFailure, parseDurationSeconds } from "../../shared/config.js";
+import { parseDurationSeconds } from "../../shared/config.js";
+import { ParseFailure } from "../../shared/errors.js";
 
 export type Schedule =
   | { readonly kind: "off"; readonly text: string }

@@ -9,8 +9,9 @@ import { chmodSync, chownSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Registry } from "prom-client";
 import { AdminServer } from "../../shared/admin.js";
-import type { HostPort } from "../../shared/config.js";
+import type { HostPort } from "../../shared/host-port.js";
 import type { Logger } from "../../shared/logger.js";
+import type { PatroniStatus } from "../../shared/patroni-rest.js";
 import { IMAGE_PATHS, PGBACKREST_PATHS, POSTGRES_PORT } from "../image.js";
 import { readArchiveStatus, readPushError } from "./archive-status.js";
 import type { BackupConfig } from "./config.js";
@@ -88,7 +89,7 @@ export interface StartBackups {
   /** The agent's /metrics; null when off. */
   readonly metricsListen: HostPort | null;
   /** This node's role and state from its Patroni; null when it does not answer. */
-  readonly patroniStatus: () => Promise<{ role: string; state: string } | null>;
+  readonly patroniStatus: () => Promise<PatroniStatus | null>;
   /** pgBackRest runs as postgres (we are root in the image). */
   readonly asPostgres: boolean;
   readonly registry: Registry;

@@ -56,11 +56,9 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
       (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
       throw err;
     }
-    // Patroni's targets come from the registrator's service discovery: each agent's container
-    // (compose names it <project>-pgN-1) and its REST port.
-    const instances = last
-      .map((t) => `${t.labels.job} ${t.labels.instance.replace(`${stack.project}-`, "").replace(/-1:/, ":")}`)
-      .sort();
+    // The agents' targets (Patroni's and their own metrics) come from the registrator's service
+    // discovery, named by the agent's compose service and exposed port, as the alerts name them.
+    const instances = last.map((t) => `${t.labels.job} ${t.labels.instance}`).sort();
     assert.deepEqual(instances, [
       "agent pg1:8009",
       "agent pg2:8009",

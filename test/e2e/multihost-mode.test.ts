@@ -2,8 +2,11 @@
  * The documented multi-host mode (docker-compose.multihost.yml), with this one
  * machine playing every host: one etcd member per host published on the host's
  * IP (here three pairs of ports on one IP), a registrator advertising published
- * ports on that IP, agents publishing 5432 and 8008 on ephemeral ports and
- * discovering them. The host's IP is this machine's address on Docker's bridge.
+ * ports on that IP, agents publishing 5432, 8008 and 8009 on ephemeral ports and
+ * discovering them, and Prometheus finding every agent's Patroni and own metrics through the
+ * registrator. The host's IP is this machine's address on Docker's bridge. The agents back up
+ * to the stack's posix volume, which the played hosts share (real hosts would mount shared
+ * storage there, or use S3).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -23,7 +26,12 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
   before(async () => {
     await ensureImages(["agent", "etcd", "registrator", "router"]);
     hostIp = await bridgeGateway();
-    const env: Record<string, string> = { HOST_IP: hostIp };
+    const env: Record<string, string> = {
+      HOST_IP: hostIp,
+      BACKUP_POSIX_PATH: "/backup",
+      // Replicas read the repository's backups every 10 s instead of 30 (the metrics checked below).
+      BACKUP_CHECK_INTERVAL: "10",
+    };
     const clientPorts: number[] = [];
     for (const n of [1, 2, 3]) {
       const port = await freePort(hostIp);
@@ -59,10 +67,16 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
       const container = `${stack.project}-${agent}`;
       const pgPort = await publishedPort(container, 5432);
       const apiPort = await publishedPort(container, 8008);
+      const metricsPort = await publishedPort(container, 8009);
       assert.equal(pgPort.host, hostIp);
+      assert.equal(metricsPort.host, hostIp);
       assert.equal(
         await etcd.get(`/postgresql-patroni/${hostIp}:${container}:5432`).string(),
         `${hostIp}:${pgPort.port}`,
+      );
+      assert.equal(
+        await etcd.get(`/pgha-agent-metrics/${hostIp}:${container}:8009`).string(),
+        `${hostIp}:${metricsPort.port}`,
       );
       const member = JSON.parse(
         (await etcd.get(`/service/${stack.project}/members/${agent}`).string()) ?? "{}",
@@ -83,24 +97,25 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     assert.deepEqual(members.map((m) => m.name).sort(), ["etcd1", "etcd2", "etcd3"]);
   });
 
-  it("Prometheus on host A finds every host's agent by itself (the registrator's service discovery) and scrapes it", async () => {
+  it("Prometheus on host A finds every host's agent by itself (the registrator's service discovery) and scrapes its Patroni and its own metrics", async () => {
     await stack.compose(["--profile", "monitoring", "up", "-d", "--no-deps", "--no-build", "prometheus"]);
     interface Target {
       labels: Record<string, string>;
       scrapeUrl: string;
       health: string;
+      lastError: string;
     }
     let last: Target[] = [];
     try {
       await waitFor(
-        "a Patroni target per agent, each up",
+        "a Patroni and an agent target per agent, each up",
         async () => {
           const res = await fetch(`${stack.prometheusUrl}/api/v1/targets?state=active`, {
             signal: AbortSignal.timeout(5000),
           });
           const body = (await res.json()) as { data: { activeTargets: Target[] } };
-          last = body.data.activeTargets.filter((t) => t.labels["job"] === "patroni");
-          return last.length === 3 && last.every((t) => t.health === "up");
+          last = body.data.activeTargets.filter((t) => ["patroni", "agent"].includes(t.labels["job"]!));
+          return last.length === 6 && last.every((t) => t.health === "up");
         },
         { timeoutMs: 120_000, intervalMs: 1000 },
       );
@@ -108,14 +123,61 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
       (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
       throw err;
     }
-    // Each is scraped at its host's address and published port, with no list anywhere to edit.
+    // Each is scraped at its host's address and published port, with no list anywhere to edit,
+    // and named as the alerts name it (pg1:8008, pg1:8009).
     for (const a of AGENTS) {
-      const api = await publishedPort(`${stack.project}-${a}`, 8008);
-      assert.ok(
-        last.some((t) => t.scrapeUrl === `http://${hostIp}:${api.port}/metrics`),
-        `${a} scraped at ${hostIp}:${api.port}: ${last.map((t) => t.scrapeUrl).join(", ")}`,
-      );
+      for (const [job, port] of [
+        ["patroni", 8008],
+        ["agent", 8009],
+      ] as const) {
+        const published = await publishedPort(`${stack.project}-${a}`, port);
+        const target = last.find((t) => t.labels["job"] === job && t.labels["instance"] === `${a}:${port}`);
+        assert.ok(target, `${job} ${a}:${port} in ${last.map((t) => t.labels["instance"]).join(", ")}`);
+        assert.equal(target.scrapeUrl, `http://${hostIp}:${published.port}/metrics`);
+        assert.equal(target.labels["host"], hostIp);
+        assert.equal(target.labels["container"], `${stack.project}-${a}`);
+      }
     }
+  });
+
+  it("Prometheus has every host's agent's backup metrics: the repository checked, the last good backup's age", async () => {
+    const raw = async (q: string) => {
+      const res = await fetch(`${stack.prometheusUrl}/api/v1/query?query=${encodeURIComponent(q)}`, {
+        signal: AbortSignal.timeout(5000),
+      });
+      const body = (await res.json()) as {
+        data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+      };
+      return body.data.result;
+    };
+    // `<instance> <host> <value>` of each series, sorted.
+    const query = async (q: string) =>
+      (await raw(q)).map((r) => `${r.metric["instance"]} ${r.metric["host"]} ${r.value[1]}`).sort();
+    const want = (value: string) => AGENTS.map((a) => `${a}:8009 ${hostIp} ${value}`).sort();
+    let last: string[] = [];
+    try {
+      await waitFor(
+        "each agent to report the repository ok",
+        async () => {
+          last = await query('pgha_backup_repository_ok{job="agent"}');
+          return JSON.stringify(last) === JSON.stringify(want("1"));
+        },
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+      await waitFor(
+        "each agent to report the last good backup's age",
+        async () => {
+          last = await query('pgha_backup_last_good_age_seconds{job="agent"} >= bool 0');
+          return JSON.stringify(last) === JSON.stringify(want("1"));
+        },
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+    } catch (err) {
+      (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
+      throw err;
+    }
+    const schedulers = await raw('sum(pgha_backup_scheduler_active{job="agent"})');
+    assert.equal(schedulers[0]?.value[1], "1", "one node, the leader, runs the schedule");
   });
 
   it("replicas stream from the leader through the published addresses, and the router reaches it", async () => {

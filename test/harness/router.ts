@@ -131,6 +131,28 @@ export class RouterProcess {
     return r;
   }
 
+  /**
+   * Where each worker's ports route for a scope (/routes' `workers`): one entry per worker, or
+   * the one process's own decision with --workers 0. Each worker decides for itself, so a test
+   * that checks where a new connection goes waits until all agree.
+   */
+  async workerRoutes(scope: string): Promise<{ primary: string | null; replicas: string[] }[]> {
+    const body = (await this.get("/routes")).body as {
+      routes: RouteView[];
+      workers?: { routes?: { scope: string; primary: { target: string | null }; replicas: string[] }[] }[];
+    };
+    if (!body.workers) {
+      const r = body.routes.find((x) => x.scope === scope);
+      if (!r) throw new Error(`no route ${scope} in /routes`);
+      return [{ primary: r.primary.target, replicas: r.replicas.eligible.map((e) => e.name) }];
+    }
+    return body.workers.map((w) => {
+      const r = w.routes?.find((x) => x.scope === scope);
+      if (!r) throw new Error(`no route ${scope} in a worker's /routes`);
+      return { primary: r.primary.target, replicas: r.replicas };
+    });
+  }
+
   /** Signals the router and waits for it to exit; its log stays readable. */
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | string> {
     await stopProcess(this.proc, signal, 15_000);

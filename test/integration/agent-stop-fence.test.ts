@@ -18,6 +18,7 @@ import { FenceStore } from "../../agent/fence-store.js";
 import { PromotionCheckServer } from "../../agent/promotion-check.js";
 import { createEtcdClient, type Etcd3 } from "../../shared/etcd.js";
 import { createLogger } from "../../shared/logger.js";
+import { decodePatroniStatus, type PatroniStatus } from "../../shared/patroni-rest.js";
 import { EtcdServer } from "../harness/etcd.js";
 
 const ROOT = new URL("../../..", import.meta.url).pathname;
@@ -139,7 +140,7 @@ describe("the stop fence against a real etcd", { timeout: 120_000 }, () => {
 
   it("the keeper lifts the fence for a leader running as primary, and only then", async () => {
     const store = new FenceStore(client, "/service/", SCOPE);
-    let status: { role: string; state: string } | null = { role: "replica", state: "running" };
+    let status: PatroniStatus | null = decodePatroniStatus({ role: "replica", state: "running" });
     const keeper = new FenceKeeper({
       self: "paul",
       apiUrl: "http://127.0.0.1:8008/patroni",
@@ -152,7 +153,7 @@ describe("the stop fence against a real etcd", { timeout: 120_000 }, () => {
     await client.put(`/service/${SCOPE}/leader`).value("paul");
     await keeper.check();
     assert.notEqual(await client.get(FENCE_KEY).string(), null, "kept while this node is a replica");
-    status = { role: "master", state: "running" };
+    status = decodePatroniStatus({ role: "master", state: "running" });
     await client.put(`/service/${SCOPE}/leader`).value("ringo");
     await keeper.check();
     assert.notEqual(await client.get(FENCE_KEY).string(), null, "kept while another node holds the lock");
@@ -169,7 +170,7 @@ describe("the stop fence against a real etcd", { timeout: 120_000 }, () => {
       self: "john",
       apiUrl: "http://10.0.0.1:8008/patroni",
       fence: store,
-      status: async () => ({ role: "replica", state: "running" }),
+      status: async () => decodePatroniStatus({ role: "replica", state: "running" }),
       registry: new Registry(),
       log: silent,
     });

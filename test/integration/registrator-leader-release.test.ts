@@ -6,11 +6,12 @@
  * published addresses). No Patroni here: what Patroni does once the key is gone is the
  * e2e tier's (test/e2e/fast-failover.test.ts). This file proves the registrator's part:
  *
- *  - SIGKILL, an OOM kill, and a crash under a restart policy release the lock at once,
- *    and only the registrator of the container's own host acts;
+ *  - SIGKILL, an OOM kill, and a crash under a restart policy release the lock (and the
+ *    dead member's record) at once, and only the registrator of the container's own host acts;
  *  - docker stop (a stop signal first), docker pause, another member's lock, a record
  *    with other addresses leave the lock alone;
- *  - the transaction deletes nothing once the lock was taken again since the read.
+ *  - the transaction deletes nothing once the lock was taken again, or the member's record
+ *    written again, since the read.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -129,10 +130,10 @@ describe("registrator -release-dead-leaders: a dead leader's lock goes at once, 
       async () => (await skips(b, "other-host")) > before.otherHost,
       WAIT,
     );
-    assert.notEqual(
+    assert.equal(
       await client.get(patroniKeys.member(NS, "killed", "pg1")).string(),
       null,
-      "the member record is Patroni's to expire",
+      "the dead member's record went with its lock (no replica waits on its address)",
     );
     const line = a
       .tail(200)
@@ -224,39 +225,54 @@ describe("registrator -release-dead-leaders: a dead leader's lock goes at once, 
     assert.equal(await lock("untied"), "pg1");
   });
 
-  it("the transaction deletes nothing once the lock was taken again since the read", async () => {
+  it("the transaction deletes nothing once the lock was taken again, or the record written again, since the read", async () => {
     const key = patroniKeys.leader(NS, "race");
+    const memberKey = patroniKeys.member(NS, "race", "pg1");
     const member = { namespace: NS, scope: "race", name: "pg1", dockerHostname: hostA };
+    const both = (r: Awaited<ReturnType<typeof readCluster>>) => [
+      { key, compare: r.leader! },
+      { key: memberKey, compare: r.member! },
+    ];
     const l1 = await client.lease(120, { autoKeepAlive: false }).grant();
     await client.put(key).value("pg1").lease(l1);
+    await client.put(memberKey).value('{"conn_url":"postgres://10.0.0.1:5432/postgres"}').lease(l1);
     const read = await readCluster(client, member);
-    assert.ok(read.leader);
+    assert.ok(read.leader && read.member);
 
     // The same member's restarted Patroni takes its lock again, on a new lease.
     const l2 = await client.lease(120, { autoKeepAlive: false }).grant();
     await client.put(key).value("pg1").lease(l2);
-    assert.equal((await deleteIfUnchanged(client, key, read.leader)).succeeded, false);
+    assert.equal((await deleteIfUnchanged(client, both(read))).succeeded, false);
     assert.equal(await client.get(key).string(), "pg1");
+    assert.notEqual(await client.get(memberKey).string(), null, "the record stays with the lock");
 
     // A new leader, elected between the read and the transaction.
     const again = await readCluster(client, member);
     await client.delete().key(key);
     await client.put(key).value("pg2").lease(l2);
-    assert.equal((await deleteIfUnchanged(client, key, again.leader!)).succeeded, false);
+    assert.equal((await deleteIfUnchanged(client, both(again))).succeeded, false);
     assert.equal(await client.get(key).string(), "pg2");
 
     // The same value and lease, written again (a new revision): still not what was read.
     await client.put(key).value("pg1").lease(l1);
     const third = await readCluster(client, member);
     await client.put(key).value("pg1").lease(l1);
-    assert.equal((await deleteIfUnchanged(client, key, third.leader!)).succeeded, false);
+    assert.equal((await deleteIfUnchanged(client, both(third))).succeeded, false);
     assert.equal(await client.get(key).string(), "pg1");
 
-    // Unchanged since the read: deleted.
+    // The lock as read, but the member's record written since (a Patroni that lives): neither goes.
     const fourth = await readCluster(client, member);
-    const r = await deleteIfUnchanged(client, key, fourth.leader!);
+    await client.put(memberKey).value('{"conn_url":"postgres://10.0.0.1:5432/postgres"}').lease(l1);
+    assert.equal((await deleteIfUnchanged(client, both(fourth))).succeeded, false);
+    assert.equal(await client.get(key).string(), "pg1");
+    assert.notEqual(await client.get(memberKey).string(), null);
+
+    // Both unchanged since the read: both deleted, by the one transaction.
+    const fifth = await readCluster(client, member);
+    const r = await deleteIfUnchanged(client, both(fifth));
     assert.equal(r.succeeded, true);
     assert.equal(await client.get(key).string(), null);
-    assert.ok(BigInt(r.revision) > BigInt(fourth.revision));
+    assert.equal(await client.get(memberKey).string(), null);
+    assert.ok(BigInt(r.revision) > BigInt(fifth.revision));
   });
 });

@@ -79,7 +79,7 @@ describe("router: replica lag", () => {
     await r.waitReady();
     await waitFor(
       "both replicas eligible",
-      async () => (await r.route(c.scope)).replicas.eligible.length === 2,
+      async () => (await r.workerRoutes(c.scope)).every((w) => w.replicas.length === 2),
       {
         timeoutMs: 30_000,
       },
@@ -118,7 +118,10 @@ describe("router: replica lag", () => {
       async () => {
         const route = await r.route(c.scope);
         const reason = route.replicas.excluded.find((e) => e.name === lagging)?.reason ?? "";
-        return /max-lag/.test(reason) && route.replicas.eligible.some((e) => e.name === fresh);
+        const workers = await r.workerRoutes(c.scope);
+        return (
+          /max-lag/.test(reason) && workers.every((w) => w.replicas.length === 1 && w.replicas[0] === fresh)
+        );
       },
       {
         timeoutMs: 30_000,
@@ -139,7 +142,7 @@ describe("router: replica lag", () => {
     await sql(leader, "INSERT INTO bulk SELECT g, repeat('y', 200) FROM generate_series(1, 40000) g");
     await waitFor(
       "no replica eligible",
-      async () => (await r.route(c.scope)).replicas.eligible.length === 0,
+      async () => (await r.workerRoutes(c.scope)).every((w) => w.replicas.length === 0),
       {
         timeoutMs: 30_000,
       },
@@ -153,7 +156,7 @@ describe("router: replica lag", () => {
     for (const name of replicas) await replay(name, "SIGCONT");
     await waitFor(
       "both replicas eligible again",
-      async () => (await r.route(c.scope)).replicas.eligible.length === 2,
+      async () => (await r.workerRoutes(c.scope)).every((w) => w.replicas.length === 2),
       {
         timeoutMs: 30_000,
       },

@@ -155,8 +155,43 @@ describe("agent configuration from the environment", () => {
         assert.equal(c.restapi.username, "ops");
       },
     ],
+    [
+      "etcd credentials and TLS (ETCD_USER, as in the other services)",
+      {
+        ...BASE,
+        ETCD_USER: "root",
+        ETCD_PASSWORD: "x",
+        ETCD_CA: "/ca.pem",
+        ETCD_CERT: "/c.pem",
+        ETCD_KEY: "/k.pem",
+      },
+      (c) =>
+        assert.deepEqual(
+          { ...c.etcd, hosts: undefined },
+          {
+            hosts: undefined,
+            username: "root",
+            password: "x",
+            caFile: "/ca.pem",
+            certFile: "/c.pem",
+            keyFile: "/k.pem",
+          },
+        ),
+    ],
+    [
+      "the agent's first spelling of the etcd user, ETCD_USERNAME",
+      { ...BASE, ETCD_USERNAME: "root" },
+      (c) => assert.equal(c.etcd.username, "root"),
+    ],
   ];
   for (const [name, env, check] of accepted) it(`accepts ${name}`, () => check(config(env)));
+
+  it("takes the etcd user as -etcd-user and as its first spelling -etcd-username", () => {
+    for (const flag of ["-etcd-user", "--etcd-username"]) {
+      const r = parseAgentConfig([flag, "root"], BASE);
+      assert.equal(r.kind === "config" ? r.config.etcd.username : null, "root", flag);
+    }
+  });
 
   const rejected: [string, Record<string, string | undefined>, RegExp][] = [
     ["no NAME", without("NAME"), /^agent: missing required -name or NAME/],
@@ -225,6 +260,11 @@ describe("agent configuration from the environment", () => {
     ],
     ["no PG_MAJOR (the image sets it)", without("PG_MAJOR"), /missing required -pg-major or PG_MAJOR/],
     ["a PG_MAJOR that is no major version", { ...BASE, PG_MAJOR: "17.2" }, /-pg-major \(from PG_MAJOR\)/],
+    [
+      "an etcd client certificate without its key",
+      { ...BASE, ETCD_CERT: "/c.pem" },
+      /-etcd-cert and -etcd-key/,
+    ],
     ["a TTL that is not a number", { ...BASE, PATRONI_TTL: "ten" }, /for -ttl \(from PATRONI_TTL\)/],
     [
       "a sync mode that is neither a boolean nor quorum",

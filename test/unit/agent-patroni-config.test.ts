@@ -61,6 +61,23 @@ describe("patroni.yml rendered from the configuration", () => {
     ["etcd3 hosts", {}, "etcd3.hosts", ["10.0.0.1:2379", "10.0.0.2:2379"]],
     ["no etcd2 section", {}, "etcd", undefined],
     ["etcd credentials when given", { ETCD_USERNAME: "root", ETCD_PASSWORD: "x" }, "etcd3.username", "root"],
+    ["no etcd TLS unless given", {}, "etcd3.protocol", undefined],
+    [
+      "etcd TLS when given: Patroni's etcd3 protocol, cacert, cert and key",
+      {
+        ETCD_CA: "/etc/etcd/ca.pem",
+        ETCD_CERT: "/etc/etcd/client.pem",
+        ETCD_KEY: "/etc/etcd/client-key.pem",
+      },
+      "etcd3",
+      {
+        hosts: ["10.0.0.1:2379", "10.0.0.2:2379"],
+        protocol: "https",
+        cacert: "/etc/etcd/ca.pem",
+        cert: "/etc/etcd/client.pem",
+        key: "/etc/etcd/client-key.pem",
+      },
+    ],
     ["PostgreSQL listens everywhere", {}, "postgresql.listen", "0.0.0.0:5432"],
     [
       "PostgreSQL connect address = the discovered public address",

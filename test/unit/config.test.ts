@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { helpText, opt, type ProgramSpec, parseArgs, parseHostPort } from "../../shared/config.js";
+import { helpText, opt, type ProgramSpec, parseArgs } from "../../shared/config.js";
 import { ConfigError } from "../../shared/errors.js";
+import { parseHostPort } from "../../shared/host-port.js";
 
 const options = {
   scope: opt.requiredString({

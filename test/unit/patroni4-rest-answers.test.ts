@@ -1,7 +1,8 @@
 /**
  * Patroni 4.0.7's REST answers, recorded from a cluster of the agent image (PostgreSQL 17,
  * synchronous mode; test/fixtures/patroni4/), read by the code that reads Patroni 3.0.2's: the
- * router's /primary check, the agent's stop decision and replication metrics. Patroni 4 says
+ * router's /primary check (through shared/patroni-rest.ts), the agent's stop decision and
+ * replication metrics. Patroni 4 says
  * `primary` where 3 said `master`, and a replica's state in GET /cluster is its replication
  * state (`streaming`) where 3 said `running`.
  */
@@ -9,8 +10,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { replicaStreaming, synchronousMode, synchronousModeOf } from "../../agent/replication-metrics.js";
 import { planStop, streamingFrom } from "../../agent/stop-plan.js";
-import { statusBody } from "../../router/health.js";
 import { type Probe, primaryVerdict } from "../../router/selection.js";
+import { parsePatroniStatus } from "../../shared/patroni-rest.js";
 import { deepFreeze, readJsonFixture } from "../harness/fixtures.js";
 
 const leader = deepFreeze(readJsonFixture("patroni4/leader-patroni.json"));
@@ -21,14 +22,25 @@ const config = deepFreeze(readJsonFixture("patroni4/config.json"));
 const API = "http://172.26.0.8:8008/patroni";
 
 function probeOf(answer: unknown, status = 200): Probe {
-  const body = statusBody(JSON.stringify(answer), "primary");
-  return { status, failures: 0, at: 1000, apiUrl: API, lsn: body.lsn, role: body.role, state: body.state };
+  const body = parsePatroniStatus(JSON.stringify(answer));
+  return {
+    status,
+    failures: 0,
+    at: 1000,
+    apiUrl: API,
+    lsn: body.location,
+    role: body.role,
+    state: body.state,
+  };
 }
 
 describe("Patroni 4.0.7's answers", () => {
   it("the router confirms a primary from the leader's /primary body (role primary, running)", () => {
-    const body = statusBody(JSON.stringify(leader), "primary");
-    assert.deepEqual(body, { lsn: 67109864, role: "primary", state: "running", failsafe: false });
+    const body = parsePatroniStatus(JSON.stringify(leader));
+    assert.deepEqual(
+      { location: body.location, role: body.role, state: body.state, failsafe: body.failsafe },
+      { location: 67109864, role: "primary", state: "running", failsafe: false },
+    );
     assert.equal(primaryVerdict(probeOf(leader), API, 1000), "ok");
   });
 

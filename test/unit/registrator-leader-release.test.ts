@@ -457,12 +457,14 @@ describe("releaseDecision: does the dead container's member hold the lock, for c
     });
   }
 
-  it("a release names the key and compares value, revision and lease as read", () => {
+  it("a release names the lock and the member's record and compares value, revision and lease as read", () => {
     const d = releaseDecision(checkNotice(), TIE, READ);
     assert.equal(d.action, "release");
     if (d.action !== "release") return;
     assert.equal(d.key, "/service/demo/leader");
     assert.deepEqual(d.compare, { value: "pg1", modRevision: "41", lease: LEASE });
+    assert.equal(d.record.key, "/service/demo/members/pg1");
+    assert.deepEqual(d.record.compare, READ.member, "the member's record as read, on the lock's lease");
     assert.match(d.reason, /SIGKILLed.*revision 41, lease 7587884569921134723/);
   });
 

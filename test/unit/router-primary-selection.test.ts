@@ -9,9 +9,9 @@ import {
   type PrimaryContext,
   type Probe,
   selectPrimary,
-  type Target,
 } from "../../router/selection.js";
-import { type ClusterView, decodeCluster, type RawEntry } from "../../shared/patroni.js";
+import type { Target } from "../../router/target.js";
+import { type ClusterView, decodeCluster, normaliseRole, type RawEntry } from "../../shared/patroni.js";
 import { deepFreeze } from "../harness/deep-freeze.js";
 
 const NOW = Date.parse("2026-11-28T12:00:00Z");
@@ -77,7 +77,7 @@ const FAILSAFE_ON = { key: "config", value: JSON.stringify({ ttl: 10, failsafe_m
 const FAILSAFE_OFF = { key: "config", value: JSON.stringify({ ttl: 10, failsafe_mode: false }) };
 const inFailsafe = (port: number): Probe => ({
   ...probe(port, 200),
-  role: "master",
+  role: "primary",
   state: "running",
   failsafe: true,
 });
@@ -103,7 +103,7 @@ const cases: Case[] = [
     name: "failsafe mode healing: no leader key yet, the routed primary answers 503 once while still primary: pause",
     view: view(FAILSAFE_ON, PG1, PG2),
     health: health({
-      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
+      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "primary", state: "running" } },
     }),
     previous: t("pg1", 5001),
     want: "pause",
@@ -114,7 +114,7 @@ const cases: Case[] = [
     name: "failsafe mode healing: 503 twice with no leader key: none",
     view: view(FAILSAFE_ON, PG1, PG2),
     health: health({
-      pg1: { primary: { ...probe(5001, 503), refusals: 2, role: "master", state: "running" } },
+      pg1: { primary: { ...probe(5001, 503), refusals: 2, role: "primary", state: "running" } },
     }),
     previous: t("pg1", 5001),
     want: "none",
@@ -277,7 +277,7 @@ const cases: Case[] = [
   {
     name: "the routed primary answers 200 while stopping (no switchover key): pause, no new clients",
     view: view({ key: "leader", value: "pg1" }, PG1, PG2),
-    health: health({ pg1: { primary: { ...probe(5001, 200), role: "master", state: "stopping" } } }),
+    health: health({ pg1: { primary: { ...probe(5001, 200), role: "primary", state: "stopping" } } }),
     previous: t("pg1", 5001),
     want: "pause",
     target: "pg1",
@@ -285,7 +285,7 @@ const cases: Case[] = [
   {
     name: "new leader's /primary body says master: route",
     view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "replica")),
-    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master" } } }),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "primary" } } }),
     want: "route",
     target: "pg2",
   },
@@ -296,7 +296,7 @@ const cases: Case[] = [
   {
     name: "routed new primary whose record turns `promoted` while /primary confirms it: route",
     view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
-    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master", state: "running" } } }),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "primary", state: "running" } } }),
     previous: t("pg2", 5002),
     want: "route",
     target: "pg2",
@@ -304,7 +304,7 @@ const cases: Case[] = [
   {
     name: "new leader whose record says `promoted` and whose /primary body says master: route at once",
     view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "promoted")),
-    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master", state: "running" } } }),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "primary", state: "running" } } }),
     want: "route",
     target: "pg2",
   },
@@ -326,7 +326,7 @@ const cases: Case[] = [
   {
     name: "routed primary whose /primary 200 body says state unknown (Patroni's query failed): pause",
     view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "master")),
-    health: health({ pg2: { primary: { ...probe(5002, 200), role: "promoted", state: "unknown" } } }),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "promoting", state: "unknown" } } }),
     previous: t("pg2", 5002),
     want: "pause",
     target: "pg2",
@@ -357,7 +357,7 @@ const cases: Case[] = [
   {
     name: "routed primary whose record says `demoted` is definitive: none (fence), whatever REST says",
     view: view({ key: "leader", value: "pg2" }, PG1, member("pg2", 5002, "demoted")),
-    health: health({ pg2: { primary: { ...probe(5002, 200), role: "master", state: "running" } } }),
+    health: health({ pg2: { primary: { ...probe(5002, 200), role: "primary", state: "running" } } }),
     previous: t("pg2", 5002),
     want: "none",
     reason: /role unknown/,
@@ -478,7 +478,7 @@ const cases: Case[] = [
     name: "the routed leader answers 503 while its body still says running primary: none at once (fence, then replay)",
     view: view({ key: "leader", value: "pg1" }, PG1, PG2),
     health: health({
-      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "master", state: "running" } },
+      pg1: { primary: { ...probe(5001, 503), refusals: 1, role: "primary", state: "running" } },
     }),
     previous: t("pg1", 5001),
     want: "none",
@@ -633,7 +633,12 @@ describe("selectPrimary: the primary port's target from the cluster view and RES
 
   it("a planned switchover as Patroni 3.0.2 writes it: routed once confirmed, never un-routed meanwhile", () => {
     const leader = { key: "leader", value: "pg2" };
-    const body = (role: string, state = "running") => ({ ...probe(5002, 200), role, state });
+    // The role as Patroni 3.0.2 writes it in the body, normalised as the health check reads it.
+    const body = (role: string, state = "running") => ({
+      ...probe(5002, 200),
+      role: normaliseRole(role),
+      state,
+    });
     // [record role of pg2, its /primary answer (undefined: not checked), the action wanted]
     const steps: [string, Probe | undefined, PrimaryAction][] = [
       ["replica", undefined, "none"], // the leader key PUT, before any REST check

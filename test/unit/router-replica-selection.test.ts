@@ -8,8 +8,8 @@ import {
   pickReplica,
   type ReplicaOptions,
   selectReplicas,
-  type Target,
 } from "../../router/selection.js";
+import type { Target } from "../../router/target.js";
 import { type ClusterView, decodeCluster, type RawEntry } from "../../shared/patroni.js";
 import { deepFreeze } from "../harness/deep-freeze.js";
 
@@ -57,11 +57,18 @@ const ok = (port: number, status: number | null = 200, lsn: number | null = null
     apiUrl: `http://127.0.0.1:${port + 1000}`,
     lsn,
     // What Patroni's /replica body says of a replica (from pg_is_in_recovery()).
-    role: status === 200 ? "replica" : null,
+    role: status === 200 ? ("replica" as const) : null,
   },
 });
 const leaderAt = (lsn: number) => ({
-  primary: { status: 200, failures: 0, at: NOW, apiUrl: "http://127.0.0.1:6001", lsn, role: "master" },
+  primary: {
+    status: 200,
+    failures: 0,
+    at: NOW,
+    apiUrl: "http://127.0.0.1:6001",
+    lsn,
+    role: "primary" as const,
+  },
 });
 const allOk: Health = new Map([
   ["pg2", ok(5002)],
@@ -177,7 +184,7 @@ const cases: Case[] = [
             at: NOW - 60_000,
             apiUrl: "http://127.0.0.1:6001",
             lsn: LEADER_LSN + 20 * MiB,
-            role: "master",
+            role: "primary",
           },
         },
       ],
