@@ -1,16 +1,20 @@
 /**
- * The bench's setup, started once per run: a 3-node Patroni cluster on loopback
- * (the test harness), and in front of it HAProxy (two listeners: Patroni's
- * template checks and the tighter ones) and our router, each a child process.
+ * The bench's setup: a 3-node Patroni cluster on loopback (the test harness), its members
+ * processes of this host (Patroni 3.0.2, PostgreSQL 15) or containers of the agent image on
+ * the host network (Patroni 4, PostgreSQL 17), and in front of it HAProxy (two listeners:
+ * Patroni's template checks and the tighter ones) and our router, each a child process.
  */
 
+import { uniquePrefix } from "../test/harness/docker.js";
 import { PatroniCluster, type PatroniNode } from "../test/harness/patroni.js";
+import { ContainerRuntime, HostRuntime, type RuntimeKind } from "../test/harness/patroni-runtime.js";
 import { freePort } from "../test/harness/ports.js";
 import { waitFor } from "../test/harness/proc.js";
 import { RouterProc } from "./endpoints.js";
 import { Haproxy, haproxyConfig } from "./haproxy.js";
+import type { LabRecord } from "./lab-versions.js";
 import { type PgConn, pgbenchInit } from "./pgbench.js";
-import { serverPort } from "./pgclient.js";
+import { newClient, serverPort } from "./pgclient.js";
 
 export interface LabOptions {
   /** Patroni's ttl (s); unplanned failover is judged against ttl + 1 s. */
@@ -18,6 +22,8 @@ export interface LabOptions {
   readonly loopWait: number;
   /** initdb --wal-segsize (MB), as the agent's WAL_SEGMENT_SIZE. */
   readonly walSegmentSizeMb: number;
+  /** Where Patroni and PostgreSQL run: this host's packages, or containers of the agent image. */
+  readonly runtime: RuntimeKind;
 }
 
 export class Lab {
@@ -34,12 +40,17 @@ export class Lab {
   ) {}
 
   static async start(opts: LabOptions): Promise<Lab> {
+    const runtime =
+      opts.runtime === "container"
+        ? await ContainerRuntime.create({ prefix: uniquePrefix("pgha-bench") })
+        : new HostRuntime();
     const cluster = await PatroniCluster.start({
       nodes: 3,
       ttl: opts.ttl,
       loopWait: opts.loopWait,
-      scope: `bench${process.pid}`,
+      scope: `bench${process.pid}${opts.runtime === "container" ? "c" : ""}`,
       walSegmentSizeMb: opts.walSegmentSizeMb,
+      runtime,
     });
     try {
       const docs = await freePort();
@@ -119,10 +130,36 @@ export class Lab {
     }
   }
 
+  /** Patroni's version (REST /patroni of the leader) and PostgreSQL's server_version (SQL). */
+  async versions(parts: readonly string[]): Promise<LabRecord> {
+    const leader = await this.primary();
+    const patroni = (await leader.versions().catch(() => null))?.patroni ?? null;
+    const c = newClient(this.pg(leader.pgPort));
+    let postgres: string | null = null;
+    try {
+      await c.connect();
+      const r = await c.query<{ server_version: string }>("SHOW server_version");
+      postgres = r.rows[0]?.server_version ?? null;
+    } catch {
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+    return {
+      parts,
+      runtime: this.cluster.runtime.kind,
+      where: this.cluster.runtime.describe(),
+      patroni,
+      postgres,
+      ttl: this.opts.ttl,
+      loopWait: this.opts.loopWait,
+    };
+  }
+
   /** What the JSON records about the setup. */
   describe(): Record<string, unknown> {
     return {
       patroni: {
+        runtime: this.cluster.runtime.describe(),
         nodes: this.cluster.nodes.length,
         ttl: this.opts.ttl,
         loopWait: this.opts.loopWait,

@@ -2,6 +2,7 @@
 import { fileURLToPath } from "node:url";
 import { type ConfigOf, opt, type ProgramSpec, valueOption } from "../shared/config.js";
 import { ParseFailure } from "../shared/errors.js";
+import type { RuntimeKind } from "../test/harness/patroni-runtime.js";
 import { FF_MODES, FF_STACKS, type FfMode, type FfStack } from "./fast-failover-modes.js";
 import { FAULTS, type Fault } from "./fault-figures.js";
 import type { Workload } from "./pgbench.js";
@@ -22,6 +23,12 @@ export type Part = (typeof PARTS)[number];
 export const DEFAULT_PARTS: readonly Part[] = PARTS.filter((p) => p !== "fastfailover");
 
 export const WORKLOADS: readonly Workload[] = ["select-only", "tpcb-like"];
+
+/** The parts whose figures are Patroni's and PostgreSQL's behaviour: they run on --failover-lab. */
+export const FAILOVER_PARTS: readonly Part[] = ["planned", "unplanned", "latency"];
+/** The parts on the host's loopback lab whatever --failover-lab says. */
+export const HOST_LAB_PARTS: readonly Part[] = ["datapath", "profile", "memory"];
+export const LAB_RUNTIMES: readonly RuntimeKind[] = ["container", "host"];
 
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../bench/results/", import.meta.url));
 
@@ -227,6 +234,20 @@ const benchOptions = {
     min: 5,
     max: 120,
   }),
+  failoverLab: valueOption(
+    {
+      flag: "failover-lab",
+      description:
+        "where the planned, unplanned and latency parts run Patroni: container (the agent image, Patroni 4 and PostgreSQL 17, on the host network; ttl at least 20 s) or host (this host's Patroni 3.0.2 and PostgreSQL 15)",
+      accepted: "container or host",
+      metavar: "LAB",
+      default: "container" as RuntimeKind,
+    },
+    (raw) => {
+      if (!(LAB_RUNTIMES as readonly string[]).includes(raw)) throw new ParseFailure();
+      return raw as RuntimeKind;
+    },
+  ),
   walSegmentSize: opt.int({
     flag: "wal-segment-size",
     description: "WAL segment size (MB) the cluster is created with, as the agent's WAL_SEGMENT_SIZE",
@@ -245,7 +266,7 @@ const benchOptions = {
 export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
   program: "bench",
   summary:
-    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (and the registrator against the real dockerd, and the compose stack under faults beside HAProxy); prints a table and writes JSON.",
+    "Benchmarks the router against direct connections, HAProxy 2.6 and a naive pipe proxy on a 3-node Patroni cluster on loopback (its members containers of the agent image for the switchover and failover parts; and the registrator against the real dockerd, and the compose stack under faults beside HAProxy); prints a table and writes JSON.",
   options: benchOptions,
   epilog: [
     "Examples:",
@@ -254,6 +275,7 @@ export const benchSpec: ProgramSpec<typeof benchOptions, undefined> = {
     "  node dist/bench/run.js --parts datapath,profile --rounds 5",
     "  node dist/bench/run.js --parts datapath --workloads select-only --clients 1,8",
     "  node dist/bench/run.js --parts faults --faults etcd-kill,router-worker-kill",
+    "  node dist/bench/run.js --parts planned,unplanned,latency --failover-lab host   # on Patroni 3.0.2",
   ].join("\n"),
 };
 
@@ -281,6 +303,7 @@ export interface Plan {
   readonly faults: readonly Fault[];
   readonly faultRounds: number;
   readonly ttl: number;
+  readonly failoverLab: RuntimeKind;
   readonly walSegmentSize: number;
   readonly out: string;
 }
@@ -310,6 +333,7 @@ export function planOf(c: BenchConfig): Plan {
     faults: c.faults,
     faultRounds: c.faultRounds,
     ttl: c.ttl,
+    failoverLab: c.failoverLab,
     walSegmentSize: c.walSegmentSize,
     out: c.out,
   });

@@ -13,6 +13,7 @@ import {
   QUIET_MS,
   summarizeFaults,
 } from "./fault-figures.js";
+import { type LabRecord, labLine, shortServerVersion } from "./lab-versions.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
 import type { Summary } from "./stats.js";
@@ -20,8 +21,13 @@ import type { Summary } from "./stats.js";
 export interface Results {
   readonly machine: Record<string, unknown>;
   readonly options: Record<string, unknown>;
-  readonly ttl: number;
+  /** Patroni's ttl of the lab the unplanned failovers ran on. */
+  ttl: number;
+  /** Each lab's versions and the parts that ran on it (results from before 2026-12-03 have none). */
+  labs?: LabRecord[];
   setup?: Record<string, unknown>;
+  /** The switchover and failover parts' lab, when it is not `setup`'s. */
+  failoverSetup?: Record<string, unknown>;
   dataPath?: { cells: Cell[] };
   planned?: { summary: EventSummary };
   unplanned?: { summary: EventSummary };
@@ -240,6 +246,17 @@ export function render(r: Results): string {
   parts.push(
     `pgha benchmark — ${m.date} on ${m.host} (${m.cpus}); load average before ${m.loadBefore?.join(" ")}, after ${m.loadAfter?.join(" ")}${busy}`,
   );
+  if (r.labs && r.labs.length > 0)
+    parts.push(
+      `Versions measured (Patroni's REST /patroni, PostgreSQL's server_version), per lab:\n${r.labs.map((l) => `  ${labLine(l)}`).join("\n")}`,
+    );
+  /** " on Patroni 4.0.7 / PostgreSQL 17.12" for a part whose lab is recorded. */
+  const on = (part: string) => {
+    const l = r.labs?.find((x) => x.parts.includes(part));
+    return l
+      ? ` on Patroni ${l.patroni ?? "unknown"} / PostgreSQL ${l.postgres === null ? "unknown" : shortServerVersion(l.postgres)}`
+      : "";
+  };
   if (r.dataPath) {
     const o = r.options as { rounds?: number; seconds?: number };
     const rows: string[][] = [
@@ -277,7 +294,7 @@ export function render(r: Results): string {
       ]);
     }
     parts.push(
-      `\n1. Data path: pgbench TPS (average latency ms), median of ${o.rounds} interleaved rounds x ${o.seconds} s; ratios are medians of per-round ratios\n` +
+      `\n1. Data path${on("datapath")}: pgbench TPS (average latency ms), median of ${o.rounds} interleaved rounds x ${o.seconds} s; ratios are medians of per-round ratios\n` +
         table(rows),
     );
     const cpuRows: string[][] = [
@@ -314,8 +331,11 @@ export function render(r: Results): string {
     );
   }
   for (const [title, s] of [
-    ["2. Planned switchover (Patroni REST /switchover)", r.planned?.summary],
-    ["3. Unplanned failover (kill -9 of Patroni + postmaster)", r.unplanned?.summary],
+    [`2. Planned switchover (Patroni REST /switchover)${on("planned")}`, r.planned?.summary],
+    [
+      `3. Unplanned failover (kill -9 of Patroni + postmaster; ttl ${r.ttl} s)${on("unplanned")}`,
+      r.unplanned?.summary,
+    ],
   ] as const) {
     if (!s) continue;
     const rows: string[][] = [
@@ -366,7 +386,7 @@ export function render(r: Results): string {
       "haproxy-fast: leader PUT -> first client served",
       (sl["haproxy-fast"] as Record<string, Summary>)["putToServedMs"],
     );
-    parts.push(`\n4. Switch latency over planned switchovers\n${table(rows)}`);
+    parts.push(`\n4. Switch latency over planned switchovers${on("latency")}\n${table(rows)}`);
   }
   if (r.registrator) {
     const g = r.registrator as Record<string, unknown>;

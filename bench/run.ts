@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
  * The benchmark, one command: `node dist/bench/run.js [--quick] [--parts ...]`.
- * Starts the lab (3-node Patroni cluster, HAProxy, router) once, runs the parts in
- * order, prints the table and writes bench/results/<timestamp>.json.
+ * Starts a lab (3-node Patroni cluster, HAProxy, router) for the data-path parts on
+ * this host's Patroni and PostgreSQL, and another, its members containers of the agent
+ * image (--failover-lab), for the switchover and failover parts; runs the parts in order,
+ * prints the table and writes bench/results/<timestamp>.json.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -13,9 +15,10 @@ import { runEvents } from "./failover.js";
 import { runFastFailover } from "./fast-failover.js";
 import { runFaults } from "./faults.js";
 import { Lab } from "./lab.js";
+import { labLine, ttlFor } from "./lab-versions.js";
 import { cpuBusy, load, machine, uptime } from "./machine.js";
 import { runMemory } from "./memory.js";
-import { benchSpec, type Part, planOf } from "./options.js";
+import { benchSpec, FAILOVER_PARTS, HOST_LAB_PARTS, type Part, planOf } from "./options.js";
 import { runProfile } from "./profile.js";
 import { runRegistrator } from "./registrator-part.js";
 import { type Results, render } from "./report.js";
@@ -33,6 +36,7 @@ const results: Results = {
   machine: machine(),
   options: { ...plan },
   ttl: plan.ttl,
+  labs: [],
   errors: {},
 };
 const loads: Record<string, { before: number[]; after: number[]; seconds: number }> = {};
@@ -58,54 +62,83 @@ function save(): string {
   return file;
 }
 
+/** Starts a lab, records its versions, runs `parts` on it in order, and destroys it. */
+async function runOnLab(runtime: "host" | "container", parts: readonly Part[]): Promise<void> {
+  const ttl = ttlFor(runtime, plan.ttl);
+  const here = (name: Part, fn: () => Promise<void>) =>
+    parts.includes(name) ? part(name, fn) : Promise.resolve();
+  let lab: Lab | null = null;
+  try {
+    log(
+      `starting the 3-node Patroni cluster (${runtime === "container" ? "containers of the agent image" : "this host's Patroni"}, ttl ${ttl} s), HAProxy and the router for ${parts.join(", ")}`,
+    );
+    try {
+      lab = await Lab.start({ ttl, loopWait: 2, walSegmentSizeMb: plan.walSegmentSize, runtime });
+    } catch (err) {
+      for (const p of parts)
+        results.errors[p] = `the lab did not start: ${(err as Error).message.split("\n")[0]}`;
+      log(`lab (${runtime}) FAILED: ${(err as Error).stack ?? err}`);
+      return;
+    }
+    const l = lab;
+    const record = await l.versions(parts);
+    results.labs?.push(record);
+    log(`lab: ${labLine(record)}`);
+    if (runtime === "host" || results.setup === undefined) results.setup = l.describe();
+    if (runtime === "container") results.failoverSetup = l.describe();
+    if (parts.includes("unplanned")) results.ttl = ttl;
+    await here("datapath", async () => {
+      results.dataPath = await runDataPath(
+        l,
+        {
+          rounds: plan.rounds,
+          seconds: plan.seconds,
+          clients: plan.clients,
+          workloads: plan.workloads,
+          scale: plan.scale,
+        },
+        log,
+      );
+    });
+    await here("profile", async () => {
+      results.profile = await runProfile(
+        l,
+        { seconds: plan.profileSeconds, scale: plan.scale, resultsDir: plan.out, stamp },
+        log,
+      );
+    });
+    await here("memory", async () => {
+      results.memory = await runMemory(l, { connected: plan.memoryClients, held: plan.heldClients }, log);
+    });
+    await here("planned", async () => {
+      results.planned = await runEvents(l, "planned", plan.switchovers, log);
+    });
+    await here("unplanned", async () => {
+      results.unplanned = await runEvents(l, "unplanned", plan.failovers, log);
+    });
+    await here("latency", async () => {
+      results.switchLatency = await runSwitchLatency(l, plan.latencySwitchovers, log);
+    });
+  } finally {
+    if (lab) await lab.destroy().catch((err: Error) => log(`cleanup: ${err.message}`));
+  }
+}
+
 async function main(): Promise<void> {
   const busy = await cpuBusy(3_000);
   (results.machine as Record<string, unknown>)["cpuBusyBeforeRun"] = busy;
   log(`CPU busy before the run (others' load): ${Math.round(busy * 100)}% of ${cpus().length} cores`);
-  const needsLab = plan.parts.some((p) => p !== "registrator" && p !== "faults" && p !== "fastfailover");
-  let lab: Lab | null = null;
-  try {
-    if (needsLab) {
-      log("starting the 3-node Patroni cluster, HAProxy and the router");
-      lab = await Lab.start({ ttl: plan.ttl, loopWait: 2, walSegmentSizeMb: plan.walSegmentSize });
-      const l = lab;
-      results.setup = l.describe();
-      await part("datapath", async () => {
-        results.dataPath = await runDataPath(
-          l,
-          {
-            rounds: plan.rounds,
-            seconds: plan.seconds,
-            clients: plan.clients,
-            workloads: plan.workloads,
-            scale: plan.scale,
-          },
-          log,
-        );
-      });
-      await part("profile", async () => {
-        results.profile = await runProfile(
-          l,
-          { seconds: plan.profileSeconds, scale: plan.scale, resultsDir: plan.out, stamp },
-          log,
-        );
-      });
-      await part("memory", async () => {
-        results.memory = await runMemory(l, { connected: plan.memoryClients, held: plan.heldClients }, log);
-      });
-      await part("planned", async () => {
-        results.planned = await runEvents(l, "planned", plan.switchovers, log);
-      });
-      await part("unplanned", async () => {
-        results.unplanned = await runEvents(l, "unplanned", plan.failovers, log);
-      });
-      await part("latency", async () => {
-        results.switchLatency = await runSwitchLatency(l, plan.latencySwitchovers, log);
-      });
-    }
-  } finally {
-    if (lab) await lab.destroy().catch((err: Error) => log(`cleanup: ${err.message}`));
-  }
+  // The data-path parts stay on this host's packages; the switchover and failover parts run
+  // where --failover-lab says (the agent image's containers by default).
+  const onFailoverLab = plan.parts.filter((p) => FAILOVER_PARTS.includes(p));
+  const labs: { runtime: "host" | "container"; parts: Part[] }[] = [];
+  const hostParts = plan.parts.filter(
+    (p) => HOST_LAB_PARTS.includes(p) || (plan.failoverLab === "host" && onFailoverLab.includes(p)),
+  );
+  if (hostParts.length > 0) labs.push({ runtime: "host", parts: hostParts });
+  if (plan.failoverLab === "container" && onFailoverLab.length > 0)
+    labs.push({ runtime: "container", parts: onFailoverLab });
+  for (const spec of labs) await runOnLab(spec.runtime, spec.parts);
   await part("registrator", async () => {
     results.registrator = await runRegistrator({
       starts: plan.registratorStarts,

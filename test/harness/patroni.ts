@@ -7,7 +7,8 @@
  *   await c.destroy();                                     // always, in after()
  *
  * PostgreSQL refuses to run as root, so when the tests run as root Patroni is
- * started as the postgres user with setpriv.
+ * started as the postgres user with setpriv. With `runtime: ContainerRuntime` the members
+ * run in containers of the agent image on the host network instead (patroni-runtime.ts).
  */
 import {
   chmodSync,
@@ -25,10 +26,11 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { streamingFrom } from "../../agent/stop-plan.js";
 import { EtcdServer } from "./etcd.js";
+import { HOST_PG_BIN_DIR, HostRuntime, type PatroniRuntime, postmasterPid } from "./patroni-runtime.js";
 import { freePort } from "./ports.js";
-import { run, type Spawned, startProcess, stopProcess, waitFor } from "./proc.js";
+import { run, type Spawned, waitFor } from "./proc.js";
 
-export const PG_BIN_DIR = process.env.PG_BIN_DIR ?? "/usr/lib/postgresql/15/bin";
+export const PG_BIN_DIR = HOST_PG_BIN_DIR;
 /**
  * What starts Patroni: the agent's launcher (Patroni with Nagle off on its etcd connections),
  * copied into each cluster's directory so that the postgres account can run it wherever the
@@ -63,6 +65,8 @@ export interface ClusterOptions {
   readonly waitReady?: boolean;
   /** What starts Patroni: the agent's launcher unless `PATRONI_BIN` or this says otherwise. */
   readonly patroniBin?: string;
+  /** Where the members run: processes of this host (the default) or containers of the agent image. */
+  readonly runtime?: PatroniRuntime;
 }
 
 /** One member as Patroni's REST /cluster reports it. */
@@ -78,8 +82,6 @@ export interface RestMember {
 
 /** Patroni's default maximum_lag_on_failover (bytes). */
 const MAX_LAG_ON_FAILOVER = 1_048_576;
-
-const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
 export class PatroniNode {
   private proc: Spawned | null = null;
@@ -125,43 +127,51 @@ export class PatroniNode {
     };
   }
 
+  /** What the runtime needs to run this member. */
+  private get member() {
+    return {
+      name: this.name,
+      dir: this.dir,
+      configFile: this.configFile,
+      dataDir: this.dataDir,
+      clusterDir: this.cluster.dir,
+      hostPatroniBin: this.cluster.opts.patroniBin ?? PATRONI_BIN ?? this.cluster.launcher,
+    };
+  }
+
   start(): void {
     if (this.running) return;
-    const env = { ...process.env, HOME: this.dir, PATH: `${PG_BIN_DIR}:${process.env.PATH ?? ""}` };
-    const bin = this.cluster.opts.patroniBin ?? PATRONI_BIN ?? this.cluster.launcher;
-    const [cmd, args] = asRoot
-      ? ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", bin, this.configFile]]
-      : [bin, [this.configFile]];
-    this.proc = startProcess(cmd, args, { logFile: join(this.dir, "patroni.log"), env, cwd: this.dir });
+    this.proc = this.cluster.runtime.start(this.member);
   }
 
   /** SIGTERM: Patroni stops PostgreSQL and releases the leader key if it holds it. */
   async stop(): Promise<void> {
     const p = this.proc;
     this.proc = null;
-    if (p) await stopProcess(p, "SIGTERM", 60_000);
+    if (p) await this.cluster.runtime.stop(this.member, p);
   }
 
-  /** kill -9 of Patroni, the postmaster and every backend (the whole process group). */
+  /** kill -9 of Patroni, the postmaster and every backend (the whole process group, or the container). */
   async kill9(): Promise<void> {
-    const postmaster = this.postmasterPid();
     const p = this.proc;
     this.proc = null;
-    if (p) await stopProcess(p, "SIGKILL");
-    if (postmaster !== null) {
-      try {
-        process.kill(postmaster, "SIGKILL");
-      } catch {}
-    }
+    await this.cluster.runtime.kill9(this.member, p);
   }
 
+  /** The postmaster's pid (in the container's PID namespace when the member runs in one). */
   postmasterPid(): number | null {
-    try {
-      const pid = Number(readFileSync(join(this.dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
-      return Number.isInteger(pid) && pid > 0 ? pid : null;
-    } catch {
-      return null;
-    }
+    return postmasterPid(this.dataDir);
+  }
+
+  /** Patroni's version (REST /patroni) and PostgreSQL's server_version as Patroni reports it. */
+  async versions(): Promise<{ patroni: string | null; postgresNum: number | null }> {
+    const body = (await this.rest("/patroni")).body as {
+      patroni?: { version?: unknown };
+      server_version?: unknown;
+    } | null;
+    const v = body?.patroni?.version;
+    const n = body?.server_version;
+    return { patroni: typeof v === "string" ? v : null, postgresNum: typeof n === "number" ? n : null };
   }
 
   /** GET a Patroni REST path; returns status and parsed JSON (or null). */
@@ -204,6 +214,7 @@ export class PatroniCluster {
     readonly scope: string,
     readonly namespace: string,
     readonly opts: ClusterOptions,
+    readonly runtime: PatroniRuntime,
   ) {}
 
   static async start(opts: ClusterOptions = {}): Promise<PatroniCluster> {
@@ -217,10 +228,12 @@ export class PatroniCluster {
       scope,
       opts.namespace ?? "/service/",
       opts,
+      opts.runtime ?? new HostRuntime(),
     );
     copyFileSync(PATRONI_LAUNCHER_SRC, c.launcher);
     chmodSync(c.launcher, 0o755);
-    if (asRoot) chownSync(dir, uid("postgres"), gid("postgres"));
+    const owner = c.runtime.owner;
+    if (owner) chownSync(dir, owner.uid, owner.gid);
     try {
       for (let i = 1; i <= (opts.nodes ?? 3); i++) await c.addNode(`pg${i}`);
       for (const n of c.nodes) n.start();
@@ -244,9 +257,10 @@ export class PatroniCluster {
     mkdirSync(nodeDir, { mode: 0o700 });
     const node = new PatroniNode(this, name, await freePort(), await freePort(), nodeDir);
     writeFileSync(node.configFile, stringify(this.config(node)), { mode: 0o600 });
-    if (asRoot) {
-      chownSync(nodeDir, uid("postgres"), gid("postgres"));
-      chownSync(node.configFile, uid("postgres"), gid("postgres"));
+    const owner = this.runtime.owner;
+    if (owner) {
+      chownSync(nodeDir, owner.uid, owner.gid);
+      chownSync(node.configFile, owner.uid, owner.gid);
     }
     this.nodes.push(node);
     return node;
@@ -300,7 +314,7 @@ export class PatroniCluster {
         listen: `127.0.0.1:${node.pgPort}`,
         connect_address: `127.0.0.1:${node.pgPort}`,
         data_dir: node.dataDir,
-        bin_dir: PG_BIN_DIR,
+        bin_dir: this.runtime.binDir,
         pgpass: join(node.dir, "pgpass"),
         authentication: { superuser: SUPERUSER, replication: REPLICATION, rewind: SUPERUSER },
         // As in the agent: Patroni's own replication connection (IDENTIFY_SYSTEM, the timeline a
@@ -445,14 +459,3 @@ export class PatroniCluster {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
-
-function idOf(db: "passwd" | "group", name: string): number {
-  const line = readFileSync(`/etc/${db}`, "utf8")
-    .split("\n")
-    .find((l) => l.startsWith(`${name}:`));
-  const id = line ? Number(line.split(":")[2]) : Number.NaN;
-  if (!Number.isInteger(id)) throw new Error(`no ${db} entry for ${name}`);
-  return id;
-}
-const uid = (name: string) => idOf("passwd", name);
-const gid = (name: string) => idOf("group", name);

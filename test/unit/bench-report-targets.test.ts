@@ -254,6 +254,7 @@ describe("benchmark plumbing", () => {
       faults: ["etcd-kill"] as const,
       faultRounds: 1,
       ttl: 10,
+      failoverLab: "container" as const,
       walSegmentSize: 16,
       out: "/tmp/x",
     };
