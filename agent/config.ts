@@ -33,6 +33,13 @@ export type AddressSource =
       readonly timeoutSeconds: number;
     };
 
+/** The files given to the agent (TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE). */
+export interface NodeTls {
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
 export interface AgentConfig {
   readonly name: string;
   readonly scope: string;
@@ -41,7 +48,13 @@ export interface AgentConfig {
     readonly hosts: readonly HostPort[];
     readonly username: string | undefined;
     readonly password: string | undefined;
+    /** PEM files; TLS to etcd is on when `caFile` is set. */
+    readonly caFile: string | undefined;
+    readonly certFile: string | undefined;
+    readonly keyFile: string | undefined;
   };
+  /** This node's certificate for PostgreSQL and Patroni's REST API; null: neither speaks TLS. */
+  readonly tls: NodeTls | null;
   readonly addresses: AddressSource;
   readonly admin: Credentials;
   readonly replication: Credentials;
@@ -202,6 +215,22 @@ export function parseAgentConfig(
       `PATRONI_TTL ${c.ttl} is too short for PATRONI_LOOP_WAIT ${c.loopWait} and PATRONI_RETRY_TIMEOUT ${c.retryTimeout}: expected TTL >= LOOP_WAIT + 2 x RETRY_TIMEOUT`,
     );
   }
+  if ((c.etcdCertFile === undefined) !== (c.etcdKeyFile === undefined)) {
+    fail("etcd-cert-file", "ETCD_CERT_FILE and ETCD_KEY_FILE must be given together");
+  }
+  if (c.etcdCertFile !== undefined && c.etcdCaFile === undefined) {
+    fail("etcd-ca-file", "ETCD_CERT_FILE needs ETCD_CA_FILE: the CA that signed etcd's certificate");
+  }
+  let tls: NodeTls | null = null;
+  if (c.tlsCertFile !== undefined || c.tlsKeyFile !== undefined || c.tlsCaFile !== undefined) {
+    if (c.tlsCertFile === undefined || c.tlsKeyFile === undefined || c.tlsCaFile === undefined) {
+      fail(
+        "tls-cert-file",
+        "TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together: expected all three (or none, and no TLS)",
+      );
+    }
+    tls = Object.freeze({ caFile: c.tlsCaFile, certFile: c.tlsCertFile, keyFile: c.tlsKeyFile });
+  }
   if (!c.namespace.startsWith("/")) {
     fail(
       "namespace",
@@ -213,7 +242,15 @@ export function parseAgentConfig(
     name: c.name,
     scope: c.scope,
     namespace: c.namespace,
-    etcd: Object.freeze({ hosts, username: c.etcdUsername, password: c.etcdPassword }),
+    etcd: Object.freeze({
+      hosts,
+      username: c.etcdUsername,
+      password: c.etcdPassword,
+      caFile: c.etcdCaFile,
+      certFile: c.etcdCertFile,
+      keyFile: c.etcdKeyFile,
+    }),
+    tls,
     addresses: Object.freeze(addresses),
     admin: Object.freeze({ username: c.postgresUsername, password: c.postgresPassword }),
     replication: Object.freeze({ username: c.replicationUsername, password: c.replicationPassword }),

@@ -149,6 +149,44 @@ export const agentOptions = {
     description: "etcd password",
     secret: true,
   }),
+  etcdCaFile: opt.optionalString({
+    flag: "etcd-ca-file",
+    env: "ETCD_CA_FILE",
+    description: "CA bundle (PEM file) that signed etcd's certificate; turns TLS to etcd on",
+    metavar: "FILE",
+  }),
+  etcdCertFile: opt.optionalString({
+    flag: "etcd-cert-file",
+    env: "ETCD_CERT_FILE",
+    description: "client certificate (PEM file) for etcd, with ETCD_KEY_FILE",
+    metavar: "FILE",
+  }),
+  etcdKeyFile: opt.optionalString({
+    flag: "etcd-key-file",
+    env: "ETCD_KEY_FILE",
+    description: "client key (PEM file) for etcd, with ETCD_CERT_FILE",
+    metavar: "FILE",
+  }),
+  tlsCertFile: opt.optionalString({
+    flag: "tls-cert-file",
+    env: "TLS_CERT_FILE",
+    description:
+      "this node's certificate (PEM file): PostgreSQL turns ssl on and Patroni's REST API speaks https; with TLS_KEY_FILE",
+    metavar: "FILE",
+  }),
+  tlsKeyFile: opt.optionalString({
+    flag: "tls-key-file",
+    env: "TLS_KEY_FILE",
+    description: "the key of TLS_CERT_FILE (PEM file; copied for the postgres account, mode 0600)",
+    metavar: "FILE",
+  }),
+  tlsCaFile: opt.optionalString({
+    flag: "tls-ca-file",
+    env: "TLS_CA_FILE",
+    description:
+      "CA bundle (PEM file) that signed the members' certificates: Patroni, patronictl and the agent check the REST API with it (required with TLS_CERT_FILE)",
+    metavar: "FILE",
+  }),
   dockerHostname: opt.optionalString({
     flag: "docker-hostname",
     env: "DOCKER_HOSTNAME",

@@ -83,7 +83,9 @@ cluster_json() {
   for a in pg1 pg2 pg3; do
     c=$(container_of "$a")
     [ -n "$c" ] || continue
-    docker exec "$c" curl -fsS --max-time 3 localhost:8008/cluster 2>/dev/null && return 0
+    # https with the stack's CA (a stack with TLS), else http (one made before TLS).
+    docker exec "$c" curl -fsS --max-time 3 --cacert /etc/pgha/tls/ca.crt https://127.0.0.1:8008/cluster 2>/dev/null && return 0
+    docker exec "$c" curl -fsS --max-time 3 http://127.0.0.1:8008/cluster 2>/dev/null && return 0
   done
   return 1
 }

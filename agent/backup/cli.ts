@@ -16,6 +16,7 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createLogger } from "../../shared/logger.js";
+import { caFetch } from "../../shared/tls.js";
 import { PGBACKREST_PATHS } from "../image.js";
 import { lsnToBytes, newestGood } from "./info.js";
 import { type BackupJob, parseHookArgs, readBackupJob } from "./job.js";
@@ -128,7 +129,9 @@ async function now(job: BackupJob, rest: string[]): Promise<number> {
   }
   let role = "unknown";
   try {
-    const res = await fetch(`${job.restApi}/patroni`, { signal: AbortSignal.timeout(3000) });
+    const res = await caFetch(job.restCaFile ?? null)(`${job.restApi}/patroni`, {
+      signal: AbortSignal.timeout(3000),
+    });
     role = String(((await res.json()) as { role?: unknown }).role ?? "unknown");
   } catch {}
   if (role !== "master" && role !== "primary") {

@@ -45,7 +45,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     });
     // Hosts B and C: their etcd members and agents (one registrator serves this one machine).
     await stack.compose(["up", "-d", "--no-deps", "--no-build", "etcd2", "etcd3", "pg2", "pg3"]);
-    etcd = createEtcdClient({ hosts: clientPorts.map((port) => ({ host: hostIp, port })) });
+    etcd = createEtcdClient({ hosts: clientPorts.map((port) => ({ host: hostIp, port })), ...stack.etcdTls });
     await stack.waitReady();
   });
 
@@ -68,7 +68,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
         (await etcd.get(`/service/${stack.project}/members/${agent}`).string()) ?? "{}",
       ) as { conn_url?: string; api_url?: string };
       assert.equal(member.conn_url, `postgres://${hostIp}:${pgPort.port}/postgres`);
-      assert.equal(member.api_url, `http://${hostIp}:${apiPort.port}/patroni`);
+      assert.equal(member.api_url, `https://${hostIp}:${apiPort.port}/patroni`);
     }
   });
 
@@ -79,7 +79,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     }));
     assert.equal(members.length, 3, JSON.stringify(members));
     for (const m of members)
-      assert.match(m.client, new RegExp(`^http://${hostIp.replaceAll(".", "\\.")}:\\d+$`));
+      assert.match(m.client, new RegExp(`^https://${hostIp.replaceAll(".", "\\.")}:\\d+$`));
     assert.deepEqual(members.map((m) => m.name).sort(), ["etcd1", "etcd2", "etcd3"]);
   });
 
@@ -112,7 +112,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     for (const a of AGENTS) {
       const api = await publishedPort(`${stack.project}-${a}`, 8008);
       assert.ok(
-        last.some((t) => t.scrapeUrl === `http://${hostIp}:${api.port}/metrics`),
+        last.some((t) => t.scrapeUrl === `https://${hostIp}:${api.port}/metrics`),
         `${a} scraped at ${hostIp}:${api.port}: ${last.map((t) => t.scrapeUrl).join(", ")}`,
       );
     }
