@@ -1,8 +1,9 @@
 /**
  * The few calls the agent makes to its own Patroni's REST API.
  */
+
+import { type CaFetch, caFetch } from "../shared/ca-fetch.js";
 import { PgHaError } from "../shared/errors.js";
-import { type CaFetch, caFetch } from "../shared/tls.js";
 import type { Credentials } from "./config.js";
 
 export class RestError extends PgHaError {

@@ -1,10 +1,9 @@
 /**
  * PEM files named by options, read with errors an operator can act on: the option, the file
- * and why it cannot be read (missing, not readable by this account, not PEM); and a fetch
- * that checks an https server against a private CA.
+ * and why it cannot be read (missing, not readable by this account, not PEM). Loads no HTTP
+ * client: the registrator runs without WebAssembly, which undici's parser needs.
  */
 import { readFileSync } from "node:fs";
-import { Agent, fetch as undiciFetch } from "undici";
 import { ConfigError } from "./errors.js";
 
 /**
@@ -38,20 +37,4 @@ export function checkPemFiles(
   files: readonly { readonly path: string | undefined; readonly what: string; readonly option: string }[],
 ): void {
   for (const f of files) if (f.path !== undefined && f.path !== "") readPemFile(f.path, f.what, f.option);
-}
-
-export type CaFetch = (url: string, init?: RequestInit) => Promise<Response>;
-
-/**
- * fetch for a server whose certificate a private CA signed (`caFile`), the URL's host being
- * the name checked; `caFile` null: the global fetch, for http.
- */
-export function caFetch(caFile: string | null): CaFetch {
-  if (caFile === null) return (url, init) => fetch(url, init);
-  const dispatcher = new Agent({ connect: { ca: readFileSync(caFile) } });
-  return async (url, init) =>
-    (await undiciFetch(url, {
-      ...(init as object),
-      dispatcher,
-    } as Parameters<typeof undiciFetch>[1])) as unknown as Response;
 }

@@ -15,8 +15,8 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { caFetch } from "../../shared/ca-fetch.js";
 import { createLogger } from "../../shared/logger.js";
-import { caFetch } from "../../shared/tls.js";
 import { PGBACKREST_PATHS } from "../image.js";
 import { lsnToBytes, newestGood } from "./info.js";
 import { type BackupJob, parseHookArgs, readBackupJob } from "./job.js";
