@@ -234,7 +234,7 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       [ca],
       ["--endpoints=https://etcd1:2379", "--cacert=/tls/ca.crt", "--cert=/tls/tls.crt", "--key=/tls/tls.key"],
     );
-    assert.match(ok.stdout, new RegExp(`/service/${project}/leader`));
+    assert.match(ok.stdout, /\/service\/pgha\/leader/);
     // TLS without a client certificate: refused in the handshake.
     await assert.rejects(
       etcdctl([ca], ["--endpoints=https://etcd1:2379", "--cacert=/tls/ca.crt"]),
