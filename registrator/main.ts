@@ -5,7 +5,6 @@ import { hostname } from "node:os";
 import { ConfigError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
 import { installShutdown } from "../shared/shutdown.js";
-import { checkPemFiles } from "../shared/tls.js";
 import { RegistratorApp } from "./app.js";
 import { DockerApi } from "./docker-api.js";
 import { engineHostname, type LoadedOptions, parseOptions } from "./options.js";
@@ -23,27 +22,6 @@ if (loaded.kind === "help") {
   process.exit(0);
 }
 let o = loaded.options;
-try {
-  // etcd's TLS files, read now: a missing or unreadable one is one line and exit 2, not a retry loop.
-  if (o.etcdCert !== undefined && o.etcdCa === undefined) {
-    throw new ConfigError(
-      "etcd-ca",
-      "registrator: -etcd-cert needs -etcd-ca (REGISTRATOR_ETCD_CA): the CA that signed etcd's certificate",
-    );
-  }
-  if ((o.etcdCert === undefined) !== (o.etcdKey === undefined)) {
-    throw new ConfigError("etcd-cert", "registrator: -etcd-cert and -etcd-key must be given together");
-  }
-  checkPemFiles([
-    { path: o.etcdCa, what: "etcd CA file", option: "-etcd-ca / REGISTRATOR_ETCD_CA" },
-    { path: o.etcdCert, what: "etcd client certificate", option: "-etcd-cert / REGISTRATOR_ETCD_CERT" },
-    { path: o.etcdKey, what: "etcd client key", option: "-etcd-key / REGISTRATOR_ETCD_KEY" },
-  ]);
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`${err.message}\n`);
-  process.exit(2);
-}
 if (!o.hostnameGiven) {
   // The default hostname is this Docker engine's: unique per host, stable across restarts.
   const docker = DockerApi.forEndpoint(o.dockerHost);
