@@ -41,7 +41,7 @@ try {
   ]);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(err.message + "\n");
+  process.stderr.write(`${err.message.startsWith("router:") ? "" : "router: "}${err.message}\n`);
   process.exit(2);
 }
 const base = createLogger({ name: "router", level: config.logLevel });

@@ -5,7 +5,7 @@
  * (modes, owners, idempotence, renewal when names change).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,8 @@ import { parse } from "yaml";
 import { type AgentConfig, parseAgentConfig } from "../../agent/config.js";
 import type { NodeAddresses } from "../../agent/discovery.js";
 import { renderPatroniConfig, tlsPaths, toYaml } from "../../agent/patroni-config.js";
+import { routerSpec } from "../../router/options.js";
+import { parseArgs } from "../../shared/config.js";
 import { ConfigError } from "../../shared/errors.js";
 import { readEtcdTls } from "../../shared/etcd.js";
 import { readPemFile } from "../../shared/tls.js";
@@ -98,6 +100,47 @@ describe("patroni.yml with TLS", () => {
     assert.equal(y.restapi.certfile, undefined);
     assert.equal(y.postgresql.parameters.ssl, undefined);
   });
+});
+
+describe("the router's REST TLS settings", () => {
+  it("the name checked on Patroni's certificates: --rest-server-name or ROUTER_REST_SERVER_NAME", () => {
+    const r = parseArgs(routerSpec, [], {
+      ROUTER_SCOPE: "demo",
+      ROUTER_REST_CA: "/etc/pgha/tls/ca.crt",
+      ROUTER_REST_SERVER_NAME: "pgha-agent",
+    });
+    assert.equal(r.kind, "config");
+    if (r.kind !== "config") return;
+    assert.equal(r.config.restCa, "/etc/pgha/tls/ca.crt");
+    assert.equal(r.config.restServerName, "pgha-agent");
+    const flag = parseArgs(routerSpec, ["--scope", "demo", "--rest-server-name", "other"], {});
+    assert.equal(flag.kind === "config" && flag.config.restServerName, "other");
+  });
+});
+
+describe("the router stops at start with one line for a TLS file it cannot read", () => {
+  const router = join(import.meta.dirname, "../../router/main.js");
+  const table: [string[], RegExp][] = [
+    [
+      ["--etcd-ca", "/nonexistent/ca.pem"],
+      /^router: cannot read the etcd CA file \/nonexistent\/ca\.pem \(--etcd-ca \/ ROUTER_ETCD_CA\): no such file\n$/,
+    ],
+    [
+      ["--rest-ca", "/etc"],
+      /^router: cannot read the REST API CA file \/etc \(--rest-ca \/ ROUTER_REST_CA\): a directory, not a file\n$/,
+    ],
+    [["--etcd-cert", "/etc/hostname", "--etcd-key", "/etc/hostname"], /^router: --etcd-cert needs --etcd-ca/],
+  ];
+  for (const [args, message] of table) {
+    it(args.join(" "), () => {
+      const r = spawnSync(process.execPath, [router, "--scope", "demo", ...args], {
+        encoding: "utf8",
+        env: {},
+      });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, message);
+    });
+  }
 });
 
 describe("half-given TLS settings are refused with one line", () => {
