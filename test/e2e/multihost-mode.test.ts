@@ -13,7 +13,7 @@ import { createEtcdClient } from "../../shared/etcd.js";
 import { AGENTS, ComposeStack, type ComposeStack as Stack } from "../harness/compose.js";
 import { bridgeGateway, ensureImages, publishedPort } from "../harness/docker.js";
 import { freePort } from "../harness/ports.js";
-import { waitFor } from "../harness/proc.js";
+import { run, waitFor } from "../harness/proc.js";
 
 let stack: Stack;
 let etcd: Etcd3;
@@ -139,5 +139,50 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
         return (await stack.exec(replica, ["psql", "-Atc", "select v from across_hosts"])) === "hello";
       });
     }
+  });
+
+  it("what the hosts publish speaks TLS: etcd wants a certificate of the CA, replication and clients are encrypted, verify-full holds on the host's IP", async () => {
+    const etcdPort = stack.settings["ETCD1_PORT"]!;
+    const etcdctl = (args: string[]) =>
+      run(
+        "etcdctl",
+        [
+          `--endpoints=https://${hostIp}:${etcdPort}`,
+          "--dial-timeout=3s",
+          "--command-timeout=5s",
+          ...args,
+          "get",
+          "--prefix",
+          "--keys-only",
+          "/service/",
+        ],
+        { env: { PATH: process.env["PATH"], ETCDCTL_API: "3" } },
+      );
+    const { caFile, certFile, keyFile } = stack.etcdTls;
+    assert.match(
+      (await etcdctl([`--cacert=${caFile}`, `--cert=${certFile}`, `--key=${keyFile}`])).stdout,
+      /\/leader/,
+    );
+    await assert.rejects(etcdctl([`--cacert=${caFile}`]));
+    // Replication between the hosts runs over TLS.
+    const leader = (await stack.leader())!;
+    const ssl = await stack.exec(leader, [
+      "psql",
+      "-Atc",
+      "select count(*) from pg_stat_replication r join pg_stat_ssl s using (pid) where s.ssl",
+    ]);
+    assert.equal(ssl, "2");
+    // A client checks the member's certificate on the host's IP.
+    const pgPort = (await publishedPort(`${stack.project}-${leader}`, 5432)).port;
+    const q = await run(
+      "psql",
+      [
+        `host=${hostIp} port=${pgPort} user=admin dbname=postgres sslmode=verify-full sslrootcert=${stack.caFile}`,
+        "-Atc",
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+      ],
+      { env: { ...process.env, PGPASSWORD: stack.password, PGCONNECT_TIMEOUT: "10" } },
+    );
+    assert.equal(q.stdout.trim(), "t");
   });
 });
