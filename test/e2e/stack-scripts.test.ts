@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { docker, ensureImages, imageOf, REPO_ROOT, uniquePrefix } from "../harness/docker.js";
 import { freePort } from "../harness/ports.js";
-import { run } from "../harness/proc.js";
+import { run, waitFor } from "../harness/proc.js";
 
 const project = uniquePrefix("e2e-scripts").slice(0, -1);
 const dir = mkdtempSync(join(tmpdir(), `${project}-`));
@@ -273,6 +273,51 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       'curl -sS --max-time 5 --cacert /tls/ca.crt https://etcd1:2380/members; echo " exit=$?"',
     ]);
     assert.match(peer.stdout + peer.stderr, /exit=(35|56|58)|alert|certificate required/);
+  });
+
+  it("patronictl in a node switches over through Patroni's https REST API, and the router follows", async () => {
+    const pg1 = `${project}-pg1`;
+    const list = JSON.parse(await docker(["exec", pg1, "patronictl", "list", "-f", "json"])) as {
+      Member: string;
+      Role: string;
+    }[];
+    const leader = list.find((m) => m.Role === "Leader")!.Member;
+    const candidate = list.find((m) => /sync|quorum/i.test(m.Role))!.Member;
+    await docker([
+      "exec",
+      pg1,
+      "patronictl",
+      "switchover",
+      "--leader",
+      leader,
+      "--candidate",
+      candidate,
+      "--force",
+    ]);
+    const password = readEnv()["POSTGRES_PASSWORD"]!;
+    const tls = readEnv()["PGHA_TLS_DIR"]!;
+    const conn = `host=localhost port=${port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${tls}/ca.crt`;
+    await waitFor(
+      `the router to route to ${candidate}`,
+      async () => {
+        const q = await run("psql", [conn, "-Atc", "select inet_server_addr(), pg_is_in_recovery()"], {
+          env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "5" },
+        }).catch(() => null);
+        if (q === null || !q.stdout.trim().endsWith("|f")) return false;
+        const ip = q.stdout
+          .trim()
+          .split("|")[0]!
+          .replace(/\/\d+$/, "");
+        const addrs = await docker([
+          "inspect",
+          "-f",
+          "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+          `${project}-${candidate}`,
+        ]);
+        return addrs.split(" ").includes(ip);
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
   });
 
   it("./pgha up passes its arguments on to stack-up.sh", async () => {
