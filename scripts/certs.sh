@@ -68,7 +68,12 @@ mkdir -p "$dir"
 chmod 0755 "$dir"
 ca_key=$dir/ca.key ca_crt=$dir/ca.crt
 
-if [ ! -s "$ca_key" ] || [ ! -s "$ca_crt" ]; then
+# A host of a multi-host stack holds the CA's certificate without its key (copied from the host
+# that made them): its certificates are checked, and one that must be made again is an error.
+signer=1
+if [ -s "$ca_crt" ] && [ ! -e "$ca_key" ] && [ "$renew" = 0 ]; then
+  signer=0
+elif [ ! -s "$ca_key" ] || [ ! -s "$ca_crt" ]; then
   [ -e "$ca_crt" ] && die "$ca_crt exists without $ca_key: restore the CA's key, or move both away to make a new CA"
   say "making a private CA in $dir (ca.key stays there, mode 0600)"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
@@ -108,6 +113,8 @@ leaf() {
     chown_key "$d/tls.key" "$uid"
     return 0
   fi
+  [ "$signer" = 1 ] ||
+    die "$d/tls.crt must be made again (missing, expiring within 30 days, another CA, or other names: $want) but $ca_key is not on this host: run ./pgha certs where it is and copy the certificates here"
   local ext
   ext=$(mktemp)
   {

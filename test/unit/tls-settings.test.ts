@@ -281,6 +281,20 @@ describe("scripts/certs.sh", () => {
     execFileSync("openssl", ["verify", "-CAfile", join(tls, "ca.crt"), join(tls, "agent/tls.crt")]);
   });
 
+  it("a host holding the certificates without the CA's key: checks them, and refuses to make new ones", () => {
+    const copy = join(dir, "copy");
+    execFileSync("cp", ["-a", tls, copy]);
+    rmSync(join(copy, "ca.key"));
+    const run = (...args: string[]) =>
+      execFileSync(join(import.meta.dirname, "../../../scripts/certs.sh"), ["--dir", copy, ...args], {
+        env: { PATH: process.env["PATH"], COMPOSE_PROJECT_NAME: "demo" },
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    run("--ip", "192.0.2.10", "--ip", "192.0.2.11");
+    assert.throws(() => run("--ip", "192.0.2.12"), /must be made again .*ca\.key is not on this host/);
+  });
+
   it("refuses what is not an address", () => {
     assert.throws(() => certs("--ip", "not-an-ip"), /expected an IPv4 or IPv6 address/);
   });
