@@ -73,7 +73,11 @@ etcd_healthy() {
   local c
   c=$(container_of etcd1)
   [ -n "$c" ] || c=$(container_of etcd2)
-  docker exec "$c" etcdctl --endpoints=http://etcd1:2379,http://etcd2:2379,http://etcd3:2379 \
+  # The members' own etcdctl settings (ETCDCTL_CACERT, _CERT, _KEY: TLS with etcd's certificate)
+  # apply; without them (a stack made before TLS), plain http.
+  local scheme=https
+  docker exec "$c" printenv ETCDCTL_CERT >/dev/null 2>&1 || scheme=http
+  docker exec "$c" etcdctl --endpoints="$scheme://etcd1:2379,$scheme://etcd2:2379,$scheme://etcd3:2379" \
     endpoint health 2>&1 | grep -c 'is healthy' | grep -qx 3
 }
 
