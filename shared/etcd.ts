@@ -22,6 +22,11 @@ export interface EtcdOptions {
   readonly caFile?: string | undefined;
   readonly certFile?: string | undefined;
   readonly keyFile?: string | undefined;
+  /**
+   * The name checked on etcd's certificate instead of each host's: for members reached on
+   * addresses their certificate does not name (a compose network's container addresses).
+   */
+  readonly serverName?: string | undefined;
   /** Deadline of each unary call, in ms. */
   readonly callTimeoutMs?: number;
   readonly dialTimeoutMs?: number;
@@ -113,6 +118,7 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
   };
   if (tls) {
     options.credentials = readEtcdTls(o, { ca: "etcd CA", cert: "etcd certificate", key: "etcd key" })!;
+    if (o.serverName) options.grpcOptions!["grpc.ssl_target_name_override"] = o.serverName;
   }
   if (o.username !== undefined && o.username !== "") {
     options.auth = {

@@ -17,7 +17,7 @@ import { renderPatroniConfig, tlsPaths, toYaml } from "../../agent/patroni-confi
 import { routerSpec } from "../../router/options.js";
 import { parseArgs } from "../../shared/config.js";
 import { ConfigError } from "../../shared/errors.js";
-import { readEtcdTls } from "../../shared/etcd.js";
+import { etcdClientOptions, readEtcdTls } from "../../shared/etcd.js";
 import { readPemFile } from "../../shared/tls.js";
 
 const ENV: Record<string, string> = {
@@ -194,6 +194,28 @@ describe("PEM files that cannot be used are named with their option", () => {
     writeFileSync(key, "-----BEGIN PRIVATE KEY-----\n");
     chmodSync(key, 0);
     assert.throws(() => readPemFile(key, "etcd client key", "--etcd-key"), /permission denied/);
+  });
+
+  it("etcd client options: https endpoints, the files read, and the name checked instead of the host's", () => {
+    const certsDir = join(dir, "certs");
+    execFileSync(join(import.meta.dirname, "../../../scripts/certs.sh"), ["--dir", certsDir], {
+      env: { PATH: process.env["PATH"] },
+      stdio: "pipe",
+    });
+    const a = join(certsDir, "agent");
+    const o = etcdClientOptions({
+      hosts: [{ host: "172.18.0.2", port: 2379 }],
+      caFile: join(a, "ca.crt"),
+      certFile: join(a, "tls.crt"),
+      keyFile: join(a, "tls.key"),
+      serverName: "etcd1",
+    });
+    assert.deepEqual(o.hosts, ["https://172.18.0.2:2379"]);
+    assert.ok(o.credentials?.certChain && o.credentials.privateKey);
+    assert.equal(o.grpcOptions?.["grpc.ssl_target_name_override"], "etcd1");
+    const plain = etcdClientOptions({ hosts: [{ host: "etcd1", port: 2379 }] });
+    assert.deepEqual(plain.hosts, ["http://etcd1:2379"]);
+    assert.equal(plain.credentials, undefined);
   });
 
   it("etcd client options: a certificate without a CA, or without its key", () => {
