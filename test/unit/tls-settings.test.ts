@@ -189,11 +189,28 @@ describe("PEM files that cannot be used are named with their option", () => {
     );
   });
 
-  it("a key the account may not read (as a user other than root)", { skip: process.getuid?.() === 0 }, () => {
+  it("a key this account may not read: permission denied, with the account", () => {
     const key = join(dir, "key.pem");
     writeFileSync(key, "-----BEGIN PRIVATE KEY-----\n");
-    chmodSync(key, 0);
-    assert.throws(() => readPemFile(key, "etcd client key", "--etcd-key"), /permission denied/);
+    chmodSync(key, 0o600);
+    if (process.getuid?.() !== 0) {
+      chmodSync(key, 0);
+      assert.throws(() => readPemFile(key, "etcd client key", "--etcd-key"), /permission denied for uid/);
+      return;
+    }
+    // As root, whom modes do not stop: the read is made as nobody (a service's own account).
+    chmodSync(dir, 0o755);
+    const tls = join(import.meta.dirname, "../../shared/tls.js");
+    const script = `import(${JSON.stringify(tls)}).then((m) => { try { m.readPemFile(${JSON.stringify(key)}, "etcd client key", "--etcd-key"); } catch (e) { process.stdout.write(e.message); } })`;
+    const out = execFileSync(
+      "setpriv",
+      ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", script],
+      { encoding: "utf8" },
+    );
+    assert.match(
+      out,
+      /cannot read the etcd client key .*key\.pem \(--etcd-key\): permission denied for uid 65534/,
+    );
   });
 
   it("etcd client options: https endpoints, the files read, and the name checked instead of the host's", () => {
