@@ -35,6 +35,13 @@ export type AddressSource =
       readonly timeoutSeconds: number;
     };
 
+/** The files given to the agent (TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE). */
+export interface NodeTls {
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
 export interface AgentConfig {
   readonly name: string;
   readonly scope: string;
@@ -44,10 +51,13 @@ export interface AgentConfig {
     readonly hosts: readonly HostPort[];
     readonly username: string | undefined;
     readonly password: string | undefined;
+    /** PEM files; TLS to etcd is on when `caFile` is set. */
     readonly caFile: string | undefined;
     readonly certFile: string | undefined;
     readonly keyFile: string | undefined;
   };
+  /** This node's certificate for PostgreSQL and Patroni's REST API; null: neither speaks TLS. */
+  readonly tls: NodeTls | null;
   readonly addresses: AddressSource;
   readonly admin: Credentials;
   readonly replication: Credentials;
@@ -209,6 +219,19 @@ export function parseAgentConfig(
       `PATRONI_TTL ${c.ttl} is too short for PATRONI_LOOP_WAIT ${c.loopWait} and PATRONI_RETRY_TIMEOUT ${c.retryTimeout}: expected TTL >= LOOP_WAIT + 2 x RETRY_TIMEOUT`,
     );
   }
+  if (c.etcdCert !== undefined && c.etcdCa === undefined) {
+    fail("etcd-ca", "ETCD_CERT needs ETCD_CA: the CA that signed etcd's certificate");
+  }
+  let tls: NodeTls | null = null;
+  if (c.tlsCertFile !== undefined || c.tlsKeyFile !== undefined || c.tlsCaFile !== undefined) {
+    if (c.tlsCertFile === undefined || c.tlsKeyFile === undefined || c.tlsCaFile === undefined) {
+      fail(
+        "tls-cert-file",
+        "TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together: expected all three (or none, and no TLS)",
+      );
+    }
+    tls = Object.freeze({ caFile: c.tlsCaFile, certFile: c.tlsCertFile, keyFile: c.tlsKeyFile });
+  }
   if (!c.namespace.startsWith("/")) {
     fail(
       "namespace",
@@ -228,6 +251,7 @@ export function parseAgentConfig(
       certFile: c.etcdCert,
       keyFile: c.etcdKey,
     }),
+    tls,
     addresses: Object.freeze(addresses),
     admin: Object.freeze({ username: c.postgresUsername, password: c.postgresPassword }),
     replication: Object.freeze({ username: c.replicationUsername, password: c.replicationPassword }),

@@ -10,8 +10,13 @@
 export const POSTGRES_PORT = 5432;
 export const RESTAPI_PORT = 8008;
 
-/** This node's own Patroni REST API, as the agent and the backup commands reach it. */
-export const LOCAL_RESTAPI_URL = `http://127.0.0.1:${RESTAPI_PORT}`;
+/**
+ * This node's own Patroni REST API, as the agent and the backup commands reach it: https when
+ * it speaks TLS (every member certificate names 127.0.0.1).
+ */
+export function localRestApiUrl(tls: boolean): string {
+  return `${tls ? "https" : "http"}://127.0.0.1:${RESTAPI_PORT}`;
+}
 
 /**
  * The environment name under which the image states its PostgreSQL major version. agent/Dockerfile

@@ -142,6 +142,26 @@ export const agentOptions = {
     envPrefix: "ETCD_",
     userAliases: { flags: ["etcd-username"], env: ["ETCD_USERNAME"] },
   }),
+  tlsCertFile: opt.optionalString({
+    flag: "tls-cert-file",
+    env: "TLS_CERT_FILE",
+    description:
+      "this node's certificate (PEM file): PostgreSQL turns ssl on and Patroni's REST API speaks https; with TLS_KEY_FILE",
+    metavar: "FILE",
+  }),
+  tlsKeyFile: opt.optionalString({
+    flag: "tls-key-file",
+    env: "TLS_KEY_FILE",
+    description: "the key of TLS_CERT_FILE (PEM file; copied for the postgres account, mode 0600)",
+    metavar: "FILE",
+  }),
+  tlsCaFile: opt.optionalString({
+    flag: "tls-ca-file",
+    env: "TLS_CA_FILE",
+    description:
+      "CA bundle (PEM file) that signed the members' certificates: Patroni, patronictl and the agent check the REST API with it (required with TLS_CERT_FILE)",
+    metavar: "FILE",
+  }),
   dockerHostname: opt.optionalString({
     flag: "docker-hostname",
     env: "DOCKER_HOSTNAME",

@@ -14,14 +14,15 @@ import { createRegistry } from "../shared/admin.js";
 import { createEtcdClient } from "../shared/etcd.js";
 import { formatHostPort } from "../shared/host-port.js";
 import type { Logger } from "../shared/logger.js";
+import { readPemFile } from "../shared/tls.js";
 import { startBackups, writeBackupFiles } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
 import { FenceKeeper } from "./fence-keeper.js";
 import { FenceStore } from "./fence-store.js";
 import { type Account, ensureRootDir, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
-import { AGENT_SOCKET, LOCAL_RESTAPI_URL, pgBinDir } from "./image.js";
-import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, toYaml } from "./patroni-config.js";
+import { AGENT_SOCKET, localRestApiUrl, pgBinDir } from "./image.js";
+import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, tlsPaths, toYaml } from "./patroni-config.js";
 import { PromotionCheckServer } from "./promotion-check.js";
 import { ReplicationMetrics } from "./replication-metrics.js";
 import { PatroniRest } from "./rest.js";
@@ -44,11 +45,16 @@ export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: 
   prepareDataDir(cfg.dataDir, postgres, log);
   // What root writes lives in directories only root may write: nothing can be planted there.
   if (postgres) ensureRootDir(dirname(cfg.configFile));
+  writeTlsFiles(cfg, postgres);
   writeSecretFile(cfg.configFile, toYaml(renderPatroniConfig(cfg, addresses)), postgres);
   writeBootstrapSql(cfg, postgres);
   writeBackupFiles(
     cfg.backup,
-    { dataDir: cfg.dataDir, superuser: cfg.superuser.username },
+    {
+      dataDir: cfg.dataDir,
+      superuser: cfg.superuser.username,
+      restCaFile: cfg.tls ? tlsPaths(cfg.configFile).ca : null,
+    },
     {
       owner: postgres,
       writeSecret: (path, content, mode) => writeSecretFile(path, content, postgres, mode),
@@ -61,6 +67,34 @@ export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: 
     "patroni.yml written",
   );
   return postgres;
+}
+
+/**
+ * Copies of the mounted TLS files for Patroni and PostgreSQL, which run as postgres: the mounted
+ * keys are root's (mode 0600). Certificates 0644, keys 0600 owned by postgres, in a root-owned
+ * directory; a file that cannot be read is a ConfigError naming its variable. Files of a
+ * setting that is off are removed, so that no stale key stays behind.
+ */
+function writeTlsFiles(cfg: AgentConfig, postgres: Account | null): void {
+  const paths = tlsPaths(cfg.configFile);
+  const copies: [string, string | undefined, string, string, number][] = [
+    [paths.ca, cfg.tls?.caFile, "CA file", "TLS_CA_FILE", 0o644],
+    [paths.cert, cfg.tls?.certFile, "certificate", "TLS_CERT_FILE", 0o644],
+    [paths.key, cfg.tls?.keyFile, "private key", "TLS_KEY_FILE", 0o600],
+    [paths.etcdCa, cfg.etcd.caFile, "etcd CA file", "ETCD_CA", 0o644],
+    [paths.etcdCert, cfg.etcd.certFile, "etcd client certificate", "ETCD_CERT", 0o644],
+    [paths.etcdKey, cfg.etcd.keyFile, "etcd client key", "ETCD_KEY", 0o600],
+  ];
+  if (copies.every(([, from]) => from === undefined)) {
+    rmSync(paths.dir, { recursive: true, force: true });
+    return;
+  }
+  if (postgres) ensureRootDir(paths.dir);
+  else mkdirSync(paths.dir, { recursive: true });
+  for (const [to, from, what, env, mode] of copies) {
+    if (from === undefined) rmSync(to, { force: true });
+    else writeSecretFile(to, readPemFile(from, what, env).toString("utf8"), postgres, mode);
+  }
 }
 
 /**
@@ -94,7 +128,8 @@ export function assembleParts(
 ): AgentParts {
   const home = postgres?.home ?? env["HOME"] ?? "/tmp";
   const [command, args] = patroniCommand(postgres, cfg.configFile);
-  const rest = new PatroniRest(LOCAL_RESTAPI_URL, cfg.restapi);
+  const tls = cfg.tls !== null;
+  const rest = new PatroniRest(localRestApiUrl(tls), cfg.restapi, tls ? tlsPaths(cfg.configFile).ca : null);
   const registry = createRegistry("pgha_agent");
   // Read from this node's Patroni at each scrape: synchronous mode, and on the leader its replicas' streaming.
   new ReplicationMetrics(registry, cfg.scope, rest);
@@ -111,7 +146,7 @@ export function assembleParts(
   });
   const keeper = new FenceKeeper({
     self: cfg.name,
-    apiUrl: `http://${formatHostPort(addresses.api)}/patroni`,
+    apiUrl: `${tls ? "https" : "http"}://${formatHostPort(addresses.api)}/patroni`,
     fence,
     status: () => rest.status(),
     registry,

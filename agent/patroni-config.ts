@@ -25,6 +25,24 @@ export function bootstrapSqlPath(configFile: string): string {
   return join(dirname(configFile), "bootstrap", "bootstrap.sql");
 }
 
+/**
+ * Where the agent puts the TLS files Patroni and PostgreSQL read: copies of the mounted ones
+ * in a root-owned directory beside patroni.yml, the keys owned by postgres with mode 0600
+ * (PostgreSQL refuses a key that others may read; the mounted key is root's).
+ */
+export function tlsPaths(configFile: string) {
+  const dir = join(dirname(configFile), "tls");
+  return Object.freeze({
+    dir,
+    ca: join(dir, "ca.crt"),
+    cert: join(dir, "server.crt"),
+    key: join(dir, "server.key"),
+    etcdCa: join(dir, "etcd-ca.crt"),
+    etcdCert: join(dir, "etcd-client.crt"),
+    etcdKey: join(dir, "etcd-client.key"),
+  });
+}
+
 /** The pg_ident map that lets root and postgres inside the container use psql over the socket. */
 export const LOCAL_MAP = "container";
 
@@ -113,14 +131,16 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
     etcd3["username"] = cfg.etcd.username;
     etcd3["password"] = cfg.etcd.password ?? "";
   }
-  // TLS as the agent's own client speaks it (shared/etcd.ts): on with a CA, a client
-  // certificate and key with it when given.
+  const paths = tlsPaths(cfg.configFile);
   if (cfg.etcd.caFile !== undefined) {
     etcd3["protocol"] = "https";
-    etcd3["cacert"] = cfg.etcd.caFile;
+    etcd3["cacert"] = paths.etcdCa;
+    if (cfg.etcd.certFile !== undefined) {
+      etcd3["cert"] = paths.etcdCert;
+      etcd3["key"] = paths.etcdKey;
+    }
   }
-  if (cfg.etcd.certFile !== undefined) etcd3["cert"] = cfg.etcd.certFile;
-  if (cfg.etcd.keyFile !== undefined) etcd3["key"] = cfg.etcd.keyFile;
+  const tls = cfg.tls !== null;
   return {
     scope: cfg.scope,
     namespace: cfg.namespace,
@@ -130,7 +150,13 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       connect_address: formatHostPort(addr.api),
       // Patroni asks for these on POST, PUT, PATCH and DELETE only; GETs stay open for health checks.
       authentication: { username: cfg.restapi.username, password: cfg.restapi.password },
+      ...(tls ? { certfile: paths.cert, keyfile: paths.key, cafile: paths.ca } : {}),
     },
+    // patronictl, and Patroni's own calls to other members (failsafe, leader race), check each
+    // member's certificate against the CA. `insecure` with a certfile leaves the chain check on
+    // and turns only the name check off: members are reached on container addresses that no
+    // certificate made in advance can name (request.py: assert_hostname False, CERT_REQUIRED).
+    ...(tls ? { ctl: { insecure: true, certfile: paths.cert, keyfile: paths.key, cacert: paths.ca } } : {}),
     etcd3,
     bootstrap: {
       dcs: {
@@ -184,7 +210,13 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       pre_promote: PRE_PROMOTE_COMMAND,
       pg_hba: pgHba(cfg.replication.username),
       pg_ident: pgIdent(cfg.superuser.username, cfg.replication.username),
-      parameters: { unix_socket_directories: IMAGE_PATHS.socketDir, ...backup.parameters },
+      parameters: {
+        unix_socket_directories: IMAGE_PATHS.socketDir,
+        // TLS offered to every client (libpq's sslmode=prefer takes it; verify-full checks the
+        // name: the certificate names the router too); replication between members uses it.
+        ...(tls ? { ssl: "on", ssl_cert_file: paths.cert, ssl_key_file: paths.key } : {}),
+        ...backup.parameters,
+      },
       ...(backup.recoveryConf ? { recovery_conf: { ...backup.recoveryConf } } : {}),
       create_replica_methods: [...backup.createReplicaMethods],
       ...backup.methodOptions,

@@ -1,6 +1,8 @@
 /**
  * The few calls the agent makes to its own Patroni's REST API.
  */
+
+import { type CaFetch, caFetch } from "../shared/ca-fetch.js";
 import { PgHaError } from "../shared/errors.js";
 import { decodePatroniStatus, type PatroniStatus } from "../shared/patroni-rest.js";
 import type { Credentials } from "./config.js";
@@ -12,15 +14,21 @@ export class RestError extends PgHaError {
 }
 
 export class PatroniRest {
+  private readonly fetch: CaFetch;
+
+  /** `caFile`: the CA to check an https REST API with; null for http. */
   constructor(
     readonly baseUrl: string,
     private readonly auth: Credentials,
-  ) {}
+    caFile: string | null = null,
+  ) {
+    this.fetch = caFetch(caFile);
+  }
 
   /** GET /cluster; null when Patroni does not answer in time. */
   async cluster(timeoutMs = 2000): Promise<unknown> {
     try {
-      const res = await fetch(`${this.baseUrl}/cluster`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await this.fetch(`${this.baseUrl}/cluster`, { signal: AbortSignal.timeout(timeoutMs) });
       if (res.status !== 200) return null;
       return (await res.json()) as unknown;
     } catch {
@@ -31,7 +39,7 @@ export class PatroniRest {
   /** GET /patroni as Patroni answers it (role, state, xlog, replication...); null when it does not answer. */
   async patroni(timeoutMs = 2000): Promise<unknown> {
     try {
-      const res = await fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await this.fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
       return (await res.json()) as unknown;
     } catch {
       return null;
@@ -41,7 +49,7 @@ export class PatroniRest {
   /** GET /config: the cluster's dynamic configuration (synchronous_mode, ttl, ...); null when it does not answer. */
   async dynamicConfig(timeoutMs = 2000): Promise<unknown> {
     try {
-      const res = await fetch(`${this.baseUrl}/config`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await this.fetch(`${this.baseUrl}/config`, { signal: AbortSignal.timeout(timeoutMs) });
       if (res.status !== 200) return null;
       return (await res.json()) as unknown;
     } catch {
@@ -64,7 +72,7 @@ export class PatroniRest {
   /** GET /patroni decoded (role, state, WAL positions); null when Patroni does not answer. */
   async status(timeoutMs = 2000): Promise<PatroniStatus | null> {
     try {
-      const res = await fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await this.fetch(`${this.baseUrl}/patroni`, { signal: AbortSignal.timeout(timeoutMs) });
       return decodePatroniStatus(await res.json());
     } catch {
       return null;
@@ -79,7 +87,7 @@ export class PatroniRest {
   ): Promise<{ status: number; text: string }> {
     const basic = Buffer.from(`${this.auth.username}:${this.auth.password}`).toString("base64");
     try {
-      const res = await fetch(`${this.baseUrl}/switchover`, {
+      const res = await this.fetch(`${this.baseUrl}/switchover`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Basic ${basic}` },
         body: JSON.stringify({ leader, candidate }),

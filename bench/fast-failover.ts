@@ -201,7 +201,14 @@ class Bench {
   /** HAProxy in front of the agents' current addresses (started again when an address changed). */
   private async ensureHaproxy(): Promise<void> {
     const servers = await Promise.all(
-      AGENTS.map(async (a) => ({ name: a, host: await this.stack.ipOf(a), port: 5432, restPort: 8008 })),
+      AGENTS.map(async (a) => ({
+        name: a,
+        host: await this.stack.ipOf(a),
+        port: 5432,
+        restPort: 8008,
+        // The compose stack's REST API speaks https: checked with its CA, as the router does.
+        restTls: { caFile: this.stack.caFile, name: "pgha-agent" },
+      })),
     );
     if (this.haPort === 0) this.haPort = await freePort();
     const config = haproxyConfig({

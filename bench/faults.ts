@@ -67,7 +67,14 @@ class HostHaproxy {
           name: "pgha-faults",
           port: this.port,
           profile: HAPROXY_PROFILE,
-          servers: AGENTS.map((a, i) => ({ name: a, host: ips[i]!, port: 5432, restPort: REST_PORT })),
+          // The stack's REST API speaks https (docker-compose.yml): checked with its CA, as the router does.
+          servers: AGENTS.map((a, i) => ({
+            name: a,
+            host: ips[i]!,
+            port: 5432,
+            restPort: REST_PORT,
+            restTls: { caFile: stack.caFile, name: "pgha-agent" },
+          })),
         },
       ],
     });

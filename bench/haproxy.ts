@@ -27,6 +27,11 @@ export interface HaproxyServer {
   readonly host: string;
   readonly port: number;
   readonly restPort: number;
+  /**
+   * Patroni's REST API over https: the check speaks TLS and checks the certificate against
+   * this CA file on this name (the compose stack's members: `pgha-agent`).
+   */
+  readonly restTls?: { readonly caFile: string; readonly name: string };
 }
 
 export interface HaproxyListen {
@@ -65,7 +70,10 @@ export function haproxyConfig(o: {
     );
     for (const s of l.servers) {
       lines.push(
-        `\tserver ${s.name} ${s.host}:${s.port} maxconn ${o.serverMaxconn ?? 100} check port ${s.restPort}`,
+        `\tserver ${s.name} ${s.host}:${s.port} maxconn ${o.serverMaxconn ?? 100} check port ${s.restPort}` +
+          (s.restTls
+            ? ` check-ssl verify required ca-file ${s.restTls.caFile} verifyhost ${s.restTls.name}`
+            : ""),
       );
     }
   }

@@ -36,6 +36,8 @@ export interface RestTls {
   readonly caFile?: string | undefined;
   readonly certFile?: string | undefined;
   readonly keyFile?: string | undefined;
+  /** The name checked in the certificate (and sent as SNI) instead of the api_url's host. */
+  readonly serverName?: string | undefined;
 }
 
 export interface HealthOptions {
@@ -58,7 +60,7 @@ export class HealthChecker {
   private interval: NodeJS.Timeout | null = null;
   private fastTimer: NodeJS.Timeout | null = null;
   private closed = false;
-  private readonly tlsOptions: Record<string, Buffer>;
+  private readonly tlsOptions: Record<string, Buffer | string>;
 
   constructor(
     private readonly opts: HealthOptions,
@@ -71,6 +73,7 @@ export class HealthChecker {
       ...(t.caFile ? { ca: readFileSync(t.caFile) } : {}),
       ...(t.certFile ? { cert: readFileSync(t.certFile) } : {}),
       ...(t.keyFile ? { key: readFileSync(t.keyFile) } : {}),
+      ...(t.serverName ? { servername: t.serverName } : {}),
     };
   }
 

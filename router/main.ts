@@ -11,14 +11,37 @@ import { loadConfigOrExit } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
 import { installShutdown } from "../shared/shutdown.js";
+import { checkPemFiles } from "../shared/tls.js";
 import { routerSpec, staticRoutes } from "./options.js";
 
 const { config } = loadConfigOrExit(routerSpec);
 try {
   staticRoutes(config);
+  // The TLS files, read now: a missing or unreadable one is one line and exit 2, not a retry loop.
+  if (config.etcdCert !== undefined && config.etcdCa === undefined) {
+    throw new ConfigError(
+      "etcd-ca",
+      "router: --etcd-cert needs --etcd-ca (ROUTER_ETCD_CA): the CA that signed etcd's certificate",
+    );
+  }
+  for (const [cert, key, names] of [
+    [config.etcdCert, config.etcdKey, "--etcd-cert and --etcd-key"],
+    [config.restCert, config.restKey, "--rest-cert and --rest-key"],
+  ] as const) {
+    if ((cert === undefined) !== (key === undefined))
+      throw new ConfigError("tls", `router: ${names} must be given together`);
+  }
+  checkPemFiles([
+    { path: config.etcdCa, what: "etcd CA file", option: "--etcd-ca / ROUTER_ETCD_CA" },
+    { path: config.etcdCert, what: "etcd client certificate", option: "--etcd-cert / ROUTER_ETCD_CERT" },
+    { path: config.etcdKey, what: "etcd client key", option: "--etcd-key / ROUTER_ETCD_KEY" },
+    { path: config.restCa, what: "REST API CA file", option: "--rest-ca / ROUTER_REST_CA" },
+    { path: config.restCert, what: "REST API client certificate", option: "--rest-cert / ROUTER_REST_CERT" },
+    { path: config.restKey, what: "REST API client key", option: "--rest-key / ROUTER_REST_KEY" },
+  ]);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(err.message + "\n");
+  process.stderr.write(`${err.message.startsWith("router:") ? "" : "router: "}${err.message}\n`);
   process.exit(2);
 }
 const base = createLogger({ name: "router", level: config.logLevel });

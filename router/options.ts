@@ -232,6 +232,13 @@ export const routerOptions = {
     description: "CA bundle (PEM file) for Patroni's REST API over https",
     metavar: "FILE",
   }),
+  restServerName: opt.optionalString({
+    flag: "rest-server-name",
+    env: "ROUTER_REST_SERVER_NAME",
+    description:
+      "the name Patroni's REST certificates must carry, instead of the host in each member's api_url (members reached on addresses no certificate names)",
+    metavar: "NAME",
+  }),
   restCert: opt.optionalString({
     flag: "rest-cert",
     env: "ROUTER_REST_CERT",

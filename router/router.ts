@@ -143,7 +143,7 @@ export class Router {
       replicaFallback: c.replicaFallback,
       restTimeoutMs: c.restTimeout * 1000,
       restIntervalMs: c.restInterval * 1000,
-      restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey },
+      restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey, serverName: c.restServerName },
     };
     const control = new ClusterRoute(
       spec,

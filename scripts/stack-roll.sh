@@ -73,7 +73,11 @@ etcd_healthy() {
   local c
   c=$(container_of etcd1)
   [ -n "$c" ] || c=$(container_of etcd2)
-  docker exec "$c" etcdctl --endpoints=http://etcd1:2379,http://etcd2:2379,http://etcd3:2379 \
+  # The members' own etcdctl settings (ETCDCTL_CACERT, _CERT, _KEY: TLS with etcd's certificate)
+  # apply; without them (a stack made before TLS), plain http.
+  local scheme=https
+  docker exec "$c" printenv ETCDCTL_CERT >/dev/null 2>&1 || scheme=http
+  docker exec "$c" etcdctl --endpoints="$scheme://etcd1:2379,$scheme://etcd2:2379,$scheme://etcd3:2379" \
     endpoint health 2>&1 | grep -c 'is healthy' | grep -qx 3
 }
 
@@ -83,7 +87,9 @@ cluster_json() {
   for a in pg1 pg2 pg3; do
     c=$(container_of "$a")
     [ -n "$c" ] || continue
-    docker exec "$c" curl -fsS --max-time 3 localhost:8008/cluster 2>/dev/null && return 0
+    # https with the stack's CA (a stack with TLS), else http (one made before TLS).
+    docker exec "$c" curl -fsS --max-time 3 --cacert /etc/pgha/tls/ca.crt https://127.0.0.1:8008/cluster 2>/dev/null && return 0
+    docker exec "$c" curl -fsS --max-time 3 http://127.0.0.1:8008/cluster 2>/dev/null && return 0
   done
   return 1
 }

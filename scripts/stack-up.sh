@@ -13,6 +13,8 @@
 #   PGHA_ENV_FILE (./.env), PGHA_WAIT (seconds to wait for a primary, 300)
 #   POSTGRES_USERNAME, POSTGRES_PASSWORD, REPLICATION_PASSWORD, SUPERUSER_PASSWORD,
 #   RESTAPI_PASSWORD: used when .env is first written instead of random ones
+#   PGHA_TLS_DIR (./tls): the private CA and certificates, made or renewed by scripts/certs.sh
+#   at every run (an existing CA is kept); PGHA_TLS_IPS: more addresses the certificates name
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,7 +63,7 @@ ensure_env() {
   )
   chmod 600 "$env_file"
   local var value
-  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME DOCKER_GID DOCKER_HOSTNAME \
+  for var in COMPOSE_PROJECT_NAME PATRONI_SCOPE POSTGRES_USERNAME DOCKER_GID DOCKER_HOSTNAME PGHA_TLS_DIR \
     POSTGRES_PASSWORD REPLICATION_PASSWORD SUPERUSER_PASSWORD RESTAPI_PASSWORD; do
     grep -q "^$var=" "$env_file" && continue
     case "$var" in
@@ -70,6 +72,7 @@ ensure_env() {
       # The registrator runs without root and reaches Docker through the socket's group.
       DOCKER_GID) value="${!var:-$(stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)}" ;;
       DOCKER_HOSTNAME) value="${!var:-$(engine_hostname)}" ;;
+      PGHA_TLS_DIR) value="${!var:-$(cd "$(dirname "$env_file")" && pwd)/tls}" ;;
       *) value="${!var:-$(random_secret)}" ;;
     esac
     printf '%s=%s\n' "$var" "$value" >>"$env_file"
@@ -109,6 +112,13 @@ wait_s=$(setting PGHA_WAIT 300)
 agent_image=$(setting PGHA_AGENT_IMAGE pgha/agent:dev)
 host=$bind
 case "$host" in 0.0.0.0 | "" | "::" | "[::]") host=127.0.0.1 ;; esac
+
+# The private CA and the certificates every service mounts: made once, renewed when they near
+# their end or their names change (scripts/certs.sh). A running service reads a renewed
+# certificate when it restarts (README "Security notes": rotating the certificates).
+tls_dir=$(setting PGHA_TLS_DIR "$(cd "$(dirname "$env_file")" && pwd)/tls")
+COMPOSE_PROJECT_NAME="$project" PGHA_TLS_DIR="$tls_dir" PGHA_TLS_IPS="$(setting PGHA_TLS_IPS)" \
+  scripts/certs.sh || { say "could not make the certificates in $tls_dir"; exit 1; }
 
 if [ "$build" = 1 ]; then
   images=(agent etcd registrator router)
@@ -177,6 +187,7 @@ docker exec "$project-pg1" patronictl list >&2 2>/dev/null || true
 cat >&2 <<EOF
 pgha: the stack is up.
   primary (read-write):  psql "$url"
+  with TLS checked:      psql "$url?sslmode=verify-full&sslrootcert=$tls_dir/ca.crt"
   replicas (read-only):  psql "postgresql://$user@$host:$replica_port/postgres"
   password:              POSTGRES_PASSWORD in $env_file, e.g.
                          PGPASSWORD="\$(sed -n 's/^POSTGRES_PASSWORD=//p' $env_file)" psql "$url"

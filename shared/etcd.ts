@@ -5,12 +5,12 @@
  * reconcile): the client's default breaker would refuse calls for 5 s after
  * three failures, which delays recovery once etcd answers again.
  */
-import { readFileSync } from "node:fs";
 import { InterceptingCall, type Interceptor } from "@grpc/grpc-js";
 import { ExponentialBackoff, noop } from "cockatiel";
 import { Etcd3, type IOptions } from "etcd3";
-import { EtcdError } from "./errors.js";
+import { ConfigError, EtcdError } from "./errors.js";
 import { formatHostPort, type HostPort } from "./host-port.js";
+import { readPemFile } from "./tls.js";
 
 export { Etcd3 } from "etcd3";
 
@@ -22,12 +22,46 @@ export interface EtcdOptions {
   readonly caFile?: string | undefined;
   readonly certFile?: string | undefined;
   readonly keyFile?: string | undefined;
+  /**
+   * The name checked on etcd's certificate instead of each host's: for members reached on
+   * addresses their certificate does not name (a compose network's container addresses).
+   */
+  readonly serverName?: string | undefined;
   /** Deadline of each unary call, in ms. */
   readonly callTimeoutMs?: number;
   readonly dialTimeoutMs?: number;
 }
 
 export const DEFAULT_ETCD_CALL_TIMEOUT_MS = 3000;
+
+/**
+ * The TLS files of an etcd client, read now: a ConfigError names the first that cannot be
+ * read. The option names are the caller's (`--etcd-ca`, `ETCD_CA`, ...).
+ */
+export function readEtcdTls(
+  o: EtcdOptions,
+  names: { readonly ca: string; readonly cert: string; readonly key: string },
+): { rootCertificate: Buffer; certChain?: Buffer; privateKey?: Buffer } | null {
+  if ((o.certFile === undefined) !== (o.keyFile === undefined)) {
+    throw new ConfigError(names.cert, `${names.cert} and ${names.key} must be given together`);
+  }
+  if (o.caFile === undefined) {
+    if (o.certFile !== undefined) {
+      throw new ConfigError(
+        names.ca,
+        `${names.cert} needs ${names.ca}: the CA that signed etcd's certificate`,
+      );
+    }
+    return null;
+  }
+  const rootCertificate = readPemFile(o.caFile, "etcd CA file", names.ca);
+  if (o.certFile === undefined) return { rootCertificate };
+  return {
+    rootCertificate,
+    certChain: readPemFile(o.certFile, "etcd client certificate", names.cert),
+    privateKey: readPemFile(o.keyFile!, "etcd client key", names.key),
+  };
+}
 
 /**
  * Every call asks etcd to refuse it without a raft leader, as `etcdctl --require-leader` does
@@ -83,10 +117,8 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
     },
   };
   if (tls) {
-    options.credentials = {
-      rootCertificate: readFileSync(o.caFile!),
-      ...(o.certFile ? { certChain: readFileSync(o.certFile), privateKey: readFileSync(o.keyFile!) } : {}),
-    };
+    options.credentials = readEtcdTls(o, { ca: "etcd CA", cert: "etcd certificate", key: "etcd key" })!;
+    if (o.serverName) options.grpcOptions!["grpc.ssl_target_name_override"] = o.serverName;
   }
   if (o.username !== undefined && o.username !== "") {
     options.auth = {

@@ -15,6 +15,7 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { caFetch } from "../../shared/ca-fetch.js";
 import { createLogger } from "../../shared/logger.js";
 import { decodePatroniStatus } from "../../shared/patroni-rest.js";
 import { PGBACKREST_PATHS } from "../image.js";
@@ -129,7 +130,9 @@ async function now(job: BackupJob, rest: string[]): Promise<number> {
   }
   let role: string = "unknown";
   try {
-    const res = await fetch(`${job.restApi}/patroni`, { signal: AbortSignal.timeout(3000) });
+    const res = await caFetch(job.restCaFile ?? null)(`${job.restApi}/patroni`, {
+      signal: AbortSignal.timeout(3000),
+    });
     role = decodePatroniStatus(await res.json()).role ?? "unknown";
   } catch {}
   if (role !== "primary") {

@@ -5,7 +5,7 @@
  * it in each command. It holds no secret.
  */
 import { readFileSync } from "node:fs";
-import { IMAGE_PATHS, LOCAL_RESTAPI_URL, POSTGRES_PORT } from "../image.js";
+import { IMAGE_PATHS, localRestApiUrl, POSTGRES_PORT } from "../image.js";
 import type { BackupConfig, RestoreConfig } from "./config.js";
 
 /** The node's own PostgreSQL as backups reach it: the two values that are not the image's. */
@@ -13,12 +13,16 @@ export interface LocalPostgres {
   readonly dataDir: string;
   /** The superuser pgBackRest and the archive check connect as, over the socket. */
   readonly superuser: string;
+  /** The CA file Patroni's REST API is checked with (a copy readable by postgres); null: http. */
+  readonly restCaFile?: string | null;
 }
 
 export interface BackupJob {
   readonly stanza: string;
   readonly dataDir: string;
   readonly restApi: string;
+  /** The CA that signed the REST API's certificate when it speaks https; null for http. */
+  readonly restCaFile: string | null;
   readonly postgres: { readonly socketDir: string; readonly port: number; readonly superuser: string };
   readonly replica: {
     readonly enabled: boolean;
@@ -33,7 +37,8 @@ export function backupJob(b: BackupConfig | null, pg: LocalPostgres): BackupJob 
   return {
     stanza: b.stanza,
     dataDir: pg.dataDir,
-    restApi: LOCAL_RESTAPI_URL,
+    restApi: localRestApiUrl((pg.restCaFile ?? null) !== null),
+    restCaFile: pg.restCaFile ?? null,
     postgres: { socketDir: IMAGE_PATHS.socketDir, port: POSTGRES_PORT, superuser: pg.superuser },
     replica: b.replica,
     restore: b.restore ? { set: b.restore.set, target: b.restore.target } : null,

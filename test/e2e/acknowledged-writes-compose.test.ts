@@ -29,15 +29,7 @@ import {
 
 function underTest(stack: ComposeStack, synchronous: boolean): ClusterUnderTest {
   const etcdGet = async (key: string): Promise<string> =>
-    docker([
-      "exec",
-      await stack.container("etcd1"),
-      "etcdctl",
-      "--endpoints=http://127.0.0.1:2379",
-      "get",
-      key,
-      "--print-value-only",
-    ]);
+    docker(["exec", await stack.container("etcd1"), "etcdctl", "get", key, "--print-value-only"]);
   return {
     label: stack.project,
     synchronous,

@@ -206,7 +206,6 @@ async function underWriters(
 async function syncStandby(stack: ComposeStack): Promise<Agent | null> {
   const out = await stack.exec("etcd1", [
     "etcdctl",
-    "--endpoints=http://127.0.0.1:2379",
     "get",
     patroniKeys.sync("/service/", stack.project),
     "--print-value-only",
@@ -265,6 +264,15 @@ describe("fast failover: the registrator releases a dead leader's lock", {
       await dockerSocketGid(),
       "-v",
       "/var/run/docker.sock:/var/run/docker.sock:ro",
+      // etcd takes clients with a certificate of the stack's CA only.
+      "-v",
+      `${stack.settings["PGHA_TLS_DIR"]}/registrator:/etc/pgha/tls:ro`,
+      "-e",
+      "REGISTRATOR_ETCD_CA=/etc/pgha/tls/ca.crt",
+      "-e",
+      "REGISTRATOR_ETCD_CERT=/etc/pgha/tls/tls.crt",
+      "-e",
+      "REGISTRATOR_ETCD_KEY=/etc/pgha/tls/tls.key",
       imageOf("registrator"),
       "-internal",
       "-hostname",
@@ -284,7 +292,8 @@ describe("fast failover: the registrator releases a dead leader's lock", {
     const hosts = await Promise.all(
       ETCD_MEMBERS.map(async (m) => ({ host: await containerIp(await stack.container(m)), port: 2379 })),
     );
-    etcd = createEtcdClient({ hosts });
+    // Reached on the members' container addresses, which etcd's certificate does not name.
+    etcd = createEtcdClient({ hosts, ...stack.etcdTls, serverName: "etcd1" });
     await waitFor(
       "host B's registrator to be ready",
       async () => {

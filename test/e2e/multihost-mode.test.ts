@@ -16,7 +16,7 @@ import { createEtcdClient } from "../../shared/etcd.js";
 import { AGENTS, ComposeStack, type ComposeStack as Stack } from "../harness/compose.js";
 import { bridgeGateway, ensureImages, publishedPort } from "../harness/docker.js";
 import { freePort } from "../harness/ports.js";
-import { waitFor } from "../harness/proc.js";
+import { run, waitFor } from "../harness/proc.js";
 
 let stack: Stack;
 let etcd: Etcd3;
@@ -53,7 +53,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     });
     // Hosts B and C: their etcd members and agents (one registrator serves this one machine).
     await stack.compose(["up", "-d", "--no-deps", "--no-build", "etcd2", "etcd3", "pg2", "pg3"]);
-    etcd = createEtcdClient({ hosts: clientPorts.map((port) => ({ host: hostIp, port })) });
+    etcd = createEtcdClient({ hosts: clientPorts.map((port) => ({ host: hostIp, port })), ...stack.etcdTls });
     await stack.waitReady();
   });
 
@@ -82,7 +82,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
         (await etcd.get(`/service/${stack.project}/members/${agent}`).string()) ?? "{}",
       ) as { conn_url?: string; api_url?: string };
       assert.equal(member.conn_url, `postgres://${hostIp}:${pgPort.port}/postgres`);
-      assert.equal(member.api_url, `http://${hostIp}:${apiPort.port}/patroni`);
+      assert.equal(member.api_url, `https://${hostIp}:${apiPort.port}/patroni`);
     }
   });
 
@@ -93,7 +93,7 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
     }));
     assert.equal(members.length, 3, JSON.stringify(members));
     for (const m of members)
-      assert.match(m.client, new RegExp(`^http://${hostIp.replaceAll(".", "\\.")}:\\d+$`));
+      assert.match(m.client, new RegExp(`^https://${hostIp.replaceAll(".", "\\.")}:\\d+$`));
     assert.deepEqual(members.map((m) => m.name).sort(), ["etcd1", "etcd2", "etcd3"]);
   });
 
@@ -133,7 +133,9 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
         const published = await publishedPort(`${stack.project}-${a}`, port);
         const target = last.find((t) => t.labels["job"] === job && t.labels["instance"] === `${a}:${port}`);
         assert.ok(target, `${job} ${a}:${port} in ${last.map((t) => t.labels["instance"]).join(", ")}`);
-        assert.equal(target.scrapeUrl, `http://${hostIp}:${published.port}/metrics`);
+        // Patroni's REST API speaks https (TLS); the agent's metrics port stays plain.
+        const scheme = job === "patroni" ? "https" : "http";
+        assert.equal(target.scrapeUrl, `${scheme}://${hostIp}:${published.port}/metrics`);
         assert.equal(target.labels["host"], hostIp);
         assert.equal(target.labels["container"], `${stack.project}-${a}`);
       }
@@ -201,5 +203,50 @@ describe("multi-host mode, every host played by this machine", { timeout: 15 * 6
         return (await stack.exec(replica, ["psql", "-Atc", "select v from across_hosts"])) === "hello";
       });
     }
+  });
+
+  it("what the hosts publish speaks TLS: etcd wants a certificate of the CA, replication and clients are encrypted, verify-full holds on the host's IP", async () => {
+    const etcdPort = stack.settings["ETCD1_PORT"]!;
+    const etcdctl = (args: string[]) =>
+      run(
+        "etcdctl",
+        [
+          `--endpoints=https://${hostIp}:${etcdPort}`,
+          "--dial-timeout=3s",
+          "--command-timeout=5s",
+          ...args,
+          "get",
+          "--prefix",
+          "--keys-only",
+          "/service/",
+        ],
+        { env: { PATH: process.env["PATH"], ETCDCTL_API: "3" } },
+      );
+    const { caFile, certFile, keyFile } = stack.etcdTls;
+    assert.match(
+      (await etcdctl([`--cacert=${caFile}`, `--cert=${certFile}`, `--key=${keyFile}`])).stdout,
+      /\/leader/,
+    );
+    await assert.rejects(etcdctl([`--cacert=${caFile}`]));
+    // Replication between the hosts runs over TLS.
+    const leader = (await stack.leader())!;
+    const ssl = await stack.exec(leader, [
+      "psql",
+      "-Atc",
+      "select count(*) from pg_stat_replication r join pg_stat_ssl s using (pid) where s.ssl",
+    ]);
+    assert.equal(ssl, "2");
+    // A client checks the member's certificate on the host's IP.
+    const pgPort = (await publishedPort(`${stack.project}-${leader}`, 5432)).port;
+    const q = await run(
+      "psql",
+      [
+        `host=${hostIp} port=${pgPort} user=admin dbname=postgres sslmode=verify-full sslrootcert=${stack.caFile}`,
+        "-Atc",
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+      ],
+      { env: { ...process.env, PGPASSWORD: stack.password, PGCONNECT_TIMEOUT: "10" } },
+    );
+    assert.equal(q.stdout.trim(), "t");
   });
 });

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { docker, ensureImages, imageOf, REPO_ROOT, uniquePrefix } from "../harness/docker.js";
 import { freePort } from "../harness/ports.js";
-import { run } from "../harness/proc.js";
+import { run, waitFor } from "../harness/proc.js";
 
 const project = uniquePrefix("e2e-scripts").slice(0, -1);
 const dir = mkdtempSync(join(tmpdir(), `${project}-`));
@@ -165,6 +165,159 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
       {
         env: { ...process.env, PGPASSWORD: password },
       },
+    );
+  });
+
+  it("made a private CA and certificates beside the env file: keys 0600, each owned by its service's account", () => {
+    const tls = readEnv()["PGHA_TLS_DIR"]!;
+    assert.equal(tls, join(dir, "tls"));
+    const owners: Record<string, number> = { etcd: 0, agent: 0, router: 10002, registrator: 10001 };
+    assert.equal(statSync(join(tls, "ca.key")).mode & 0o777, 0o600);
+    for (const [part, uid] of Object.entries(owners)) {
+      const key = statSync(join(tls, part, "tls.key"));
+      assert.equal(key.mode & 0o777, 0o600, `${part}/tls.key`);
+      assert.equal(key.uid, uid, `${part}/tls.key owner`);
+      assert.equal(statSync(join(tls, part, "ca.crt")).mode & 0o777, 0o644);
+    }
+  });
+
+  it("PostgreSQL speaks TLS through the router: verify-full passes on the router's names, fails on another name or CA", async () => {
+    const tls = readEnv()["PGHA_TLS_DIR"]!;
+    const password = readEnv()["POSTGRES_PASSWORD"]!;
+    const env = { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "10" };
+    const sql =
+      "select ssl, pg_is_in_recovery() from pg_stat_ssl join pg_stat_activity using (pid) where pid = pg_backend_pid()";
+    for (const host of ["localhost", "127.0.0.1"]) {
+      const conn = `host=${host} port=${port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${tls}/ca.crt`;
+      const q = await run("psql", [conn, "-Atc", sql], { env });
+      assert.equal(q.stdout.trim(), "t|f", `TLS to the primary as ${host}`);
+    }
+    // A name the certificate does not carry (reached on the same address) is refused by the client.
+    const wrongName = `host=pgha.invalid hostaddr=127.0.0.1 port=${port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${tls}/ca.crt`;
+    await assert.rejects(
+      run("psql", [wrongName, "-Atc", "select 1"], { env }),
+      /does not match host name|server certificate/,
+    );
+    // Another CA (a second ./pgha certs elsewhere) does not vouch for this stack.
+    const other = join(dir, "other-ca");
+    await run(join(REPO_ROOT, "scripts", "certs.sh"), ["--dir", other], {
+      env: { PATH: process.env["PATH"] },
+    });
+    const wrongCa = `host=localhost port=${port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${other}/ca.crt`;
+    await assert.rejects(run("psql", [wrongCa, "-Atc", "select 1"], { env }), /certificate verify failed/);
+  });
+
+  it("etcd takes only clients with a certificate of the stack's CA", async () => {
+    const tls = readEnv()["PGHA_TLS_DIR"]!;
+    const other = join(dir, "other-ca");
+    const etcdctl = (mounts: string[], args: string[]) =>
+      run("docker", [
+        "run",
+        "--rm",
+        "--network",
+        `${project}_pgha`,
+        ...mounts.flatMap((m) => ["-v", m]),
+        "--entrypoint",
+        "etcdctl",
+        imageOf("etcd"),
+        // Refusals end in a deadline: short ones keep the test short.
+        "--dial-timeout=2s",
+        "--command-timeout=3s",
+        ...args,
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/service/",
+      ]);
+    const ca = `${tls}/router:/tls:ro`;
+    // With the router's client certificate: Patroni's keys.
+    const ok = await etcdctl(
+      [ca],
+      ["--endpoints=https://etcd1:2379", "--cacert=/tls/ca.crt", "--cert=/tls/tls.crt", "--key=/tls/tls.key"],
+    );
+    assert.match(ok.stdout, /\/service\/pgha\/leader/);
+    // TLS without a client certificate: refused in the handshake.
+    await assert.rejects(
+      etcdctl([ca], ["--endpoints=https://etcd1:2379", "--cacert=/tls/ca.crt"]),
+      /certificate required|bad certificate|context deadline exceeded|handshake/,
+    );
+    // A client certificate from another CA: refused.
+    await assert.rejects(
+      etcdctl(
+        [ca, `${other}/agent:/other:ro`],
+        [
+          "--endpoints=https://etcd1:2379",
+          "--cacert=/tls/ca.crt",
+          "--cert=/other/tls.crt",
+          "--key=/other/tls.key",
+        ],
+      ),
+      /bad certificate|unknown certificate authority|context deadline exceeded|handshake/,
+    );
+    // Plain http on the client port: no answer an etcd client can use.
+    await assert.rejects(
+      etcdctl([], ["--endpoints=http://etcd1:2379"]),
+      /context deadline exceeded|EOF|malformed|connection/,
+    );
+    // Peers too: the peer port takes no client without a certificate.
+    const peer = await run("docker", [
+      "run",
+      "--rm",
+      "--network",
+      `${project}_pgha`,
+      "-v",
+      ca,
+      "--entrypoint",
+      "sh",
+      imageOf("agent"),
+      "-c",
+      'curl -sS --max-time 5 --cacert /tls/ca.crt https://etcd1:2380/members; echo " exit=$?"',
+    ]);
+    assert.match(peer.stdout + peer.stderr, /exit=(35|56|58)|alert|certificate required/);
+  });
+
+  it("patronictl in a node switches over through Patroni's https REST API, and the router follows", async () => {
+    const pg1 = `${project}-pg1`;
+    const list = JSON.parse(await docker(["exec", pg1, "patronictl", "list", "-f", "json"])) as {
+      Member: string;
+      Role: string;
+    }[];
+    const leader = list.find((m) => m.Role === "Leader")!.Member;
+    const candidate = list.find((m) => /sync|quorum/i.test(m.Role))!.Member;
+    await docker([
+      "exec",
+      pg1,
+      "patronictl",
+      "switchover",
+      "--leader",
+      leader,
+      "--candidate",
+      candidate,
+      "--force",
+    ]);
+    const password = readEnv()["POSTGRES_PASSWORD"]!;
+    const tls = readEnv()["PGHA_TLS_DIR"]!;
+    const conn = `host=localhost port=${port} user=admin dbname=postgres sslmode=verify-full sslrootcert=${tls}/ca.crt`;
+    await waitFor(
+      `the router to route to ${candidate}`,
+      async () => {
+        const q = await run("psql", [conn, "-Atc", "select inet_server_addr(), pg_is_in_recovery()"], {
+          env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "5" },
+        }).catch(() => null);
+        if (q === null || !q.stdout.trim().endsWith("|f")) return false;
+        const ip = q.stdout
+          .trim()
+          .split("|")[0]!
+          .replace(/\/\d+$/, "");
+        const addrs = await docker([
+          "inspect",
+          "-f",
+          "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+          `${project}-${candidate}`,
+        ]);
+        return addrs.split(" ").includes(ip);
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
     );
   });
 

@@ -57,6 +57,9 @@ export const AGENTS = ["pg1", "pg2", "pg3"] as const;
 export const SYNC_ROLES: readonly string[] = ["sync_standby", "quorum_standby"];
 export const REPLICA_ROLES: readonly string[] = ["replica", ...SYNC_ROLES];
 export const ETCD_MEMBERS = ["etcd1", "etcd2", "etcd3"] as const;
+/** Patroni's REST API inside an agent container, and curl's arguments to check it with the stack's CA. */
+export const IN_AGENT_REST = "https://127.0.0.1:8008";
+export const IN_AGENT_CA = ["--cacert", "/etc/pgha/tls/ca.crt"] as const;
 export type Agent = (typeof AGENTS)[number];
 
 export class ComposeStack {
@@ -100,6 +103,22 @@ export class ComposeStack {
       PGHA_ALERTMANAGER_IMAGE: imageOf("alertmanager"),
       ...(opts.env ?? {}),
     };
+    // The stack's private CA and certificates, as ./pgha up makes them (scripts/certs.sh), naming
+    // the hosts' addresses of a multi-host layout too.
+    settings["PGHA_TLS_DIR"] = join(dir, "tls");
+    const ips = [
+      ...new Set(["HOST_IP", "ETCD1_IP", "ETCD2_IP", "ETCD3_IP"].flatMap((k) => settings[k] ?? [])),
+    ];
+    await run(join(REPO_ROOT, "scripts", "certs.sh"), [], {
+      cwd: REPO_ROOT,
+      env: {
+        PATH: process.env["PATH"],
+        PGHA_TLS_DIR: settings["PGHA_TLS_DIR"],
+        COMPOSE_PROJECT_NAME: project,
+        PGHA_TLS_IPS: ips.join(","),
+      },
+      timeoutMs: 30_000,
+    });
     const envFile = join(dir, "stack.env");
     writeFileSync(
       envFile,
@@ -209,10 +228,21 @@ export class ComposeStack {
     return dockerExec(await this.container(service), cmd, { timeoutMs });
   }
 
-  /** GET a Patroni REST path inside an agent container (the REST API is not published). */
+  /** TLS files for a test's own etcd client on the host (the agents' client certificate; tests run as root). */
+  get etcdTls(): { caFile: string; certFile: string; keyFile: string } {
+    const d = join(this.settings["PGHA_TLS_DIR"]!, "agent");
+    return { caFile: join(d, "ca.crt"), certFile: join(d, "tls.crt"), keyFile: join(d, "tls.key") };
+  }
+
+  /** The stack's CA certificate on the host (scripts/certs.sh). */
+  get caFile(): string {
+    return join(this.settings["PGHA_TLS_DIR"]!, "ca.crt");
+  }
+
+  /** GET a Patroni REST path inside an agent container (the REST API is not published), over https. */
   async rest<T = unknown>(agent: Agent, path: string): Promise<T> {
     return JSON.parse(
-      await this.exec(agent, ["curl", "-sS", "--max-time", "5", `http://127.0.0.1:8008${path}`]),
+      await this.exec(agent, ["curl", "-sS", "--max-time", "5", ...IN_AGENT_CA, `${IN_AGENT_REST}${path}`]),
     ) as T;
   }
 
@@ -238,7 +268,8 @@ export class ComposeStack {
         "-XPOST",
         "-d",
         JSON.stringify(body),
-        `http://127.0.0.1:8008${path}`,
+        ...IN_AGENT_CA,
+        `${IN_AGENT_REST}${path}`,
       ],
       90_000,
     );
@@ -262,7 +293,7 @@ export class ComposeStack {
 
   /** The etcd member that leads the raft group now (etcdctl in each member until one answers). */
   async etcdLeader(): Promise<string> {
-    const endpoints = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(",");
+    const endpoints = ETCD_MEMBERS.map((m) => `https://${m}:2379`).join(",");
     for (const m of ETCD_MEMBERS) {
       try {
         const out = await this.exec(m, [
@@ -278,7 +309,7 @@ export class ComposeStack {
           Status: { header: { member_id: number }; leader: number };
         }[];
         const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
-        const name = /http:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
+        const name = /https?:\/\/(etcd\d):/.exec(leader?.Endpoint ?? "")?.[1];
         if (name) return name;
       } catch {}
     }

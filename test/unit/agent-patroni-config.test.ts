@@ -63,7 +63,7 @@ describe("patroni.yml rendered from the configuration", () => {
     ["etcd credentials when given", { ETCD_USERNAME: "root", ETCD_PASSWORD: "x" }, "etcd3.username", "root"],
     ["no etcd TLS unless given", {}, "etcd3.protocol", undefined],
     [
-      "etcd TLS when given: Patroni's etcd3 protocol, cacert, cert and key",
+      "etcd TLS when given: Patroni's etcd3 protocol, and the agent's copies of the CA, certificate and key beside patroni.yml",
       {
         ETCD_CA: "/etc/etcd/ca.pem",
         ETCD_CERT: "/etc/etcd/client.pem",
@@ -73,9 +73,9 @@ describe("patroni.yml rendered from the configuration", () => {
       {
         hosts: ["10.0.0.1:2379", "10.0.0.2:2379"],
         protocol: "https",
-        cacert: "/etc/etcd/ca.pem",
-        cert: "/etc/etcd/client.pem",
-        key: "/etc/etcd/client-key.pem",
+        cacert: "/etc/patroni/tls/etcd-ca.crt",
+        cert: "/etc/patroni/tls/etcd-client.crt",
+        key: "/etc/patroni/tls/etcd-client.key",
       },
     ],
     ["PostgreSQL listens everywhere", {}, "postgresql.listen", "0.0.0.0:5432"],

@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { haproxyConfig } from "../../bench/haproxy.js";
 
@@ -36,5 +40,35 @@ describe("HAProxy configuration for Patroni", () => {
       "\tdefault-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions",
       "\tdefault-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
     ]);
+  });
+
+  it("a REST API over https: the check speaks TLS, checked against the CA on the agents' name; haproxy -c takes it", () => {
+    const ca = "/etc/ssl/certs/ca-certificates.crt";
+    const tlsCfg = haproxyConfig({
+      maxconn: 100,
+      listens: [
+        {
+          name: "pg_tls",
+          port: 6002,
+          profile: "fast",
+          servers: [{ ...servers[0]!, restTls: { caFile: ca, name: "pgha-agent" } }],
+        },
+      ],
+    });
+    assert.ok(
+      tlsCfg
+        .split("\n")
+        .includes(
+          `\tserver pg1 127.0.0.1:5431 maxconn 100 check port 8001 check-ssl verify required ca-file ${ca} verifyhost pgha-agent`,
+        ),
+      tlsCfg,
+    );
+    const dir = mkdtempSync(join(tmpdir(), "pgha-haproxy-"));
+    try {
+      writeFileSync(join(dir, "haproxy.cfg"), tlsCfg);
+      execFileSync("haproxy", ["-c", "-q", "-f", join(dir, "haproxy.cfg")], { stdio: "pipe" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
