@@ -42,24 +42,11 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
   });
 
   it("Prometheus reports every target up: router, registrator, etcd, each Patroni and each agent", async () => {
-    let last: Target[] = [];
-    try {
-      await waitFor(
-        "every target up",
-        async () => {
-          last = (await prom<{ activeTargets: Target[] }>("/api/v1/targets?state=active")).activeTargets;
-          return last.length > 0 && last.every((t) => t.health === "up");
-        },
-        { timeoutMs: 120_000, intervalMs: 1000 },
-      );
-    } catch (err) {
-      (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
-      throw err;
-    }
     // The agents' targets (Patroni's and their own metrics) come from the registrator's service
     // discovery, named by the agent's compose service and exposed port, as the alerts name them.
-    const instances = last.map((t) => `${t.labels.job} ${t.labels.instance}`).sort();
-    assert.deepEqual(instances, [
+    // They appear once the registrator has published the agents and Prometheus has refreshed
+    // its discovery (every 10 s): wait for the whole set, every one up.
+    const expected = [
       "agent pg1:8009",
       "agent pg2:8009",
       "agent pg3:8009",
@@ -72,7 +59,25 @@ describe("the monitoring profile", { timeout: 15 * 60_000 }, () => {
       "prometheus localhost:9090",
       "registrator registrator:8080",
       "router router:8080",
-    ]);
+    ];
+    let last: Target[] = [];
+    const instances = () => last.map((t) => `${t.labels.job} ${t.labels.instance}`).sort();
+    try {
+      await waitFor(
+        "every target found and up",
+        async () => {
+          last = (await prom<{ activeTargets: Target[] }>("/api/v1/targets?state=active")).activeTargets;
+          return (
+            JSON.stringify(instances()) === JSON.stringify(expected) && last.every((t) => t.health === "up")
+          );
+        },
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+    } catch (err) {
+      (err as Error).message += `\n${JSON.stringify(last, null, 2)}`;
+      throw err;
+    }
+    assert.deepEqual(instances(), expected);
     // Patroni's own metrics arrive: exactly one primary among the three.
     const primaries = await prom<{ result: { value: [number, string] }[] }>(
       `/api/v1/query?query=${encodeURIComponent("sum(patroni_primary)")}`,
