@@ -6,7 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -194,9 +203,17 @@ describe("PEM files that cannot be used are named with their option", () => {
       assert.throws(() => readPemFile(key, "etcd client key", "--etcd-key"), /permission denied for uid/);
       return;
     }
-    // As root, whom modes do not stop: the read is made as nobody (a service's own account).
+    // As root, whom modes do not stop: the read is made as nobody (a service's own account),
+    // from a copy of the module that nobody may read (the checkout's own directory may not be).
     chmodSync(dir, 0o755);
-    const tls = join(import.meta.dirname, "../../shared/tls.js");
+    const mod = join(dir, "mod");
+    mkdirSync(mod, { mode: 0o755 });
+    writeFileSync(join(mod, "package.json"), '{"type":"module"}\n', { mode: 0o644 });
+    for (const f of ["tls.js", "errors.js"]) {
+      copyFileSync(join(import.meta.dirname, "../../shared", f), join(mod, f));
+      chmodSync(join(mod, f), 0o644);
+    }
+    const tls = join(mod, "tls.js");
     const script = `import(${JSON.stringify(tls)}).then((m) => { try { m.readPemFile(${JSON.stringify(key)}, "etcd client key", "--etcd-key"); } catch (e) { process.stdout.write(e.message); } })`;
     const out = execFileSync(
       "setpriv",
