@@ -28,18 +28,13 @@ import { parseArgs } from "../../shared/config.js";
 import { ConfigError } from "../../shared/errors.js";
 import { etcdClientOptions, readEtcdTls } from "../../shared/etcd.js";
 import { readPemFile } from "../../shared/tls.js";
+import { AGENT_ENV } from "../harness/fixtures.js";
 
+// The agent's required environment; two etcd endpoints, and the registrator's hostname.
 const ENV: Record<string, string> = {
-  NAME: "pg1",
-  PATRONI_SCOPE: "demo",
+  ...AGENT_ENV,
   ETCD_HOSTS: "etcd1:2379,etcd2:2379",
   DOCKER_HOSTNAME: "local",
-  POSTGRES_USERNAME: "admin",
-  POSTGRES_PASSWORD: "a",
-  REPLICATION_PASSWORD: "b",
-  SUPERUSER_PASSWORD: "c",
-  RESTAPI_PASSWORD: "d",
-  PG_MAJOR: "17",
 };
 const TLS_ENV: Record<string, string> = {
   ETCD_CA: "/etc/pgha/tls/ca.crt",
