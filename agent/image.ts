@@ -44,6 +44,9 @@ export const AGENT_SOCKET = "/run/pgha/agent.sock";
 /** agent/bin/pgha-pre-promote: asks the agent whether the stop fence lets this node promote. */
 export const PRE_PROMOTE_COMMAND = "pgha-pre-promote";
 
+/** agent/bin/pgha-before-stop: waits until the agent says the clients in start-up have finished it. */
+export const BEFORE_STOP_COMMAND = "pgha-before-stop";
+
 /** agent/bin/pgha-post-bootstrap: runs the bootstrap SQL file as postgres, then deletes it. */
 export const POST_BOOTSTRAP_COMMAND = "pgha-post-bootstrap";
 

@@ -14,6 +14,7 @@ import { createRegistry } from "../shared/admin.js";
 import { createEtcdClient } from "../shared/etcd.js";
 import { formatHostPort } from "../shared/host-port.js";
 import type { Logger } from "../shared/logger.js";
+import { sleep } from "../shared/time.js";
 import { readPemFile } from "../shared/tls.js";
 import { startBackups, writeBackupFiles } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
@@ -27,6 +28,7 @@ import { PromotionCheckServer } from "./promotion-check.js";
 import { ReplicationMetrics } from "./replication-metrics.js";
 import { PatroniRest } from "./rest.js";
 import type { AgentParts } from "./startup.js";
+import { drainStartUps, processTitles } from "./startup-drain.js";
 import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
 
@@ -135,6 +137,8 @@ export function assembleParts(
   new ReplicationMetrics(registry, cfg.scope, rest);
   const etcd = createEtcdClient(cfg.etcd);
   const fence = new FenceStore(etcd, cfg.namespace, cfg.scope);
+  // Set below: the before_stop hook skips its notice while the agent's own stop sequence runs.
+  let stopRequested = () => false;
   const promotionCheck = new PromotionCheckServer({
     self: cfg.name,
     fence,
@@ -143,6 +147,14 @@ export function assembleParts(
     gid: postgres?.gid ?? null,
     registry,
     log: log.child({ part: "pre-promote" }),
+    beforeStop: () =>
+      drainStartUps({
+        primary: () => !existsSync(join(cfg.dataDir, "standby.signal")),
+        stopSequenceRunning: () => stopRequested(),
+        titles: processTitles,
+        now: () => Date.now(),
+        sleep,
+      }),
   });
   const keeper = new FenceKeeper({
     self: cfg.name,
@@ -177,6 +189,7 @@ export function assembleParts(
       );
     },
   });
+  stopRequested = () => supervisor.stopRequested;
   return {
     promotionCheck,
     fenceKeeper: keeper,

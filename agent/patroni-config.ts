@@ -11,6 +11,7 @@ import { backupSettings } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
 import {
+  BEFORE_STOP_COMMAND,
   IMAGE_PATHS,
   POST_BOOTSTRAP_COMMAND,
   POSTGRES_PORT,
@@ -208,6 +209,9 @@ export function renderPatroniConfig(cfg: AgentConfig, addr: NodeAddresses): Patr
       },
       // Patroni runs it after taking the leader lock and before promoting; non-zero = no promotion.
       pre_promote: PRE_PROMOTE_COMMAND,
+      // Patroni runs it after the checkpoint and before it stops PostgreSQL (a switchover, a
+      // restart, a shutdown): clients in start-up finish connecting first (agent/startup-drain.ts).
+      before_stop: BEFORE_STOP_COMMAND,
       pg_hba: pgHba(cfg.replication.username),
       pg_ident: pgIdent(cfg.superuser.username, cfg.replication.username),
       parameters: {

@@ -17,8 +17,11 @@ import type { Logger } from "../shared/logger.js";
 import { http } from "../shared/node-http.js";
 import { type PromotionVerdict, promotionVerdict } from "./fence.js";
 import type { FenceStore } from "./fence-store.js";
+import type { DrainResult } from "./startup-drain.js";
 
 export const PRE_PROMOTE_PATH = "/pre-promote";
+/** Patroni's before_stop hook (agent/bin/pgha-before-stop): answered once start-ups have drained. */
+export const BEFORE_STOP_PATH = "/before-stop";
 
 export interface PromotionCheckDeps {
   readonly self: string;
@@ -57,6 +60,7 @@ export async function checkPromotion(d: PromotionCheckDeps): Promise<PromotionVe
 export class PromotionCheckServer {
   private server: Server | null = null;
   private readonly checks: Counter<"verdict">;
+  private readonly drains: Counter<"outcome">;
 
   constructor(
     private readonly d: PromotionCheckDeps & {
@@ -64,12 +68,20 @@ export class PromotionCheckServer {
       /** The group allowed to connect (postgres); null outside the image. */
       readonly gid: number | null;
       readonly registry: Registry;
+      /** What the before_stop hook waits for; without it the hook is answered at once. */
+      readonly beforeStop?: () => Promise<DrainResult>;
     },
   ) {
     this.checks = new Counter({
       name: "pgha_promotion_checks_total",
       help: "Answers to Patroni's pre_promote hook: allowed, or refused by the stop fence",
       labelNames: ["verdict"],
+      registers: [d.registry],
+    });
+    this.drains = new Counter({
+      name: "pgha_before_stop_total",
+      help: "Patroni's before_stop hook: every client in start-up finished it (drained), or the bound ran out (timed_out)",
+      labelNames: ["outcome"],
       registers: [d.registry],
     });
   }
@@ -95,8 +107,14 @@ export class PromotionCheckServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.url === BEFORE_STOP_PATH) {
+      await this.beforeStop(res);
+      return;
+    }
     if (req.url !== PRE_PROMOTE_PATH) {
-      res.writeHead(404, { "content-type": "text/plain" }).end(`not found; ask ${PRE_PROMOTE_PATH}\n`);
+      res
+        .writeHead(404, { "content-type": "text/plain" })
+        .end(`not found; ask ${PRE_PROMOTE_PATH} or ${BEFORE_STOP_PATH}\n`);
       return;
     }
     const t0 = performance.now();
@@ -108,6 +126,30 @@ export class PromotionCheckServer {
     res
       .writeHead(verdict.allow ? 200 : 409, { "content-type": "text/plain" })
       .end(`${verdict.allow ? "allowed" : "refused"}: ${verdict.reason}\n`);
+  }
+
+  private async beforeStop(res: ServerResponse): Promise<void> {
+    const drain = this.d.beforeStop;
+    if (!drain) {
+      res.writeHead(200, { "content-type": "text/plain" }).end("nothing to wait for\n");
+      return;
+    }
+    try {
+      const r = await drain();
+      const outcome = r.left === 0 ? "drained" : "timed_out";
+      this.drains.inc({ outcome });
+      const fields = { noticeMs: r.noticeMs, inStartUp: r.inStartUp, left: r.left, ms: r.ms };
+      if (r.left === 0) this.d.log.info(fields, "before PostgreSQL stops: no client is left in its start-up");
+      else
+        this.d.log.warn(
+          fields,
+          "before PostgreSQL stops: clients still in their start-up when the wait ran out; their connections fail",
+        );
+      res.writeHead(200, { "content-type": "text/plain" }).end(`${outcome} in ${r.ms} ms\n`);
+    } catch (err) {
+      this.d.log.error({ err }, "before_stop hook failed; PostgreSQL stops now");
+      res.writeHead(500, { "content-type": "text/plain" }).end(`failed: ${(err as Error).message}\n`);
+    }
   }
 
   async close(): Promise<void> {

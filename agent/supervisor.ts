@@ -98,6 +98,11 @@ export class PatroniSupervisor {
     return this.exited;
   }
 
+  /** True once a stop signal started the stop sequence. */
+  get stopRequested(): boolean {
+    return this.stopping !== null;
+  }
+
   /** Resolves once a stop sequence that began has finished its work after Patroni's exit. */
   async settled(): Promise<void> {
     await this.stopping?.catch(() => null);

@@ -10,6 +10,8 @@ import { AGENTS, type Agent, ComposeStack, type ComposeStack as Stack } from "..
 import { ensureImages } from "../harness/docker.js";
 import { waitFor } from "../harness/proc.js";
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 interface PatroniStatus {
   state: string;
   role: string;
@@ -141,5 +143,43 @@ describe("REST operations on the compose stack", { timeout: 15 * 60_000 }, () =>
     const final = await stack.waitReady();
     assert.equal(final, candidate);
     assert.deepEqual((await stack.members()).map((m) => m.name).sort(), [...AGENTS]);
+  });
+  it("a switchover while a client authenticates through the router: the client connects (before_stop lets it finish)", async () => {
+    const from = (await stack.waitReady())!;
+    const to = await replicaOf("sync_standby");
+    // The client's password is asked for once the server has begun SCRAM: the router can no longer
+    // move this start-up. The switchover starts meanwhile; the password comes a second later, long
+    // after Patroni would have stopped PostgreSQL without the hook.
+    let asked!: () => void;
+    const passwordAsked = new Promise<void>((r) => (asked = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const { password, ...target } = stack.pg();
+    const client = new pg.Client({
+      ...target,
+      connectionTimeoutMillis: 30_000,
+      password: async () => {
+        asked();
+        await released;
+        return password;
+      },
+    });
+    client.on("error", () => undefined);
+    const connected = client.connect().then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
+    await passwordAsked;
+    const switched = stack.restPost(from, "/switchover", { leader: from, candidate: to });
+    await sleep(1000);
+    release();
+    const err = await connected;
+    await client.end().catch(() => undefined);
+    const r = await switched;
+    assert.equal(r.status, 200, r.text);
+    assert.equal(err, null, `the client in its authentication connected: ${err?.message}`);
+    const logs = await stack.compose(["logs", "--no-color", from]);
+    assert.match(logs, /before PostgreSQL stops: no client is left in its start-up/);
+    await stack.waitReady();
   });
 });

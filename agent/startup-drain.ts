@@ -1,0 +1,98 @@
+/**
+ * Patroni's before_stop hook: what happens between "PostgreSQL is about to be
+ * stopped" and the stop itself (`pgha-before-stop` asks the agent, which
+ * answers when it is done; Patroni waits for the script).
+ *
+ * A client whose start-up has reached this server and whose authentication has
+ * begun cannot be moved: the router replays a start-up only while the server
+ * has answered nothing. If PostgreSQL stops then, the client sees its
+ * connection fail. So before a stop:
+ *
+ * 1. On a primary, unless the agent's own stop sequence already gave it, a short
+ *    notice: a planned switchover was announced in etcd (Patroni's failover key)
+ *    a moment ago, and the routers that watch it stop sending new clients here.
+ * 2. Then, up to a bound, wait until no backend is in its start-up (process
+ *    title ending in `authentication`, `initializing` or `startup`): those
+ *    clients finish connecting, as sessions that end like any other session.
+ *
+ * The bound keeps a client that never finishes its authentication (a stuck
+ * password prompt) from delaying the stop for long.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+
+/** A backend's ps title while its client connects: `postgres: [cluster: ]user db host(port) state`. */
+const START_UP_TITLE = /^postgres: .*(?:\[local\]|\(\d+\)) (?:authentication|initializing|startup)$/;
+
+/** The backends still in their start-up, from process titles (other processes are ignored). */
+export function backendsInStartUp(titles: readonly string[]): number {
+  let n = 0;
+  for (const t of titles) {
+    const title = t.replaceAll("\0", " ").trim();
+    // A standby's startup process ("postgres: startup recovering …") names no client: not counted.
+    if (START_UP_TITLE.test(title)) n++;
+  }
+  return n;
+}
+
+/** Every process title this process may read (PostgreSQL's backends rewrite their argv). */
+export function processTitles(): string[] {
+  const out: string[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const raw = readFileSync(`/proc/${pid}/cmdline`, "latin1");
+      if (raw.startsWith("postgres:")) out.push(raw);
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return out;
+}
+
+export interface DrainOptions {
+  /** How long the routers get to see the announcement before the wait (primary only). */
+  readonly noticeMs: number;
+  /** The longest the whole hook may take. */
+  readonly maxMs: number;
+  readonly pollMs: number;
+}
+
+export const DRAIN_DEFAULTS: DrainOptions = Object.freeze({ noticeMs: 200, maxMs: 2000, pollMs: 20 });
+
+export interface DrainDeps {
+  /** True when this PostgreSQL runs as a primary (no standby.signal). */
+  readonly primary: () => boolean;
+  /** True while the agent's own stop sequence runs (it gave the notice before the switchover). */
+  readonly stopSequenceRunning: () => boolean;
+  readonly titles: () => readonly string[];
+  readonly now: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+}
+
+export interface DrainResult {
+  readonly noticeMs: number;
+  /** Backends in start-up at the first look after the notice. */
+  readonly inStartUp: number;
+  /** Still in start-up when the hook returned (the bound ran out). */
+  readonly left: number;
+  readonly ms: number;
+}
+
+export async function drainStartUps(d: DrainDeps, o: DrainOptions = DRAIN_DEFAULTS): Promise<DrainResult> {
+  const t0 = d.now();
+  const noticeMs = d.primary() && !d.stopSequenceRunning() ? Math.min(o.noticeMs, o.maxMs) : 0;
+  if (noticeMs > 0) await d.sleep(noticeMs);
+  const inStartUp = backendsInStartUp(d.titles());
+  let left = inStartUp;
+  while (left > 0 && d.now() - t0 < o.maxMs) {
+    await d.sleep(Math.min(o.pollMs, Math.max(1, o.maxMs - (d.now() - t0))));
+    left = backendsInStartUp(d.titles());
+  }
+  return { noticeMs, inStartUp, left, ms: d.now() - t0 };
+}

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { backendsInStartUp, type DrainDeps, drainStartUps } from "../../agent/startup-drain.js";
+
+describe("backends in start-up, from process titles", () => {
+  const table: [string, number][] = [
+    ["postgres: pgha: postgres postgres 127.0.0.1(36352) authentication", 1],
+    ["postgres: postgres postgres 127.0.0.1(36352) authentication", 1],
+    ["postgres: pgha: app appdb 172.18.0.5(41000) initializing", 1],
+    ["postgres: pgha: app appdb [local] startup", 1],
+    ["postgres: pgha: app appdb ::1(5000) authentication\0\0\0", 1],
+    ["postgres: pgha: app appdb 127.0.0.1(36352) idle", 0],
+    ["postgres: pgha: app appdb 127.0.0.1(36352) INSERT", 0],
+    ["postgres: pgha: startup recovering 000000020000000000000003", 0],
+    ["postgres: pgha: startup ", 0],
+    ["postgres: pgha: checkpointer ", 0],
+    ["postgres: pgha: walsender replicator 172.18.0.3(40000) streaming 0/3000060", 0],
+    ["postgres: pgha: authentication", 0],
+    ["/usr/bin/python3 /usr/bin/patroni authentication", 0],
+  ];
+  for (const [title, n] of table) {
+    it(`${JSON.stringify(title)} → ${n}`, () => assert.equal(backendsInStartUp([title]), n));
+  }
+  it("counts every one", () => assert.equal(backendsInStartUp(table.map(([t]) => t)), 5));
+});
+
+/** A clock that moves only when the drain sleeps; titles given per call. */
+function lab(opts: { primary: boolean; stopping?: boolean; startUps: number[] }) {
+  let now = 0;
+  const slept: number[] = [];
+  let call = 0;
+  const deps: DrainDeps = {
+    primary: () => opts.primary,
+    stopSequenceRunning: () => opts.stopping ?? false,
+    titles: () => {
+      const n = opts.startUps[Math.min(call++, opts.startUps.length - 1)] ?? 0;
+      return Array.from({ length: n }, (_, i) => `postgres: app db 10.0.0.1(${1000 + i}) authentication`);
+    },
+    now: () => now,
+    sleep: async (ms) => {
+      slept.push(ms);
+      now += ms;
+    },
+  };
+  return { deps, slept };
+}
+
+describe("draining start-ups before a stop", () => {
+  const o = { noticeMs: 200, maxMs: 2000, pollMs: 20 };
+
+  it("a primary gives the notice, then answers at once when nobody is in start-up", async () => {
+    const { deps, slept } = lab({ primary: true, startUps: [0] });
+    assert.deepEqual(await drainStartUps(deps, o), { noticeMs: 200, inStartUp: 0, left: 0, ms: 200 });
+    assert.deepEqual(slept, [200]);
+  });
+
+  it("a replica gives no notice", async () => {
+    const { deps } = lab({ primary: false, startUps: [0] });
+    assert.equal((await drainStartUps(deps, o)).ms, 0);
+  });
+
+  it("no notice while the agent's own stop sequence runs (it gave one before the switchover)", async () => {
+    const { deps } = lab({ primary: true, stopping: true, startUps: [0] });
+    assert.equal((await drainStartUps(deps, o)).noticeMs, 0);
+  });
+
+  it("waits while clients are in start-up, polling, and answers once they are done", async () => {
+    const { deps, slept } = lab({ primary: true, startUps: [2, 2, 1, 0] });
+    assert.deepEqual(await drainStartUps(deps, o), { noticeMs: 200, inStartUp: 2, left: 0, ms: 260 });
+    assert.deepEqual(slept, [200, 20, 20, 20]);
+  });
+
+  it("stops waiting at the bound, notice included, and says how many were left", async () => {
+    const { deps } = lab({ primary: true, startUps: [3] });
+    const r = await drainStartUps(deps, o);
+    assert.equal(r.ms, 2000);
+    assert.equal(r.left, 3);
+  });
+
+  it("a notice longer than the bound is cut to it", async () => {
+    const { deps } = lab({ primary: true, startUps: [1] });
+    const r = await drainStartUps(deps, { noticeMs: 5000, maxMs: 1000, pollMs: 20 });
+    assert.deepEqual([r.noticeMs, r.ms, r.left], [1000, 1000, 1]);
+  });
+});
