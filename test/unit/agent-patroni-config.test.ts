@@ -158,7 +158,12 @@ describe("patroni.yml rendered from the configuration", () => {
       true,
     ],
     ["every promotion asks the stop fence first", {}, "postgresql.pre_promote", "pgha-pre-promote"],
-    ["clients in start-up finish it before PostgreSQL stops", {}, "postgresql.before_stop", "pgha-before-stop"],
+    [
+      "clients in start-up finish it before PostgreSQL stops",
+      {},
+      "postgresql.before_stop",
+      "pgha-before-stop",
+    ],
     ["failsafe mode on by default", {}, "bootstrap.dcs.failsafe_mode", true],
     ["failsafe mode off", { PATRONI_FAILSAFE_MODE: "false" }, "bootstrap.dcs.failsafe_mode", false],
     [
