@@ -276,6 +276,20 @@ describe("scripts/stack-up.sh and scripts/stack-down.sh", { timeout: 20 * 60_000
     assert.match(peer.stdout + peer.stderr, /exit=(35|56|58)|alert|certificate required/);
   });
 
+  it("every agent reports healthy over https, and Patroni logs no plain request on its TLS port", async () => {
+    for (const n of [1, 2, 3]) {
+      const name = `${project}-pg${n}`;
+      await waitFor(
+        `${name} healthy`,
+        async () => (await docker(["inspect", "-f", "{{.State.Health.Status}}", name])).trim() === "healthy",
+        { timeoutMs: 180_000, intervalMs: 2000 },
+      );
+      // docker's health checks ran (interval 10 s) at least once since the agent's Patroni serves https.
+      const logs = await run("docker", ["logs", name]).then((r) => r.stdout + r.stderr);
+      assert.doesNotMatch(logs, /HTTP_REQUEST|http request to an https server/i, `${name}'s log`);
+    }
+  });
+
   it("patronictl in a node switches over through Patroni's https REST API, and the router follows", async () => {
     const pg1 = `${project}-pg1`;
     const list = JSON.parse(await docker(["exec", pg1, "patronictl", "list", "-f", "json"])) as {
