@@ -115,6 +115,14 @@ export function engineCommand(h: { ns: string; dir: string; cgroup: string }, dr
   ];
 }
 
+/** FORWARD rules (after -I or -D) that drop a host's forwarded traffic from and to these addresses. */
+export function forwardRules(ips: readonly string[]): string[][] {
+  return ips.flatMap((ip) => [
+    ["FORWARD", "-s", ip, "-j", "DROP"],
+    ["FORWARD", "-d", ip, "-j", "DROP"],
+  ]);
+}
+
 /** The images' tar, saved once per set of image ids in this process. */
 const saved = new Map<string, Promise<string>>();
 let saveDir: string | null = null;
@@ -244,15 +252,23 @@ export class DockerHosts {
     await this.startEngine(h);
   }
 
-  /** Cuts `h` off from the other hosts, both ways (the test's own namespace still reaches it). */
+  /**
+   * Cuts `h` off from the other hosts, both ways (the test's own namespace still reaches it):
+   * NetLab's rules for the host's own processes, and the same in FORWARD for its containers,
+   * whose traffic to and from published ports is forwarded (DNAT), not delivered.
+   */
   async isolate(h: DockerHost): Promise<void> {
-    await this.lab.isolate(
-      h,
-      this.hosts.filter((o) => o !== h),
-    );
+    const others = this.hosts.filter((o) => o !== h);
+    await this.lab.isolate(h, others);
+    for (const rule of forwardRules(others.map((o) => o.ip)))
+      await this.lab.exec(h, "iptables", ["-I", ...rule]);
   }
 
   async heal(h: DockerHost): Promise<void> {
+    const others = this.hosts.filter((o) => o !== h);
+    for (const rule of forwardRules(others.map((o) => o.ip))) {
+      await this.lab.exec(h, "iptables", ["-D", ...rule]).catch(() => undefined);
+    }
     await this.lab.heal(h);
   }
 

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { daemonConfig, dockerdArgs, engineCommand, hostNames } from "../harness/docker-hosts.js";
+import {
+  daemonConfig,
+  dockerdArgs,
+  engineCommand,
+  forwardRules,
+  hostNames,
+} from "../harness/docker-hosts.js";
 
 describe("three Docker hosts on one machine: names and the engines' command lines", () => {
   it("names each host's cgroup and directory after the set's id and its number", () => {
@@ -55,5 +61,14 @@ describe("three Docker hosts on one machine: names and the engines' command line
 
   it("configures no registry mirror and no DNS server but the host's own address", () => {
     assert.deepEqual(JSON.parse(daemonConfig("10.201.3.12")), { dns: ["10.201.3.12"] });
+  });
+
+  it("cuts a host's forwarded traffic (its containers') from and to each other host", () => {
+    assert.deepEqual(forwardRules(["10.9.8.12", "10.9.8.13"]), [
+      ["FORWARD", "-s", "10.9.8.12", "-j", "DROP"],
+      ["FORWARD", "-d", "10.9.8.12", "-j", "DROP"],
+      ["FORWARD", "-s", "10.9.8.13", "-j", "DROP"],
+      ["FORWARD", "-d", "10.9.8.13", "-j", "DROP"],
+    ]);
   });
 });
