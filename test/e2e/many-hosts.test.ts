@@ -127,5 +127,12 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
     });
     assert.equal(r.target, cluster.hosts[0]!.name);
     assertSafe(r);
+    // As README says: no new connection through the URL fails, each one only waits on the dead host first.
+    const failed = r.writers
+      .filter((w) => w.kind.startsWith("psql"))
+      .flatMap((w) =>
+        w.failures.filter((f) => f.at >= r.from && f.phase === "connect").map((f) => `${w.kind}: ${f.error}`),
+      );
+    assert.deepEqual(failed, [], "new psql connections through the URL that failed");
   });
 });
