@@ -39,6 +39,14 @@ async function play(fault: HostFault, whileDown?: () => Promise<void>): Promise<
   console.log(
     `[many-hosts] ${HOST_FAULT_LABELS[fault]} (${r.target}; leader ${r.oldLeader} → ${r.newLeader}; healthy again after ${healed} s): ${summary(r.writers, r.from)}`,
   );
+  const errors = [
+    ...new Set(
+      r.writers.flatMap((w) =>
+        w.failures.filter((f) => f.at >= r.from).map((f) => `${w.kind} ${f.phase}: ${f.error}`),
+      ),
+    ),
+  ];
+  if (errors.length > 0) console.log(`[many-hosts]   failures: ${errors.join(" | ")}`);
   return r;
 }
 
