@@ -22,7 +22,7 @@ export const PARTS = [
 export type Part = (typeof PARTS)[number];
 /**
  * What runs without --parts: all but the Docker stack's fast-failover part (about 15 minutes on
- * its own) and the three Docker hosts' part (about 12).
+ * its own) and the three Docker hosts' part (about 5).
  */
 export const DEFAULT_PARTS: readonly Part[] = PARTS.filter((p) => p !== "fastfailover" && p !== "hosts");
 
