@@ -8,7 +8,7 @@
  * runs them in order.
  */
 import { execFile } from "node:child_process";
-import { chownSync, existsSync, lstatSync, mkdirSync, rmSync } from "node:fs";
+import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { createRegistry } from "../shared/admin.js";
 import { createEtcdClient } from "../shared/etcd.js";
@@ -22,7 +22,7 @@ import type { NodeAddresses } from "./discovery.js";
 import { FenceKeeper } from "./fence-keeper.js";
 import { FenceStore } from "./fence-store.js";
 import { type Account, ensureRootDir, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
-import { AGENT_SOCKET, localRestApiUrl, pgBinDir } from "./image.js";
+import { AGENT_SOCKET, IMAGE_PATHS, localRestApiUrl, pgBinDir } from "./image.js";
 import { bootstrapSql, bootstrapSqlPath, renderPatroniConfig, tlsPaths, toYaml } from "./patroni-config.js";
 import { PromotionCheckServer } from "./promotion-check.js";
 import { ReplicationMetrics } from "./replication-metrics.js";
@@ -45,6 +45,7 @@ function controlData(binDir: string, dataDir: string): Promise<string | null> {
 export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: Logger): Account | null {
   const postgres = process.getuid?.() === 0 ? lookupAccount("postgres") : null;
   prepareDataDir(cfg.dataDir, postgres, log);
+  if (postgres) removeStaleSockets(IMAGE_PATHS.socketDir, log);
   // What root writes lives in directories only root may write: nothing can be planted there.
   if (postgres) ensureRootDir(dirname(cfg.configFile));
   writeTlsFiles(cfg, postgres);
@@ -69,6 +70,29 @@ export function writeNodeFiles(cfg: AgentConfig, addresses: NodeAddresses, log: 
     "patroni.yml written",
   );
   return postgres;
+}
+
+/** PostgreSQL's socket and its lock file in the socket directory: `.s.PGSQL.5432`, `.s.PGSQL.5432.lock`. */
+export const SOCKET_FILE = /^\.s\.PGSQL\.\d+(\.lock)?$/;
+
+/**
+ * Removes what a PostgreSQL of this container's previous run left in the socket directory. The
+ * directory is in the container's own filesystem, which outlives a kill: after the host or the
+ * engine died, the container starts again with the old `.s.PGSQL.5432.lock`, whose PID is
+ * likely that of another process of the new run (PIDs in a container start from 1 again), and
+ * PostgreSQL then refuses to start ("lock file … already exists") on every attempt. Nothing
+ * else runs PostgreSQL in this container, and Patroni has not started yet.
+ */
+function removeStaleSockets(dir: string, log: Logger): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => SOCKET_FILE.test(n));
+  } catch {
+    return;
+  }
+  for (const n of names) rmSync(join(dir, n), { force: true });
+  if (names.length > 0)
+    log.info({ dir, removed: names }, "removed the previous run's PostgreSQL socket files");
 }
 
 /**

@@ -115,7 +115,9 @@ export function ttlOverride(stack: FfStack): string {
     stack === "single"
       ? `etcd://${v("REGISTRY_ETCD:-etcd1:2379,etcd2:2379,etcd3:2379")}${v("REGISTRY_PREFIX:-")}`
       : `etcd://${[1, 2, 3].map((n) => `${v(`ETCD${n}_IP`)}:${v(`ETCD${n}_PORT:-2379`)}`).join(",")}${v("REGISTRY_PREFIX:-")}`;
-  const lines = [...command, "-cleanup", "-metrics-addr", "0.0.0.0:8080", etcd].map((x) => `      - ${x}`);
+  const lines = [...command, "-cleanup", "-restart-joined", "-metrics-addr", "0.0.0.0:8080", etcd].map(
+    (x) => `      - ${x}`,
+  );
   return `services:\n  registrator:\n    command:\n${lines.join("\n")}\n`;
 }
 

@@ -13,6 +13,13 @@ import {
   QUIET_MS,
   summarizeFaults,
 } from "./fault-figures.js";
+import {
+  checkHostFault,
+  describeHostTarget,
+  type HostsResult,
+  hostsTable,
+  hostTarget,
+} from "./host-figures.js";
 import { type LabRecord, labLine, shortServerVersion } from "./lab-versions.js";
 import type { MemoryFigure } from "./memory.js";
 import type { Inclusive, SelfTime } from "./profile.js";
@@ -37,6 +44,7 @@ export interface Results {
   memory?: MemoryFigure[];
   profile?: { tps: number; profile: string; top: SelfTime[]; inclusive?: Inclusive[] };
   faults?: FaultsResult;
+  hosts?: HostsResult;
   errors: Record<string, string>;
 }
 
@@ -163,6 +171,16 @@ export function verdicts(r: Results): Verdict[] {
       target: `fault, ${x.label}: ${describeTarget(x.target)} (router)`,
       measured: [fig ? faultMeasured(fig) : "", errors].filter((s) => s !== "").join("; ") || "not measured",
       ok: fig !== null && x.errors.length === 0 && checkFault(x.target, fig).ok,
+    });
+  }
+  for (const x of r.hosts?.runs ?? []) {
+    const t = hostTarget(x.fault, r.hosts!.ttl);
+    out.push({
+      target: `host fault, ${x.label}: ${describeHostTarget(t)}`,
+      measured: x.error
+        ? `error: ${x.error}`
+        : `stopped ${(x.writesStoppedMs / 1000).toFixed(1)} s, ${x.failedConnections} failed connections, ${x.lost} lost, ${x.ackedByDemotedLeader} acked by a demoted leader`,
+      ok: checkHostFault(t, x).ok,
     });
   }
   return out;
@@ -462,6 +480,12 @@ export function render(r: Results): string {
     parts.push(
       `\n7. Faults on the compose stack (Patroni ttl ${fr.ttl} s; ${fr.rounds === 1 ? "1 round of each fault" : `${fr.rounds} interleaved rounds of each fault: writes stopped is the median (and the largest), the counts are totals`}; per front end ${fr.writersPerFrontEnd.length} writers (${fr.writersPerFrontEnd.join(", ")}), one attempt per ${fr.paceMs} ms each; ` +
         `HAProxy on the host, Patroni's template with ${fr.haproxy.checks}; before: the longest gap between writes in the ${QUIET_MS / 1000} s before the fault, the pace and the load alone; in flight: connections in start-up on the SIGKILLed server, counted apart)\n${faultTable(fr)}`,
+    );
+  }
+  if (r.hosts) {
+    const h = r.hosts;
+    parts.push(
+      `\n9. Whole Docker hosts failing: three Docker hosts of this machine (network namespaces, a dockerd each), the multi-host stack on them (Patroni ttl ${h.ttl} s; ready in ${Math.round(h.startupMs / 1000)} s); ${h.writers.length} writers (${h.writers.join(", ")}), one attempt per ${h.paceMs} ms each: psql through one URL naming the three routers (target_session_attrs=read-write, connect_timeout=${h.connectTimeoutS}), node-postgres through a router on a host the fault leaves up; acked by demoted leader: writes the old leader acknowledged past the fork of the next timeline\n${hostsTable(h)}`,
     );
   }
   const v = verdicts(r);

@@ -14,6 +14,7 @@ import { runDataPath } from "./datapath.js";
 import { runEvents } from "./failover.js";
 import { runFastFailover } from "./fast-failover.js";
 import { runFaults } from "./faults.js";
+import { runHosts } from "./hosts.js";
 import { Lab } from "./lab.js";
 import { labLine, ttlFor } from "./lab-versions.js";
 import { cpuBusy, load, machine, uptime } from "./machine.js";
@@ -153,6 +154,9 @@ async function main(): Promise<void> {
       { kills: plan.ffKills, ttl: plan.ttl, stack: plan.ffStack, modes: plan.ffModes },
       log,
     );
+  });
+  await part("hosts", async () => {
+    results.hosts = await runHosts(log);
   });
   const m = results.machine as Record<string, unknown>;
   m["loadAfter"] = load();

@@ -15,6 +15,7 @@ import type { Logger } from "../shared/logger.js";
 import { Backoff, sleep } from "../shared/time.js";
 import { createDockerClient, DockerSource } from "./docker-source.js";
 import { targetGroups } from "./http-sd.js";
+import { JoinedRestarter } from "./joined-restarter.js";
 import { LeaderReleaser } from "./leader-releaser.js";
 import type { ContainerView, LifecycleOptions } from "./lifecycle.js";
 import { RegistratorMetrics } from "./metrics.js";
@@ -62,6 +63,7 @@ export class RegistratorApp {
   private readonly source: DockerSource;
   private readonly admin: AdminServer | null;
   private readonly releaser: LeaderReleaser | null;
+  private readonly restarter: JoinedRestarter | null;
   private tracker: ContainerTracker | null = null;
   private readonly stopping = new AbortController();
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -89,11 +91,11 @@ export class RegistratorApp {
     );
     this.metrics.bindLeaseHeld(() => this.publisher.leaseHeld);
     this.metrics.bindReady(() => this.ready);
-    this.source = new DockerSource(
-      createDockerClient(o.dockerHost),
-      log.child({ component: "docker" }),
-      this.metrics,
-    );
+    const docker = createDockerClient(o.dockerHost);
+    this.source = new DockerSource(docker, log.child({ component: "docker" }), this.metrics);
+    this.restarter = o.restartJoined
+      ? new JoinedRestarter(docker, log.child({ component: "restart-joined" }))
+      : null;
     this.releaser = o.releaseDeadLeaders
       ? new LeaderReleaser(
           this.client,
@@ -165,12 +167,17 @@ export class RegistratorApp {
     if (this.stopping.signal.aborted) return;
     const tracker = this.tracker;
     const releaser = this.releaser;
+    const restarter = this.restarter;
     this.running = this.source.run({
       onEvent: (ev) => {
         releaser?.onEvent(ev);
+        restarter?.onEvent(ev);
         tracker.onEvent(ev);
       },
-      onConnected: () => this.fullSync(),
+      onConnected: () => {
+        void restarter?.check();
+        return this.fullSync();
+      },
     });
     if (this.o.resync > 0) {
       this.resyncTimer = setInterval(() => void this.timedResync(), this.o.resync * 1000);
@@ -183,6 +190,7 @@ export class RegistratorApp {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.source.stop();
     this.tracker?.stop();
+    this.restarter?.stop();
   }
 
   /** Revokes the lease so every key goes at once, then closes etcd and the admin server. */

@@ -1,6 +1,7 @@
 /**
  * The few Docker Engine API calls the registrator makes — `GET /info`,
- * `/containers/json`, `/containers/{id}/json` and the `/events` stream — over
+ * `/containers/json`, `/containers/{id}/json` and the `/events` stream, and with
+ * -restart-joined `POST /containers/{id}/start` — over
  * the unix socket, or tcp:// (https with DOCKER_TLS_VERIFY + DOCKER_CERT_PATH).
  *
  * A full Docker client (dockerode) pulls in an SSH stack that instantiates a
@@ -62,6 +63,19 @@ export class DockerApi {
     return this.json("/containers/json", signal);
   }
 
+  /** Containers that are not running (exited or created): `docker ps -a --filter status=…`. */
+  listStopped(signal: AbortSignal): Promise<Array<{ Id: string }>> {
+    const filters = JSON.stringify({ status: ["exited", "created"] });
+    return this.json(`/containers/json?all=1&filters=${encodeURIComponent(filters)}`, signal);
+  }
+
+  /** `docker start`; resolves once Docker started it (or it already ran). */
+  async startContainer(id: string, signal: AbortSignal): Promise<void> {
+    const res = await this.request("POST", `/containers/${encodeURIComponent(id)}/start`, signal);
+    if (!isOk(res)) throw await statusError(res);
+    res.resume();
+  }
+
   /** `docker inspect`; a DockerStatusError with statusCode 404 when Docker does not know it. */
   inspectContainer(id: string, signal: AbortSignal): Promise<unknown> {
     return this.json(`/containers/${encodeURIComponent(id)}/json`, signal);
@@ -90,10 +104,14 @@ export class DockerApi {
   }
 
   private get(path: string, signal: AbortSignal): Promise<IncomingMessage> {
+    return this.request("GET", path, signal);
+  }
+
+  private request(method: "GET" | "POST", path: string, signal: AbortSignal): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const req = this.transport.request({
         ...this.base,
-        method: "GET",
+        method,
         path,
         headers: { accept: "application/json" },
         signal,

@@ -73,6 +73,7 @@ log.info(
     deregister: o.deregister,
     requireHealthy: o.requireHealthy,
     releaseDeadLeaders: o.releaseDeadLeaders,
+    restartJoined: o.restartJoined,
     ...(o.releaseDeadLeaders ? { patroniNamespace: o.patroniNamespace } : {}),
   },
   "starting",

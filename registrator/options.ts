@@ -164,6 +164,12 @@ const options = {
     description:
       "when a container of this host that ran the Patroni leader dies (killed or crashed, not stopped), delete its leader key in etcd at once, so a replica takes over without waiting for Patroni's ttl",
   }),
+  restartJoined: opt.bool({
+    flag: "restart-joined",
+    env: "REGISTRATOR_RESTART_JOINED",
+    description:
+      "start a container that runs in another container's network namespace when Docker could not start it after a daemon restart because that container was not running yet (its restart policy always or unless-stopped)",
+  }),
   patroniNamespace: valueOption<string>(
     {
       flag: "patroni-namespace",

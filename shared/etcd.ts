@@ -6,8 +6,8 @@
  * three failures, which delays recovery once etcd answers again.
  */
 import { InterceptingCall, type Interceptor } from "@grpc/grpc-js";
-import { ExponentialBackoff, noop } from "cockatiel";
-import { Etcd3, type IOptions } from "etcd3";
+import { ExponentialBackoff, handleWhen, noop, retry } from "cockatiel";
+import { Etcd3, type IOptions, isRecoverableError } from "etcd3";
 import { ConfigError, EtcdError } from "./errors.js";
 import { formatHostPort, type HostPort } from "./host-port.js";
 import { readPemFile } from "./tls.js";
@@ -95,7 +95,14 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
         : { deadline: Date.now() + callTimeout, interceptors: [requireLeader] },
     faultHandling: {
       host: () => noop,
-      global: noop,
+      // A unary call that fails on one member for a reason another member may not share (it is
+      // down, unreachable, cut off from the majority: "no leader", a deadline) goes to the next
+      // member of the same shuffled order, each member once: one dead member out of three
+      // must not fail a read (the agent's promotion check fails closed on one).
+      global:
+        o.hosts.length > 1
+          ? retry(handleWhen(isRecoverableError), { maxAttempts: o.hosts.length - 1 })
+          : noop,
       // etcd3 calls next() on this to get each delay, as it does with its own default factory.
       watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as unknown as NonNullable<
         NonNullable<IOptions["faultHandling"]>["watchBackoff"]
