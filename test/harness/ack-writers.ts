@@ -24,6 +24,11 @@ export interface PgTarget {
   readonly user: string;
   readonly password: string;
   readonly database?: string;
+  /**
+   * A libpq URL the psql writers use instead of host and port (e.g. several hosts with
+   * `target_session_attrs=read-write`); node-postgres takes no such URL and uses host and port.
+   */
+  readonly url?: string;
 }
 
 export type WriterKind = "psql per-write" | "psql kept" | "pg per-write" | "pg kept";
@@ -39,6 +44,8 @@ export interface Ack {
   readonly startedAt?: number;
   /** The server's WAL insert position when the row was inserted (before its commit record). */
   readonly lsn: string;
+  /** Which server committed it: its postmaster's start time (one per run of a server). */
+  readonly server?: string;
 }
 
 export interface Failure {
@@ -51,9 +58,27 @@ export interface Failure {
 }
 
 const INSERT = (id: number, writer: string) =>
-  `INSERT INTO acked (id, writer, lsn) VALUES (${id}, '${writer}', pg_current_wal_insert_lsn()) RETURNING lsn`;
+  `INSERT INTO acked (id, writer, lsn) VALUES (${id}, '${writer}', pg_current_wal_insert_lsn()) RETURNING lsn, pg_postmaster_start_time()::text AS server`;
+
+/** What an acknowledged INSERT returned. */
+interface Returned {
+  readonly lsn: string;
+  readonly server: string;
+}
+
+/** psql's unaligned `lsn|server` line. */
+function parseReturned(line: string): Returned | null {
+  const m = /^([0-9A-F]+\/[0-9A-F]+)\|(.+)$/i.exec(line.trim());
+  return m ? { lsn: m[1]!, server: m[2]! } : null;
+}
 
 function conninfo(t: PgTarget, timeoutMs = 40_000): string {
+  if (t.url !== undefined) {
+    const sep = t.url.includes("?") ? "&" : "?";
+    return /[?&]connect_timeout=/.test(t.url)
+      ? t.url
+      : `${t.url}${sep}connect_timeout=${Math.ceil(timeoutMs / 1000)}`;
+  }
   return `host=${t.host} port=${t.port} user=${t.user} dbname=${t.database ?? "postgres"} connect_timeout=${Math.ceil(timeoutMs / 1000)}`;
 }
 
@@ -131,7 +156,7 @@ class PsqlSession {
     this.p.stdin.on("error", () => undefined);
   }
 
-  async insert(id: number, sql: string): Promise<string> {
+  async insert(id: number, sql: string): Promise<Returned> {
     const done = `done:${id}`;
     this.out = "";
     this.err = "";
@@ -146,10 +171,13 @@ class PsqlSession {
         setTimeout(r, 200);
       });
     }
-    const line = this.out.split("\n").find((l) => /^\d+\/[0-9A-F]+$/i.test(l.trim()));
-    if (line === undefined) throw this.failure();
+    const returned = this.out
+      .split("\n")
+      .map(parseReturned)
+      .find((r) => r !== null);
+    if (!returned) throw this.failure();
     this.fresh = false;
-    return line.trim();
+    return returned;
   }
 
   private failure(): Error {
@@ -206,8 +234,8 @@ export class AckWriter {
   /** One write, outside the loop: resolves when acknowledged, throws otherwise. */
   async writeOnce(): Promise<Ack> {
     const id = this.next++;
-    const lsn = await this.insert(id);
-    const ack = { id, at: Date.now(), lsn };
+    const { lsn, server } = await this.insert(id);
+    const ack = { id, at: Date.now(), lsn, server };
     this.acks.push(ack);
     return ack;
   }
@@ -229,8 +257,8 @@ export class AckWriter {
       const t0 = Date.now();
       const id = this.next++;
       try {
-        const lsn = await this.insert(id);
-        this.acks.push({ id, at: Date.now(), startedAt: t0, lsn });
+        const { lsn, server } = await this.insert(id);
+        this.acks.push({ id, at: Date.now(), startedAt: t0, lsn, server });
       } catch (err) {
         const msg = (err as Error).message.split("\n").find((l) => l.trim() !== "") ?? String(err);
         const phase =
@@ -242,7 +270,7 @@ export class AckWriter {
     }
   }
 
-  private async insert(id: number): Promise<string> {
+  private async insert(id: number): Promise<Returned> {
     const t = this.target();
     switch (this.kind) {
       case "psql kept": {
@@ -256,8 +284,14 @@ export class AckWriter {
         }
       }
       case "psql per-write": {
-        const r = await runPsql(t, INSERT(id, this.name), this.timeoutMs);
-        return r.trim();
+        const out = await runPsql(t, INSERT(id, this.name), this.timeoutMs);
+        const r = out
+          .split("\n")
+          .map(parseReturned)
+          .find((x) => x !== null);
+        if (!r)
+          throw Object.assign(new Error(`psql answered ${JSON.stringify(out.trim())}`), { phase: "session" });
+        return r;
       }
       case "pg per-write": {
         const c = new pg.Client({ ...pgConfig(t), connectionTimeoutMillis: this.timeoutMs });
@@ -268,7 +302,7 @@ export class AckWriter {
           throw Object.assign(new Error((err as Error).message), { phase: "connect" });
         }
         try {
-          return (await c.query<{ lsn: string }>(INSERT(id, this.name))).rows[0]!.lsn;
+          return (await c.query<Returned>(INSERT(id, this.name))).rows[0]!;
         } finally {
           await c.end().catch(() => undefined);
         }
@@ -290,7 +324,7 @@ export class AckWriter {
           this.client = c;
         }
         try {
-          return (await this.client.query<{ lsn: string }>(INSERT(id, this.name))).rows[0]!.lsn;
+          return (await this.client.query<Returned>(INSERT(id, this.name))).rows[0]!;
         } catch (err) {
           const c = this.client;
           this.client = null;

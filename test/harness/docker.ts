@@ -40,7 +40,12 @@ export function imageOf(
 
 /** The group that owns the Docker socket, for a registrator that runs without root. */
 export async function dockerSocketGid(): Promise<string> {
-  const r = await run("stat", ["-c", "%g", "/var/run/docker.sock"]);
+  return dockerSocketGidOf("/var/run/docker.sock");
+}
+
+/** The group that owns a Docker socket at `path`. */
+export async function dockerSocketGidOf(path: string): Promise<string> {
+  const r = await run("stat", ["-c", "%g", path]);
   return r.stdout.trim();
 }
 

@@ -19,6 +19,8 @@ export interface LabHost {
   readonly name: string;
   readonly ns: string;
   readonly ip: string;
+  /** The root namespace's end of the host's link to the bridge (down: the host is off the network). */
+  readonly veth: string;
 }
 
 let labs = 0;
@@ -52,6 +54,7 @@ export class NetLab {
       name: `${prefix}${i + 1}`,
       ns: `pgha-${id}-${i + 1}`,
       ip: `${net}.${11 + i}`,
+      veth: `pv${id}${i + 1}`.slice(0, 15),
     }));
     const lab = new NetLab(id, bridge, `${net}.1`, hosts);
     try {
@@ -64,8 +67,8 @@ export class NetLab {
       const fwd = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"];
       await run("iptables", ["-I", ...fwd]);
       lab.cleanups.push(() => run("iptables", ["-D", ...fwd]).then(() => undefined));
-      for (const [i, h] of hosts.entries()) {
-        const veth = `pv${id}${i + 1}`.slice(0, 15);
+      for (const h of hosts) {
+        const veth = h.veth;
         await ip("netns", "add", h.ns);
         lab.cleanups.push(() => ip("netns", "del", h.ns));
         await ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns);
