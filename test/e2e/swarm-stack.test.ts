@@ -128,6 +128,23 @@ async function healthy(h: DockerHost): Promise<Member[]> {
   return last;
 }
 
+/** Restarts the node the failover test killed and waits until every node is Ready in the swarm. */
+async function bringBack(): Promise<void> {
+  if (!killed) return;
+  const back = killed;
+  await dh.restart(back);
+  killed = null;
+  const other = nodes.find((h) => h !== back)!;
+  await waitFor(
+    `${back.name} back in the swarm`,
+    async () =>
+      (await dh.docker(other, ["node", "ls", "--format", "{{.Status}}"]))
+        .split("\n")
+        .every((x) => x === "Ready"),
+    { timeoutMs: 180_000, intervalMs: 2000 },
+  );
+}
+
 /** What is left of the stack on `h`: services (on a manager), containers, networks, secrets. */
 async function leftOf(h: DockerHost): Promise<string[]> {
   const label = `label=com.docker.stack.namespace=${STACK}`;
@@ -244,7 +261,7 @@ describe("README's Docker Swarm: docker stack deploy on three engines, a whole n
     for (const h of nodes) assert.ok(hostsOf.includes(`"${h.ip}:`), `a member on ${h.ip}: ${hostsOf}`);
   });
 
-  it("the leader's whole node killed: a surviving node's router writes again, nothing acknowledged lost", async () => {
+  it("the leader's whole node killed: a surviving node's router writes again, nothing acknowledged lost; the node back as a replica", async () => {
     await psql(nodes[0].ip, ACKED_TABLE_SQL);
     const before = await healthy(nodes[0]);
     const leader = before.find((m) => m.role === "leader")?.name;
@@ -298,30 +315,17 @@ describe("README's Docker Swarm: docker stack deploy on three engines, a whole n
     } finally {
       await Promise.all(writers.map((w) => w.stop()));
     }
+    // The node back: its engine rejoins the swarm, and its agent the cluster as a replica.
+    await bringBack();
+    const healed = await healthy(safe);
+    assert.ok(
+      healed.some((m) => m.name === leader && m.role !== "leader"),
+      `${leader} back, following: ${JSON.stringify(healed)}`,
+    );
   });
 
   it("the README's removal: no service, container, network or secret of the stack left on any node", async () => {
-    if (killed) {
-      // The killed node back first, so that every node's share of the stack is checked.
-      const back = killed;
-      await dh.restart(back);
-      killed = null;
-      await waitFor(
-        `${back.name} back in the swarm`,
-        async () =>
-          (
-            await dh.docker(nodes[0] === back ? nodes[1] : nodes[0], [
-              "node",
-              "ls",
-              "--format",
-              "{{.Status}}",
-            ])
-          )
-            .split("\n")
-            .every((s) => s === "Ready"),
-        { timeoutMs: 180_000, intervalMs: 2000 },
-      );
-    }
+    await bringBack();
     const remove = blocks[4]!;
     await runBlock(remove, nodes[0]);
     await waitFor(
