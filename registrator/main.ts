@@ -7,7 +7,8 @@ import { createLogger } from "../shared/logger.js";
 import { installShutdown } from "../shared/shutdown.js";
 import { RegistratorApp } from "./app.js";
 import { DockerApi } from "./docker-api.js";
-import { engineHostname, type LoadedOptions, parseOptions } from "./options.js";
+import { completeFromEngine } from "./engine-identity.js";
+import { type LoadedOptions, parseOptions } from "./options.js";
 
 let loaded: LoadedOptions;
 try {
@@ -22,27 +23,13 @@ if (loaded.kind === "help") {
   process.exit(0);
 }
 let o = loaded.options;
-if (!o.hostnameGiven) {
-  // The default hostname is this Docker engine's: unique per host, stable across restarts.
-  const docker = DockerApi.forEndpoint(o.dockerHost);
-  let name: string | null = null;
-  let why = "";
-  for (const deadline = Date.now() + 30_000; name === null && Date.now() < deadline; ) {
-    try {
-      name = engineHostname(await docker.info(AbortSignal.timeout(5000)));
-      if (name === null) why = "its /info names no engine";
-    } catch (err) {
-      why = (err as Error).message;
-    }
-    if (name === null) await new Promise((r) => setTimeout(r, 1000));
-  }
-  if (name === null) {
-    process.stderr.write(
-      `registrator: cannot ask Docker for this engine's name, which the default -hostname is made of (${why}): set -hostname or REGISTRATOR_HOSTNAME\n`,
-    );
-    process.exit(2);
-  }
-  o = Object.freeze({ ...o, hostname: name });
+try {
+  // The default -hostname (unique per host, stable across restarts) and -ip swarm come from Docker.
+  o = await completeFromEngine(o, DockerApi.forEndpoint(o.dockerHost));
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`${err.message}\n`);
+  process.exit(2);
 }
 for (const [flag, file] of [
   ["etcd-ca", o.etcdCa],
@@ -64,6 +51,7 @@ log.info(
     etcd: o.registry.hosts,
     prefix: o.registry.prefix || "/",
     hostname: o.hostname,
+    ...(o.ip ? { ip: o.ip } : {}),
     docker: o.dockerHost.url,
     ttl: o.ttl,
     resync: o.resync,

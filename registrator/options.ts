@@ -30,6 +30,8 @@ export const DEFAULT_RESYNC_SECONDS = 60;
 export const DEFAULT_RETRY_INTERVAL_MS = 2000;
 export const DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock";
 export const DEFAULT_METRICS_ADDR = "0.0.0.0:8080";
+/** `-ip swarm`: the address this engine advertises to its swarm (main.ts asks Docker). */
+export const IP_FROM_SWARM = "swarm";
 export const DEREGISTER_MODES = ["always", "on-success"] as const;
 export type DeregisterMode = (typeof DEREGISTER_MODES)[number];
 
@@ -38,13 +40,14 @@ const options = {
     {
       flag: "ip",
       env: "REGISTRATOR_IP",
-      description: "IP registered for published ports, whatever address they are bound to",
-      accepted: "an IPv4 or IPv6 address",
+      description: `IP registered for published ports, whatever address they are bound to; ${IP_FROM_SWARM}: this node's address in its Docker swarm (the engine's Swarm.NodeAddr)`,
+      accepted: `an IPv4 or IPv6 address, or ${IP_FROM_SWARM}`,
       metavar: "IP",
       default: undefined,
     },
     (raw) => {
       if (raw === "") return undefined;
+      if (raw === IP_FROM_SWARM) return raw;
       if (isIP(raw) === 0) throw new ParseFailure();
       return raw;
     },
@@ -284,7 +287,8 @@ all attached to one etcd lease per registrator (TTL -ttl), revoked on SIGTERM.
 Examples:
   registrator -hostname "$(hostname)" -ip 192.0.2.10 etcd://127.0.0.1:2379/services
   registrator -internal -cleanup etcd://etcd1:2379,etcd2:2379
-  registrator -internal -cleanup -release-dead-leaders etcd://etcd1:2379,etcd2:2379`;
+  registrator -internal -cleanup -release-dead-leaders etcd://etcd1:2379,etcd2:2379
+  registrator -ip swarm -cleanup etcd://192.0.2.11:2379,192.0.2.12:2379,192.0.2.13:2379`;
 
 export const spec = {
   program: PROGRAM,
@@ -300,6 +304,8 @@ export interface RegistratorOptions extends Omit<Raw, "hostname"> {
   readonly hostname: string;
   /** False when -hostname (REGISTRATOR_HOSTNAME) was not given: main.ts asks Docker (engineHostname). */
   readonly hostnameGiven: boolean;
+  /** An address, or IP_FROM_SWARM until main.ts replaces it with the node's (swarmNodeAddr). */
+  readonly ip: string | undefined;
   readonly registry: RegistryUri;
 }
 
@@ -355,4 +361,29 @@ export function engineHostname(info: { readonly Name?: unknown; readonly ID?: un
   if (typeof info.ID !== "string" || info.ID === "" || typeof info.Name !== "string") return null;
   const name = info.Name.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "") || "docker";
   return `${name}-${createHash("sha256").update(info.ID).digest("hex").slice(0, 8)}`;
+}
+
+/** What Docker's `GET /info` says of the engine's swarm membership. */
+export interface SwarmInfo {
+  readonly Swarm?: { readonly LocalNodeState?: unknown; readonly NodeAddr?: unknown } | null;
+}
+
+/**
+ * `-ip swarm`: the address this node advertises to its swarm (`docker swarm init|join
+ * --advertise-addr`), which is where its `mode: host` ports are published. A string that
+ * says why when the engine is no active swarm node.
+ */
+export function swarmNodeAddr(info: SwarmInfo): { readonly ip: string } | { readonly error: string } {
+  const state = info.Swarm?.LocalNodeState;
+  const addr = info.Swarm?.NodeAddr;
+  if (state !== "active") {
+    const shown = typeof state === "string" && state !== "" ? state : "unknown";
+    return {
+      error: `this Docker engine is not an active swarm node (its swarm state is ${shown}): join it to a swarm, or give -ip an address`,
+    };
+  }
+  if (typeof addr !== "string" || isIP(addr) === 0) {
+    return { error: `this swarm node's address ${JSON.stringify(addr ?? null)} is not an IP address` };
+  }
+  return { ip: addr };
 }

@@ -157,7 +157,7 @@ describe("registrator options", () => {
     [
       ["-ip", "not-an-ip", "etcd://h"],
       {},
-      /invalid value "not-an-ip" for -ip: expected an IPv4 or IPv6 address/,
+      /invalid value "not-an-ip" for -ip: expected an IPv4 or IPv6 address, or swarm/,
     ],
     [["-hostname", "a/b", "etcd://h"], {}, /invalid value "a\/b" for -hostname/],
     [["-retry-attempts", "-2", "etcd://h"], {}, /expected an integer >= -1/],
