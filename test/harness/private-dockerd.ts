@@ -16,7 +16,15 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -122,6 +130,12 @@ export class PrivateDockerd {
         0,
       { timeoutMs: 30_000, intervalMs: 100 },
     );
+    // Both have exited, but a SIGKILLed daemon leaves its and containerd's pid files behind. The
+    // next dockerd takes a live process under a reused pid for its containerd ("containerd is
+    // still running") and waits for a socket nobody serves: a host's reboot clears them with /run.
+    for (const f of [join(this.dir, "docker.pid"), join(this.dir, "exec", "containerd", "containerd.pid")]) {
+      rmSync(f, { force: true });
+    }
   }
 
   /** `docker -H <this daemon> ARGS…`; resolves with stdout (trimmed). */
