@@ -41,14 +41,14 @@ export interface WorkerSide {
   bad(): void;
   /** Runs the worker's graceful shutdown (stop accepting, drain, close, exit). */
   shutdown(reason: string): void;
-  /** The supervisor is gone. */
+  /** The supervisor is gone (called before Node's cluster module ends the worker). */
   orphaned(): void;
 }
 
 /** The IPC channel of a worker: `process` (a test hands in its own). */
 export interface Channel {
   on(event: "message", listener: (m: unknown) => void): unknown;
-  on(event: "disconnect", listener: () => void): unknown;
+  prependListener(event: "disconnect", listener: () => void): unknown;
   send?(m: ToSupervisor): unknown;
 }
 
@@ -155,8 +155,9 @@ export function serveSupervisor(w: WorkerSide, log: Logger, channel: Channel = p
         return;
     }
   });
-  // The supervisor gone (its IPC channel closed): nobody decides routes for us any more.
-  channel.on("disconnect", () => w.orphaned());
+  // The supervisor gone (its IPC channel closed): nobody decides routes for us any more. Node's
+  // cluster module then exits the worker at once (its own listener, after this one).
+  channel.prependListener("disconnect", () => w.orphaned());
   channel.send?.({ t: "pgha:hello" });
 }
 

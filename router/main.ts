@@ -88,14 +88,11 @@ if (config.workers > 0 && cluster.isPrimary) {
       route: (scope, m) => source.receive(scope, m, (op) => router.enqueue(op)),
       bad: () => router.metrics.ipcBadMessages.inc(),
       shutdown: (reason) => void shutdown(reason),
-      orphaned: () => {
-        // Fail closed: without the supervisor nobody follows a failover or fences a stepped-down
-        // primary, so this worker's routes would go stale. Its clients reconnect to the router
-        // that replaces it (in a container the supervisor is PID 1: the container ends with it).
-        log.error("router supervisor gone; closing every session and exiting");
-        setTimeout(() => process.exit(1), 2_000).unref();
-        void router.close().finally(() => process.exit(1));
-      },
+      // Fail closed: without the supervisor nobody follows a failover or fences a stepped-down
+      // primary, so this worker's routes would go stale. Node's cluster module ends the worker
+      // right after this line (every session closes); clients reconnect to the router that
+      // replaces it (in a container the supervisor is PID 1: the container ends with it).
+      orphaned: () => log.error("router supervisor gone; every session closes and this worker exits"),
     },
     log,
   );

@@ -255,7 +255,9 @@ export class ClusterRoute {
     if (connected === this.dcs.connected) return;
     this.dcs = { connected, disconnectedSince: connected ? null : this.now() };
     this.metrics.etcdWatchUp.set({ watch: this.scope }, connected ? 1 : 0);
-    if (connected) this.log.info("etcd watch live");
+    if (this.deps.decided !== undefined) {
+      // A worker: the supervisor's watch, which the supervisor logs.
+    } else if (connected) this.log.info("etcd watch live");
     else if (this.view.revision > 0) {
       this.log.warn({ err }, "etcd unreachable; keeping the last view and checking REST");
     }

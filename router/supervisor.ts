@@ -45,6 +45,8 @@ const QUERY_TIMEOUT_MS = 2_000;
 interface Slot {
   readonly index: number;
   worker: Worker | null;
+  /** The worker said hello: it takes plans (one sent before would be lost). */
+  hello: boolean;
   startedAt: number;
   failures: number;
   timer: NodeJS.Timeout | null;
@@ -106,6 +108,7 @@ export class RouterSupervisor {
     this.slots = Array.from({ length: config.workers }, (_, index) => ({
       index,
       worker: null,
+      hello: false,
       startedAt: 0,
       failures: 0,
       timer: null,
@@ -139,16 +142,19 @@ export class RouterSupervisor {
     cluster.setupPrimary({ execArgv: [...process.execArgv, ...semi], serialization: "advanced" });
     cluster.on("message", (w, m: unknown) => {
       if (isHello(m)) {
+        const slot = this.slots.find((s) => s.worker === w);
+        if (slot === undefined) return;
+        slot.hello = true;
         for (const p of this.plans.values()) this.sendTo(w, p.msg);
         return;
       }
       if (!isAnswer(m)) return;
       this.pending.get(m.id)?.(m.body);
     });
-    // The control plane first: a worker's hello finds the routes already open.
-    await this.control.start();
+    // Workers start while the control plane loads etcd3: each gets the plans once it says hello.
     for (const slot of this.slots) this.fork(slot);
     await this.admin.start();
+    await this.control.start();
     this.log.info({ workers: this.config.workers, pid: process.pid }, "router supervisor started");
   }
 
@@ -159,7 +165,7 @@ export class RouterSupervisor {
     if (last?.key === key) return;
     const msg: RouteMessage = { t: "pgha:route", spec, plan };
     this.plans.set(spec.scope, { msg, key, revision: plan.snapshot.revision });
-    for (const slot of this.slots) if (slot.worker !== null) this.sendTo(slot.worker, msg);
+    for (const slot of this.slots) if (slot.worker !== null && slot.hello) this.sendTo(slot.worker, msg);
   }
 
   private unroute(scope: string): void {
@@ -182,6 +188,7 @@ export class RouterSupervisor {
     if (this.stopping) return;
     const worker = cluster.fork({ ROUTER_WORKER_INDEX: String(slot.index) });
     slot.worker = worker;
+    slot.hello = false;
     slot.startedAt = Date.now();
     this.live.set(this.slots.filter((s) => s.worker !== null).length);
     worker.once("exit", (code, signal) => this.exited(slot, worker, code, signal));

@@ -215,7 +215,7 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
         { timeoutMs: 20_000 },
       );
       await ended;
-      assert.match(own.tail(200), /router supervisor gone; closing every session and exiting/);
+      assert.match(own.tail(200), /router supervisor gone; every session closes and this worker exits/);
     } finally {
       await own.destroy();
     }
