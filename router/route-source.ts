@@ -9,7 +9,7 @@ import type { Logger } from "../shared/logger.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { RouteSpec } from "./options.js";
 import type { RouteDeps, RouteOptions } from "./route.js";
-import type { TableRoutes } from "./route-table.js";
+import type { TableRoutes } from "./route-diff.js";
 
 /** What a source asks of the Router: open or close a route, apply the route table. */
 export interface RouteSink {

@@ -18,9 +18,9 @@ import { RouterMetrics } from "./metrics.js";
 import type { RouterConfig, RouteSpec } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
 import { ClusterRoute, type LeaderSpares, type RouteOptions, type RoutePlan } from "./route.js";
+import { diffRoutes, type TableRoutes } from "./route-diff.js";
 import type { RouteSource } from "./route-source.js";
 import type { RoutesView } from "./route-status.js";
-import { diffRoutes, type TableRoutes } from "./route-table.js";
 import { statusRoutes } from "./status-page.js";
 import type { Target } from "./target.js";
 

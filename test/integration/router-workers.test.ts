@@ -10,7 +10,9 @@
  * workers close their sessions and exit (no stale routes).
  */
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { ACKED_TABLE_SQL, AckWriter, missing, type PgTarget } from "../harness/ack-writers.js";
@@ -48,6 +50,28 @@ function remotePorts(pid: number): number[] {
   return ports;
 }
 
+/**
+ * A module hook (`node --import`, through NODE_OPTIONS so that the workers have it too) that
+ * appends every module a process loads to `<dir>/<pid>`.
+ */
+function moduleLog(dir: string): string {
+  const hooks = `import { appendFileSync } from "node:fs";
+export async function load(url, context, next) {
+  appendFileSync(${JSON.stringify(dir)} + "/" + process.pid, url + "\\n");
+  return next(url, context);
+}`;
+  const file = join(dir, "register.mjs");
+  writeFileSync(
+    file,
+    `import { register } from "node:module";\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});\n`,
+  );
+  return file;
+}
+
+function loaded(dir: string, pid: number): string[] {
+  return readFileSync(join(dir, String(pid)), "utf8").split("\n");
+}
+
 function rssKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 }
@@ -56,10 +80,16 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
   let c: PatroniCluster;
   let r: RouterProcess;
   let target: PgTarget;
+  const modules = mkdtempSync(join(tmpdir(), "router-modules-"));
 
   before(async () => {
     c = await PatroniCluster.start({ nodes: 3 });
-    r = await RouterProcess.start({ etcd: c.etcd.endpoint, scope: c.scope, args: ["--workers", "2"] });
+    r = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      args: ["--workers", "2"],
+      env: { NODE_OPTIONS: `${process.env["NODE_OPTIONS"] ?? ""} --import=${moduleLog(modules)}`.trim() },
+    });
     await r.waitReady();
     const conn = c.node((await c.leader())!).pg();
     target = { host: "127.0.0.1", port: r.port, user: conn.user, password: conn.password };
@@ -72,6 +102,7 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
   after(async () => {
     await r?.destroy();
     await c?.destroy();
+    rmSync(modules, { recursive: true, force: true });
   });
 
   it("/routes and /metrics count every worker's sessions", async () => {
@@ -93,8 +124,16 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
     }
   });
 
-  it("one control plane: workers talk neither to etcd nor to Patroni's REST API, weigh less than the supervisor, and route alike", async () => {
+  it("one control plane: workers load neither etcd3 nor undici, talk neither to etcd nor to Patroni's REST API, weigh less than the supervisor, and route alike", async () => {
     const view = (await r.get("/routes")).body as WorkersView;
+    const heavy = (pid: number) =>
+      loaded(modules, pid).filter((u) => /\/node_modules\/(etcd3|undici)\//.test(u));
+    assert.equal(
+      heavy(r.proc.child.pid!).length,
+      2,
+      "the supervisor loads etcd3 and undici (the check sees them)",
+    );
+    for (const w of view.workers) assert.deepEqual(heavy(w.pid), [], `worker ${w.worker} loads neither`);
     const etcdPort = Number(c.etcd.endpoint.split(":").pop());
     const restPorts = new Set(c.nodes.map((n) => n.restPort));
     const supervisorPorts = remotePorts(r.proc.child.pid!);
