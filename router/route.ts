@@ -5,6 +5,9 @@
  * happen here and only here: a new primary backend, a fence of the old one, a
  * release of held clients, one log line when a decision changes.
  *
+ * Under a supervisor, the supervisor's ClusterRoute decides and each worker's one applies its
+ * plan (RouteDeps.decided, from ipc-source.ts); with --workers 0 one ClusterRoute does both.
+ *
  * Its I/O comes in through RouteDeps (route-deps.ts builds the real ones), as the
  * registrator's tracker gets TrackerDeps, so a unit test drives it with a fed view,
  * set health results and its own clock. Next stop: selection.ts (the decisions), then
@@ -73,7 +76,7 @@ export interface LeaderSpares extends SparePool {
 
 /**
  * Decisions made by one control plane for every worker (the supervisor's route, see
- * control.ts): a worker's route applies them instead of deciding itself, so all workers
+ * supervisor.ts): a worker's route applies them instead of deciding itself, so all workers
  * route alike.
  */
 export interface RouteDecisions {
