@@ -80,6 +80,7 @@ export class RouterSupervisor {
   /** The control plane: routes and decisions, no listeners. */
   private readonly control: Router;
   private readonly controlRegistry = new Registry();
+  private controlStarted = false;
   /** Each route's last plan as sent, and what it was sent for (to skip repeats). */
   private readonly plans = new Map<string, { msg: RouteMessage; key: string; revision: number }>();
 
@@ -155,6 +156,7 @@ export class RouterSupervisor {
     for (const slot of this.slots) this.fork(slot);
     await this.admin.start();
     await this.control.start();
+    this.controlStarted = true;
     this.log.info({ workers: this.config.workers, pid: process.pid }, "router supervisor started");
   }
 
@@ -255,7 +257,15 @@ export class RouterSupervisor {
 
   private async readiness(): Promise<Readiness> {
     const answers = await this.ask("readiness");
-    const workers = answers.map((a) => ({ worker: a.index, pid: a.pid, ...(a.body as Readiness) }));
+    // A worker counts once it has every route of the control plane open (listening): one that
+    // has just started, with no plan yet, has no routes and nothing to be unready about.
+    const scopes = this.controlStarted ? this.control.scopes : null;
+    const workers = answers.map((a) => {
+      const r = a.body as Readiness;
+      const open = Object.keys((r.details?.["routes"] as Record<string, unknown> | undefined) ?? {});
+      const complete = scopes !== null && scopes.every((s) => open.includes(s));
+      return { worker: a.index, pid: a.pid, ...r, ready: r.ready && complete };
+    });
     // New connections go to whichever worker accepts first: routable as soon as one worker is.
     const ready = !this.stopping && workers.some((w) => w.ready);
     const first = workers.find((w) => w.ready) ?? workers[0];
