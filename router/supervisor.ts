@@ -263,7 +263,7 @@ export class RouterSupervisor {
     const workers = answers.map((a) => {
       const r = a.body as Readiness;
       const open = Object.keys((r.details?.["routes"] as Record<string, unknown> | undefined) ?? {});
-      const complete = scopes !== null && scopes.every((s) => open.includes(s));
+      const complete = scopes?.every((s) => open.includes(s)) === true;
       return { worker: a.index, pid: a.pid, ...r, ready: r.ready && complete };
     });
     // New connections go to whichever worker accepts first: routable as soon as one worker is.
