@@ -74,6 +74,23 @@ export class RouterProc {
       },
       { timeoutMs: 30_000 },
     );
+    // The supervisor's admin port answers before its workers listen (and /healthz does not
+    // wait for them): wait until every worker has the route open, i.e. listens on its port.
+    const i = (o.args ?? []).lastIndexOf("--workers");
+    const workers = i >= 0 ? Number(o.args?.[i + 1]) : 2;
+    if (workers > 0) {
+      await waitFor(
+        `the router's ${workers} worker(s) to listen`,
+        async () => {
+          const view = JSON.parse((await r.get("/routes")).text) as {
+            workers?: { routes?: { scope?: string }[] }[];
+          };
+          const open = (view.workers ?? []).filter((w) => w.routes?.some((x) => x.scope === o.scope));
+          return open.length === workers;
+        },
+        { timeoutMs: 30_000 },
+      );
+    }
     return r;
   }
 

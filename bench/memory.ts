@@ -37,8 +37,11 @@ const IDLE_CPU_SECONDS = 6;
 const BATCH = 250;
 
 export interface MemoryFigure {
-  /** `router`: as it ships (a supervisor and --workers 2, summed); `router-1`: --workers 0, one process. */
-  readonly proxy: "router" | "router-1" | "haproxy" | "naive";
+  /**
+   * `router`: as it ships (a supervisor and --workers 2, summed); `router-w1`: a supervisor and
+   * --workers 1; `router-1`: --workers 0, one process.
+   */
+  readonly proxy: "router" | "router-w1" | "router-1" | "haproxy" | "naive";
   readonly state: "connected" | "held";
   readonly clients: number;
   /** Before any client connected. */
@@ -175,9 +178,10 @@ export async function runMemory(
   try {
     await etcd.put(patroniKeys.leader(ns, scope)).value("sink");
     // The router as it ships (a supervisor and two workers: every process's memory counts),
-    // and in one process (--workers 0) as before the workers: the cost of the workers.
+    // with one worker, and in one process (--workers 0) as before the workers: the cost of the workers.
     for (const [proxy, extra] of [
       ["router", []],
+      ["router-w1", ["--workers", "1"]],
       ["router-1", ["--workers", "0"]],
     ] as const)
       for (const n of o.connected) {

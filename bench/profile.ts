@@ -1,8 +1,11 @@
 /**
  * CPU profile of the router under pgbench select-only, 8 clients: the router runs
  * with `node --cpu-prof`, pgbench drives it, SIGTERM makes it write the profile.
- * The .cpuprofile is kept beside the results (open it in Chrome DevTools or
- * speedscope for a flame graph) and summarised here as self time per function.
+ * Its workers inherit the flag and each write their own; the data path is theirs, so
+ * the profile kept is the busiest worker's (the most samples not idle), or the one
+ * process's with --workers 0. The .cpuprofile is kept beside the results (open it in
+ * Chrome DevTools or speedscope for a flame graph) and summarised here as self time
+ * per function.
  */
 import { copyFileSync, readdirSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -137,11 +140,37 @@ export async function runProfile(
   } finally {
     await r.stop("SIGTERM");
   }
-  const file = readdirSync(r.dir).find((f) => f.endsWith(".cpuprofile"));
-  if (!file) throw new Error(`the router wrote no .cpuprofile in ${r.dir}`);
+  const files = readdirSync(r.dir).filter((f) => f.endsWith(".cpuprofile"));
+  const { file, busy } = busiestProfile(r.dir, files, r.pid);
   const kept = join(o.resultsDir, `${o.stamp}-router.cpuprofile`);
   copyFileSync(join(r.dir, file), kept);
   const p = JSON.parse(readFileSync(kept, "utf8")) as CpuProfile;
-  log(`profile: ${Math.round(tps)} tps through the profiled router; profile in ${kept}`);
+  log(
+    `profile: ${Math.round(tps)} tps through the profiled router; the busiest of ${files.length} process(es) ` +
+      `(pid ${profilePid(file)}, ${busy} busy samples) in ${kept}`,
+  );
   return { tps: round(tps, 0), profile: kept, top: selfTimes(p), inclusive: inclusiveTimes(p) };
+}
+
+/** The pid in Node's profile name `CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`. */
+export function profilePid(file: string): number {
+  return Number(file.split(".")[3]);
+}
+
+/**
+ * The profile of the process that carried the traffic: among the profiles of every process but
+ * the supervisor `pid` (the one process itself with --workers 0), the one with the most samples
+ * not idle.
+ */
+function busiestProfile(dir: string, files: readonly string[], pid: number): { file: string; busy: number } {
+  const candidates = files.length === 1 ? files : files.filter((f) => profilePid(f) !== pid);
+  let best: { file: string; busy: number } | null = null;
+  for (const file of candidates) {
+    const p = JSON.parse(readFileSync(join(dir, file), "utf8")) as CpuProfile;
+    const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id));
+    const busy = (p.samples ?? []).filter((id) => !idle.has(id)).length;
+    if (best === null || busy > best.busy) best = { file, busy };
+  }
+  if (best === null) throw new Error(`the router's workers wrote no .cpuprofile in ${dir}`);
+  return best;
 }

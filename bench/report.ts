@@ -442,9 +442,13 @@ export function render(r: Results): string {
   }
   if (r.memory) {
     const rows: string[][] = [
-      ["process", "clients", "state", "resident MB", "baseline MB", "KB/client", "idle CPU ms/s"],
+      ["process", "clients", "state", "resident MB", "baseline MB", "KB/client", "idle CPU ms/s", "× naive"],
     ];
     for (const x of r.memory) {
+      // The naive proxy with as many connected clients, in the same run: the baseline of the ratio.
+      const naive = r.memory.find(
+        (y) => y.proxy === "naive" && y.clients === x.clients && y.state === "connected",
+      );
       rows.push([
         x.proxy,
         String(x.clients),
@@ -453,6 +457,7 @@ export function render(r: Results): string {
         f(x.baselineRssMb, 1),
         f(x.perClientKb, 1),
         f(x.idleCpuMsPerS, 1),
+        naive && x.state === "connected" ? f(x.rssMb / naive.rssMb, 2) : "",
       ]);
     }
     parts.push(

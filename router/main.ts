@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
  * The router's entry point: configuration, logger, then one of three roles.
- * With --workers N (default 2) this process is the supervisor (supervisor.ts)
- * and forks N workers, which run the Router and answer it over IPC (ipc.ts);
- * with --workers 0 it is the Router itself. Each role loads only its own
- * modules: the supervisor never loads etcd or the proxy.
+ * With --workers N (default 2) this process is the supervisor (supervisor.ts):
+ * the one control plane (etcd watch, REST checks, decisions) and the admin port,
+ * and it forks N workers, which run the data path on the supervisor's plans
+ * (ipc.ts, ipc-source.ts); with --workers 0 it is the whole Router itself. Each
+ * role loads only its own modules: a worker never loads etcd3 or undici.
  */
 import cluster from "node:cluster";
 import { loadConfigOrExit } from "../shared/config.js";
@@ -61,25 +62,46 @@ if (config.workers > 0 && cluster.isPrimary) {
     base.fatal({ err }, "router supervisor failed to start");
     process.exit(1);
   });
-} else {
-  const { Router } = await import("./router.js");
-  const worker = cluster.isWorker
-    ? Number(process.env["ROUTER_WORKER_INDEX"] ?? cluster.worker?.id ?? 0)
-    : null;
-  const log = worker === null ? base : base.child({ worker });
-  const router = new Router(config, log, undefined, { admin: worker === null });
+} else if (cluster.isWorker) {
+  // A worker: the data path only, fed by the supervisor's plans (no etcd3, no undici).
+  const [{ Router }, { IpcRoutes }, { serveSupervisor }] = await Promise.all([
+    import("./router.js"),
+    import("./ipc-source.js"),
+    import("./ipc.js"),
+  ]);
+  const worker = Number(process.env["ROUTER_WORKER_INDEX"] ?? cluster.worker?.id ?? 0);
+  const log = base.child({ worker });
+  const source = new IpcRoutes(log);
+  const router = new Router(config, log, undefined, { admin: false, source });
   const shutdown = installShutdown(router.shutdownSteps(), log, { deadlineMs: config.drainTimeout * 1000 });
-  if (worker !== null) {
-    const { serveSupervisor } = await import("./ipc.js");
-    serveSupervisor({
+  try {
+    await router.start();
+  } catch (err) {
+    log.fatal({ err }, "router worker failed to start");
+    process.exit(1);
+  }
+  serveSupervisor(
+    {
       registry: router.registry,
       readiness: () => router.readiness(),
       routesView: () => router.routesView(),
+      route: (scope, m) => source.receive(scope, m, (op) => router.enqueue(op)),
+      bad: () => router.metrics.ipcBadMessages.inc(),
       shutdown: (reason) => void shutdown(reason),
-    });
-  }
+      // Fail closed: without the supervisor nobody follows a failover or fences a stepped-down
+      // primary, so this worker's routes would go stale. Node's cluster module ends the worker
+      // right after this line (every session closes); clients reconnect to the router that
+      // replaces it (in a container the supervisor is PID 1: the container ends with it).
+      orphaned: () => log.error("router supervisor gone; every session closes and this worker exits"),
+    },
+    log,
+  );
+} else {
+  const { Router } = await import("./router.js");
+  const router = new Router(config, base);
+  installShutdown(router.shutdownSteps(), base, { deadlineMs: config.drainTimeout * 1000 });
   router.start().catch((err: unknown) => {
-    log.fatal({ err }, "router failed to start");
+    base.fatal({ err }, "router failed to start");
     process.exit(1);
   });
 }

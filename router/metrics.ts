@@ -29,6 +29,7 @@ export class RouterMetrics {
   readonly eligibleReplicas: Gauge<"route">;
   readonly invalidMembers: Gauge<"route">;
   readonly maxConnections: Gauge;
+  readonly ipcBadMessages: Counter;
   private openClients: () => number = () => 0;
 
   constructor(registry: Registry) {
@@ -162,6 +163,12 @@ export class RouterMetrics {
         this.set(openNow());
       },
     });
+    this.ipcBadMessages = new Counter({
+      name: "router_ipc_bad_messages_total",
+      help: "Messages from the supervisor a worker could not use (logged and ignored)",
+      registers,
+    });
+    this.ipcBadMessages.inc(0);
     this.maxConnections = new Gauge({
       name: "router_max_connections",
       help: "--max-connections: clients beyond it are refused",

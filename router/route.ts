@@ -5,6 +5,9 @@
  * happen here and only here: a new primary backend, a fence of the old one, a
  * release of held clients, one log line when a decision changes.
  *
+ * Under a supervisor, the supervisor's ClusterRoute decides and each worker's one applies its
+ * plan (RouteDeps.decided, from ipc-source.ts); with --workers 0 one ClusterRoute does both.
+ *
  * Its I/O comes in through RouteDeps (route-deps.ts builds the real ones), as the
  * registrator's tracker gets TrackerDeps, so a unit test drives it with a fed view,
  * set health results and its own clock. Next stop: selection.ts (the decisions), then
@@ -71,6 +74,26 @@ export interface LeaderSpares extends SparePool {
   readonly target: Target;
 }
 
+/**
+ * Decisions made by one control plane for every worker (the supervisor's route, see
+ * supervisor.ts): a worker's route applies them instead of deciding itself, so all workers
+ * route alike.
+ */
+export interface RouteDecisions {
+  readonly primary: PrimaryDecision;
+  readonly replicas: ReplicaDecision;
+  /** Members whose REST confirmation the primary decision awaits (spares go to the leader among them). */
+  readonly awaiting: readonly string[];
+}
+
+/** What a route's control plane hands its workers after each evaluation (ipc.ts carries it). */
+export interface RoutePlan {
+  readonly snapshot: PrefixSnapshot;
+  readonly state: WatchState;
+  readonly health: Health;
+  readonly decided: RouteDecisions;
+}
+
 /** What a route reads from and acts through; route-deps.ts builds the real ones. */
 export interface RouteDeps {
   readonly snapshots: ClusterSnapshots;
@@ -80,6 +103,11 @@ export interface RouteDeps {
   readonly now: () => number;
   /** Opens `count` spare connections to a leader whose REST confirmation is awaited. */
   readonly openSpares: (target: Target, count: number) => LeaderSpares;
+  /**
+   * In a worker: the decisions of the supervisor's control plane (null before the first
+   * arrives: clients are held). Absent where the route decides for itself.
+   */
+  readonly decided?: () => RouteDecisions | null;
 }
 
 const INITIAL: PrimaryDecision = Object.freeze({ action: "none", target: null, reason: "starting" });
@@ -89,6 +117,10 @@ export class ClusterRoute {
   readonly scope: string;
   private view: ClusterView;
   private dcs: DcsStatus = { connected: false, disconnectedSince: null };
+  /** The last etcd snapshot and watch state as received, for the workers (plan()). */
+  private snap: PrefixSnapshot = { revision: 0, kvs: new Map() };
+  private watchState: WatchState = "connecting";
+  private awaiting: readonly string[] = [];
   private failoverRevision = 0;
   private failoverSeenAt: number | null = null;
   /** When the leader key last changed (PUT or DELETE), for router_switch_seconds. */
@@ -107,6 +139,10 @@ export class ClusterRoute {
   private readonly now: () => number;
   private readonly log: Logger;
   private timer: NodeJS.Timeout | null = null;
+  /** False in the supervisor's control plane, which holds no sessions (nothing to fence or log). */
+  dataPath = true;
+  /** Called after each evaluation (the supervisor sends the plan to its workers). */
+  onEvaluated: () => void = () => undefined;
   /** Called when held clients may be able to go (a backend became routable). */
   onRoutable: () => void = () => undefined;
   /** The primary listener's held clients (it counts them; the decision log reads them). */
@@ -196,6 +232,7 @@ export class ClusterRoute {
   private onDcs(snap: PrefixSnapshot): void {
     const now = this.now();
     const before = this.view;
+    this.snap = snap;
     this.view = clusterFromSnapshot(snap, this.opts.namespace, this.scope);
     if (this.view.leader !== before.leader || this.view.leaderModRevision !== before.leaderModRevision) {
       this.leaderChangedAt = now;
@@ -216,11 +253,14 @@ export class ClusterRoute {
 
   private onWatchState(state: WatchState, err?: Error): void {
     if (state === "closed") return;
+    this.watchState = state;
     const connected = state === "live";
     if (connected === this.dcs.connected) return;
     this.dcs = { connected, disconnectedSince: connected ? null : this.now() };
     this.metrics.etcdWatchUp.set({ watch: this.scope }, connected ? 1 : 0);
-    if (connected) this.log.info("etcd watch live");
+    if (this.deps.decided !== undefined) {
+      // A worker: the supervisor's watch, which the supervisor logs.
+    } else if (connected) this.log.info("etcd watch live");
     else if (this.view.revision > 0) {
       this.log.warn({ err }, "etcd unreachable; keeping the last view and checking REST");
     }
@@ -262,16 +302,21 @@ export class ClusterRoute {
     const now = this.now();
     const health = this.checker.health;
     const previous = this.primaryBackend?.target ?? null;
-    const d = selectPrimary(
-      this.view,
-      health,
-      { mode: this.opts.mode, dcs: this.dcs, previous, failoverSeenAt: this.failoverSeenAt },
-      now,
-    );
+    const given = this.deps.decided === undefined ? undefined : (this.deps.decided() ?? null);
+    const d =
+      given === undefined
+        ? selectPrimary(
+            this.view,
+            health,
+            { mode: this.opts.mode, dcs: this.dcs, previous, failoverSeenAt: this.failoverSeenAt },
+            now,
+          )
+        : (given?.primary ?? INITIAL);
     const wasRoutable = this.routable;
     if (!sameTarget(d.target, previous)) this.changePrimary(d);
     if (!sameDecision(d, this.primary)) {
-      const level = d.action === "route" ? "info" : "warn";
+      // A worker applies the supervisor's decision, which the supervisor logs once.
+      const level = given !== undefined ? "debug" : d.action === "route" ? "info" : "warn";
       this.log[level](
         { action: d.action, target: d.target?.name ?? null, reason: d.reason },
         "primary decision",
@@ -286,14 +331,26 @@ export class ClusterRoute {
       this.metrics.switchSeconds.observe({ route: this.scope }, (now - this.leaderChangedAt) / 1000);
     }
     if (d.action === "route") this.lastRouted = d.target;
-    const awaiting = this.awaitingRest(d, health, now);
+    const awaiting = given === undefined ? this.awaitingRest(d, health, now) : new Set(given?.awaiting ?? []);
+    this.awaiting = [...awaiting];
     this.checker.setFast(awaiting);
     this.prepareSpares(d, awaiting);
 
-    if (this.spec.replicaListen !== null) this.evaluateReplicas(now);
+    if (this.spec.replicaListen !== null) this.evaluateReplicas(now, given);
     if (d.action === "route" && !wasRoutable) this.onRoutable();
     // The release above let the held clients go: now the interruption's cost is known.
     this.decisions.settle();
+    this.onEvaluated();
+  }
+
+  /** What the workers need to route as this route decided (see RoutePlan). */
+  plan(): RoutePlan {
+    return {
+      snapshot: this.snap,
+      state: this.watchState,
+      health: this.checker.health,
+      decided: { primary: this.primary, replicas: this.replicas, awaiting: this.awaiting },
+    };
   }
 
   /**
@@ -347,7 +404,7 @@ export class ClusterRoute {
     const old = this.primaryBackend;
     if (old !== null) {
       this.metrics.primaryChanges.inc({ route: this.scope });
-      if (this.opts.closeOnDemote) {
+      if (this.opts.closeOnDemote && this.dataPath) {
         this.log.warn(
           { from: old.target.name, to: d.target?.name ?? null, sessions: old.conns.size },
           "routed primary changed; closing its sessions",
@@ -372,18 +429,21 @@ export class ClusterRoute {
     this.checker.setPlan(this.checkPlan());
   }
 
-  private evaluateReplicas(now: number): void {
+  private evaluateReplicas(now: number, given: RouteDecisions | null | undefined): void {
     const previous = new Set(this.replicas.eligible.map((r) => r.name));
-    const d = selectReplicas(
-      this.view,
-      this.checker.health,
-      { mode: this.opts.mode, maxLag: this.opts.maxLag, hysteresis: LAG_HYSTERESIS },
-      previous,
-      now,
-    );
+    const d =
+      given === undefined
+        ? selectReplicas(
+            this.view,
+            this.checker.health,
+            { mode: this.opts.mode, maxLag: this.opts.maxLag, hysteresis: LAG_HYSTERESIS },
+            previous,
+            now,
+          )
+        : (given?.replicas ?? NO_REPLICAS);
     if (sameReplicaDecision(d, this.replicas)) return;
     const excluded = Object.fromEntries(d.excluded.map((e) => [e.name, e.reason]));
-    this.log.info(
+    this.log[given === undefined ? "info" : "debug"](
       { eligible: d.eligible.map((r) => r.name), excluded, reason: d.reason },
       "replica decision",
     );

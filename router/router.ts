@@ -2,28 +2,49 @@
  * The router as one object: routes (control plane + listeners) by scope, the
  * optional live route table, the admin server, and the shutdown steps. main.ts
  * builds one from the configuration; tests build one in-process.
+ *
+ * Three roles. Whole (--workers 0, tests): routes from etcd (live-source.ts), decided
+ * here, with listeners. Control (in the supervisor): the same routes and decisions, no
+ * listeners; each evaluation's plan goes to the workers. Data (a worker): routes and
+ * decisions from the supervisor (ipc-source.ts), with listeners; etcd3 and undici are
+ * never loaded.
  */
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
-import { createEtcdClient, type Etcd3 } from "../shared/etcd.js";
-import { etcdConnection } from "../shared/etcd-options.js";
 import type { Logger } from "../shared/logger.js";
 import type { ShutdownSteps } from "../shared/shutdown.js";
 import { RouterMetrics } from "./metrics.js";
-import { type RouterConfig, type RouteSpec, staticRoutes } from "./options.js";
+import type { RouterConfig, RouteSpec } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
-import { ClusterRoute, type RouteOptions } from "./route.js";
-import { liveRouteDeps } from "./route-deps.js";
+import { ClusterRoute, type LeaderSpares, type RouteOptions, type RoutePlan } from "./route.js";
+import { diffRoutes, type TableRoutes } from "./route-diff.js";
+import type { RouteSource } from "./route-source.js";
 import type { RoutesView } from "./route-status.js";
-import { diffRoutes, RouteTable, type TableRoutes } from "./route-table.js";
 import { statusRoutes } from "./status-page.js";
+import type { Target } from "./target.js";
 
 interface OpenRoute {
   readonly spec: RouteSpec;
   readonly control: ClusterRoute;
-  readonly primary: ProxyListener;
+  /** Null in the control role (no listeners). */
+  readonly primary: ProxyListener | null;
   readonly replica: ProxyListener | null;
+}
+
+/** The control role's outlet: each route's plan after each evaluation, and its closing. */
+export interface PlanOutlet {
+  plan(spec: RouteSpec, plan: RoutePlan): void;
+  closed(scope: string): void;
+}
+
+export interface RouterRole {
+  /** false in a worker, whose supervisor serves the admin port for all workers. */
+  readonly admin: boolean;
+  /** Where routes come from; by default etcd (live-source.ts, loaded on start). */
+  readonly source?: RouteSource;
+  /** Set in the supervisor: decide and hand the plans on, without listeners. */
+  readonly control?: PlanOutlet;
 }
 
 export class Router {
@@ -32,8 +53,7 @@ export class Router {
   private readonly shared: ProxyShared;
   private readonly routes = new Map<string, OpenRoute>();
   private readonly admin: AdminServer;
-  private etcd: Etcd3 | null = null;
-  private table: RouteTable | null = null;
+  private source: RouteSource | null = null;
   private tableInvalid: readonly string[] = [];
   private ops: Promise<void> = Promise.resolve();
   private stopping = false;
@@ -42,8 +62,7 @@ export class Router {
     private readonly config: RouterConfig,
     private readonly log: Logger,
     registry?: Registry,
-    /** admin: false in a worker, whose supervisor serves the admin port for all workers. */
-    private readonly opts: { readonly admin: boolean } = { admin: true },
+    private readonly opts: RouterRole = { admin: true },
   ) {
     this.registry = registry ?? createRegistry("router");
     this.metrics = new RouterMetrics(this.registry);
@@ -72,19 +91,14 @@ export class Router {
   }
 
   async start(): Promise<void> {
-    const c = this.config;
-    const specs = staticRoutes(c);
-    this.etcd = createEtcdClient({
-      hosts: c.etcd,
-      ...etcdConnection(c),
-    });
+    this.source =
+      this.opts.source ?? new (await import("./live-source.js")).LiveRoutes(this.config, this.log);
     if (this.opts.admin) await this.admin.start();
-    for (const spec of specs) await this.openRoute(spec);
-    if (c.routeTable) {
-      this.table = new RouteTable(this.etcd, c.listen.host, this.log);
-      this.table.on("change", (t) => this.enqueue(() => this.applyTable(t)));
-      void this.table.start();
-    }
+    await this.source.start({
+      open: (spec) => this.openRoute(spec),
+      close: (scope) => this.closeRoute(scope),
+      table: (t) => this.enqueue(() => this.applyTable(t)),
+    });
   }
 
   get adminAddress(): AddressInfo | null {
@@ -94,14 +108,15 @@ export class Router {
   /** Where a route's listener is bound (tests listen on port 0). */
   address(scope: string, role: "primary" | "replica" = "primary"): AddressInfo | null {
     const r = this.routes.get(scope);
-    return (role === "primary" ? r?.primary.address : r?.replica?.address) ?? null;
+    return (role === "primary" ? r?.primary?.address : r?.replica?.address) ?? null;
   }
 
   get scopes(): string[] {
     return [...this.routes.keys()].sort();
   }
 
-  private enqueue(op: () => Promise<void>): void {
+  /** Runs route changes one at a time, in order (a failure is logged). */
+  enqueue(op: () => Promise<void>): void {
     this.ops = this.ops.then(op).catch((err: unknown) => this.log.error({ err }, "route change failed"));
   }
 
@@ -132,7 +147,7 @@ export class Router {
   }
 
   async openRoute(spec: RouteSpec): Promise<void> {
-    if (this.etcd === null) throw new Error("router not started");
+    if (this.source === null) throw new Error("router not started");
     const c = this.config;
     const log = this.log.child({ route: spec.scope });
     const routeOptions: RouteOptions = {
@@ -145,13 +160,23 @@ export class Router {
       restIntervalMs: c.restInterval * 1000,
       restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey, serverName: c.restServerName },
     };
+    const outlet = this.opts.control;
+    const deps = this.source.deps(spec, routeOptions, this.metrics, log);
     const control = new ClusterRoute(
       spec,
-      liveRouteDeps(spec.scope, this.etcd, routeOptions, this.metrics, log),
+      outlet === undefined ? deps : { ...deps, openSpares: noSpares },
       routeOptions,
       this.metrics,
       this.log,
     );
+    if (outlet !== undefined) {
+      control.dataPath = false;
+      control.onEvaluated = () => outlet.plan(spec, control.plan());
+      this.routes.set(spec.scope, { spec, control, primary: null, replica: null });
+      control.start();
+      log.info({ source: spec.source }, "route open (control plane)");
+      return;
+    }
     const primary = new ProxyListener(
       spec.scope,
       "primary",
@@ -176,16 +201,18 @@ export class Router {
       primary.release();
       replica?.release();
     };
+    // Routes first, listeners after: a worker has the supervisor's current plan before it accepts.
+    control.start();
     try {
       await primary.start();
       await replica?.start();
     } catch (err) {
       primary.stop();
       replica?.stop();
+      await control.stop();
       throw err;
     }
     this.routes.set(spec.scope, { spec, control, primary, replica });
-    control.start();
     log.info({ source: spec.source }, "route open");
   }
 
@@ -193,11 +220,12 @@ export class Router {
     const r = this.routes.get(scope);
     if (r === undefined) return;
     this.routes.delete(scope);
-    r.primary.stop();
+    r.primary?.stop();
     r.replica?.stop();
-    r.primary.closeAll("shutdown");
+    r.primary?.closeAll("shutdown");
     r.replica?.closeAll("shutdown");
     await r.control.stop();
+    this.opts.control?.closed(scope);
     this.log.info({ route: scope }, "route closed");
   }
 
@@ -214,7 +242,8 @@ export class Router {
       if (!r.control.routable) ready = false;
     }
     const details: Record<string, unknown> = { routes };
-    if (this.table !== null) details["routeTable"] = this.table.connected ? "live" : "unreachable";
+    const table = this.source?.table ?? null;
+    if (table !== null) details["routeTable"] = table;
     return { ready, details };
   }
 
@@ -222,10 +251,10 @@ export class Router {
     return {
       routes: [...this.routes.values()].map((r) => ({
         ...r.control.status(),
-        listen: r.primary.address ? `${r.primary.address.address}:${r.primary.address.port}` : null,
+        listen: r.primary?.address ? `${r.primary.address.address}:${r.primary.address.port}` : null,
         replicaListen: r.replica?.address ? `${r.replica.address.address}:${r.replica.address.port}` : null,
-        held: { primary: r.primary.held, replica: r.replica?.held ?? 0 },
-        clients: { primary: r.primary.active, replica: r.replica?.active ?? 0 },
+        held: { primary: r.primary?.held ?? 0, replica: r.replica?.held ?? 0 },
+        clients: { primary: r.primary?.active ?? 0, replica: r.replica?.active ?? 0 },
       })),
       clients: this.shared.open,
       maxConnections: this.config.maxConnections,
@@ -238,13 +267,13 @@ export class Router {
         this.stopping = true;
         await this.ops;
         for (const r of this.routes.values()) {
-          r.primary.stop();
+          r.primary?.stop();
           r.replica?.stop();
         }
       },
       drain: async () => {
         await Promise.all(
-          [...this.routes.values()].flatMap((r) => [r.primary.drained(), r.replica?.drained()]),
+          [...this.routes.values()].flatMap((r) => [r.primary?.drained(), r.replica?.drained()]),
         );
       },
       close: () => this.close(),
@@ -255,10 +284,14 @@ export class Router {
   async close(): Promise<void> {
     this.stopping = true;
     await this.ops;
-    await this.table?.close();
     for (const scope of [...this.routes.keys()]) await this.closeRoute(scope);
     await this.admin.close();
-    this.etcd?.close();
-    this.etcd = null;
+    await this.source?.close();
+    this.source = null;
   }
+}
+
+/** The control role opens no spare connections: the workers do, as the plan says. */
+function noSpares(target: Target): LeaderSpares {
+  return { target, take: () => null, expire: () => undefined };
 }

@@ -1,24 +1,38 @@
 /**
- * The router as several processes: a small supervisor and `--workers` workers
- * (Node's cluster module). Every worker runs the whole router (its own etcd
- * watch, REST checks and listeners); the listening sockets are created once by
- * the supervisor and shared (SCHED_NONE): each worker accepts on the same socket,
- * so a worker that dies takes only its own sessions with it, and connections not
- * yet accepted wait for the others. The supervisor restarts a dead worker, serves
- * the admin port as one view of all workers (/metrics summed or, for what every
- * worker decides alike, the largest; /routes and /readyz merged), and on SIGTERM
- * lets every worker drain before it exits.
+ * The router as several processes: a supervisor and `--workers` workers (Node's
+ * cluster module). The supervisor is the one control plane: one etcd watch and one
+ * set of REST checks per route, and the decisions (a Router in the control role,
+ * without listeners). After each evaluation it sends the route's plan (etcd
+ * snapshot, REST results, decisions) to every worker; a worker applies it (holds,
+ * fences, balances) and never loads etcd3 or undici. A worker that starts asks for
+ * the current plans (`hello`) and opens its listeners only once it has them.
  *
- * The supervisor loads neither etcd nor the proxy: main.ts imports this module
- * alone in the supervisor process.
+ * The listening sockets are created once by the supervisor and shared (SCHED_NONE):
+ * each worker accepts on the same socket, so a worker that dies takes only its own
+ * sessions with it, and connections not yet accepted wait for the others. Node closes
+ * a shared socket when its last worker is gone: with one worker, its crash refuses new
+ * connections until the restarted one listens, hence two by default. The supervisor
+ * restarts a dead worker, serves the admin port as one view of all workers (/metrics
+ * summed or, for what every worker decides alike, the largest; /routes and /readyz
+ * merged), and on SIGTERM lets every worker drain before it exits. Workers exit when
+ * the supervisor is gone (ipc.ts: nobody would follow a failover any more).
  */
 import cluster, { type Worker } from "node:cluster";
-import { AggregatorRegistry, Counter, Gauge, type Registry } from "prom-client";
+import { AggregatorRegistry, Counter, Gauge, Registry } from "prom-client";
 import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
 import { type Decision, mergeDecisions } from "./decisions.js";
-import { isAnswer, type Query, type ToWorker, type WorkerMetrics } from "./ipc.js";
-import type { RouterConfig } from "./options.js";
+import {
+  isAnswer,
+  isHello,
+  type Query,
+  type RouteMessage,
+  type ToWorker,
+  type WorkerMetrics,
+} from "./ipc.js";
+import type { RouterConfig, RouteSpec } from "./options.js";
+import type { RoutePlan } from "./route.js";
+import { Router } from "./router.js";
 import { statusRoutes } from "./status-page.js";
 
 /** A worker that lived this long has its restart backoff reset. */
@@ -31,6 +45,8 @@ const QUERY_TIMEOUT_MS = 2_000;
 interface Slot {
   readonly index: number;
   worker: Worker | null;
+  /** The worker said hello: it takes plans (one sent before would be lost). */
+  hello: boolean;
   startedAt: number;
   failures: number;
   timer: NodeJS.Timeout | null;
@@ -46,6 +62,9 @@ interface RouteEntry {
   [k: string]: unknown;
 }
 
+/** Metrics only the control plane has (the REST checks run only in the supervisor). */
+const CONTROL_METRICS = new Set(["router_rest_check_seconds", "router_rest_checks_total"]);
+
 /** V8's young-generation semi-space of each worker, MB (see start()). */
 const WORKER_SEMI_SPACE_MB = 2;
 
@@ -58,6 +77,12 @@ export class RouterSupervisor {
   private stopping = false;
   private queryId = 0;
   private readonly pending = new Map<number, (body: unknown) => void>();
+  /** The control plane: routes and decisions, no listeners. */
+  private readonly control: Router;
+  private readonly controlRegistry = new Registry();
+  private controlStarted = false;
+  /** Each route's last plan as sent, and what it was sent for (to skip repeats). */
+  private readonly plans = new Map<string, { msg: RouteMessage; key: string; revision: number }>();
 
   constructor(
     private readonly config: RouterConfig,
@@ -84,10 +109,15 @@ export class RouterSupervisor {
     this.slots = Array.from({ length: config.workers }, (_, index) => ({
       index,
       worker: null,
+      hello: false,
       startedAt: 0,
       failures: 0,
       timer: null,
     }));
+    this.control = new Router(config, log.child({ control: true }), this.controlRegistry, {
+      admin: false,
+      control: { plan: (spec, plan) => this.plan(spec, plan), closed: (scope) => this.unroute(scope) },
+    });
     const status = statusRoutes(() => this.routes());
     this.admin = new AdminServer({
       listen: config.adminListen,
@@ -106,18 +136,53 @@ export class RouterSupervisor {
     // A worker's young generation capped at 2 MB (V8's default grows it to 16 MB per space):
     // with thousands of idle sessions per worker this keeps each worker ~20–30 MB smaller
     // (bench part 6) at no measured cost to the data path (part 1).
-    if (!process.execArgv.some((a) => a.startsWith("--max-semi-space-size"))) {
-      cluster.setupPrimary({
-        execArgv: [...process.execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`],
-      });
-    }
-    cluster.on("message", (_w, m: unknown) => {
+    const semi = process.execArgv.some((a) => a.startsWith("--max-semi-space-size"))
+      ? []
+      : [`--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
+    // "advanced": the plans carry Maps (the etcd snapshot, the REST results).
+    cluster.setupPrimary({ execArgv: [...process.execArgv, ...semi], serialization: "advanced" });
+    cluster.on("message", (w, m: unknown) => {
+      if (isHello(m)) {
+        const slot = this.slots.find((s) => s.worker === w);
+        if (slot === undefined) return;
+        slot.hello = true;
+        for (const p of this.plans.values()) this.sendTo(w, p.msg);
+        return;
+      }
       if (!isAnswer(m)) return;
       this.pending.get(m.id)?.(m.body);
     });
+    // Workers start while the control plane loads etcd3: each gets the plans once it says hello.
     for (const slot of this.slots) this.fork(slot);
     await this.admin.start();
+    await this.control.start();
+    this.controlStarted = true;
     this.log.info({ workers: this.config.workers, pid: process.pid }, "router supervisor started");
+  }
+
+  /** After each evaluation of a route: its plan to every worker, unless nothing changed. */
+  private plan(spec: RouteSpec, plan: RoutePlan): void {
+    const key = JSON.stringify([spec, plan.state, plan.snapshot.revision, plan.decided, [...plan.health]]);
+    const last = this.plans.get(spec.scope);
+    if (last?.key === key) return;
+    const msg: RouteMessage = { t: "pgha:route", spec, plan };
+    this.plans.set(spec.scope, { msg, key, revision: plan.snapshot.revision });
+    for (const slot of this.slots) if (slot.worker !== null && slot.hello) this.sendTo(slot.worker, msg);
+  }
+
+  private unroute(scope: string): void {
+    if (!this.plans.delete(scope)) return;
+    for (const slot of this.slots)
+      if (slot.worker !== null) this.sendTo(slot.worker, { t: "pgha:unroute", scope });
+  }
+
+  private sendTo(w: Worker, msg: ToWorker): void {
+    if (!w.isConnected()) return;
+    try {
+      w.send(msg);
+    } catch (err) {
+      this.log.warn({ err, pid: w.process.pid }, "cannot send to a router worker");
+    }
   }
 
   private fork(slot: Slot): void {
@@ -125,6 +190,7 @@ export class RouterSupervisor {
     if (this.stopping) return;
     const worker = cluster.fork({ ROUTER_WORKER_INDEX: String(slot.index) });
     slot.worker = worker;
+    slot.hello = false;
     slot.startedAt = Date.now();
     this.live.set(this.slots.filter((s) => s.worker !== null).length);
     worker.once("exit", (code, signal) => this.exited(slot, worker, code, signal));
@@ -178,13 +244,28 @@ export class RouterSupervisor {
 
   private async metrics(): Promise<string> {
     const answers = await this.ask("metrics");
-    const all = [...answers.map((a) => a.body as WorkerMetrics), await this.registry.getMetricsAsJSON()];
+    const control = (await this.controlRegistry.getMetricsAsJSON()).filter((m) =>
+      CONTROL_METRICS.has(m.name),
+    );
+    const all = [
+      ...answers.map((a) => (a.body as WorkerMetrics).filter((m) => !CONTROL_METRICS.has(m.name))),
+      control,
+      await this.registry.getMetricsAsJSON(),
+    ];
     return AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
   }
 
   private async readiness(): Promise<Readiness> {
     const answers = await this.ask("readiness");
-    const workers = answers.map((a) => ({ worker: a.index, pid: a.pid, ...(a.body as Readiness) }));
+    // A worker counts once it has every route of the control plane open (listening): one that
+    // has just started, with no plan yet, has no routes and nothing to be unready about.
+    const scopes = this.controlStarted ? this.control.scopes : null;
+    const workers = answers.map((a) => {
+      const r = a.body as Readiness;
+      const open = Object.keys((r.details?.["routes"] as Record<string, unknown> | undefined) ?? {});
+      const complete = scopes?.every((s) => open.includes(s)) === true;
+      return { worker: a.index, pid: a.pid, ...r, ready: r.ready && complete };
+    });
     // New connections go to whichever worker accepts first: routable as soon as one worker is.
     const ready = !this.stopping && workers.some((w) => w.ready);
     const first = workers.find((w) => w.ready) ?? workers[0];
@@ -199,9 +280,9 @@ export class RouterSupervisor {
 
   /**
    * One view: the first worker's routes, with held clients and sessions summed over all workers,
-   * and the first worker's last decisions with the clients every worker held during each. Each
-   * worker decides for itself (its own watch and checks), so `workers` also says where each
-   * one's ports route now: during a change they may differ for a moment.
+   * and the first worker's last decisions with the clients every worker held during each. Every
+   * worker applies the supervisor's plans; `workers` says where each one's ports route now (a
+   * worker that has just started, or missed a plan, shows it here).
    */
   private async routes(): Promise<unknown> {
     const answers = await this.ask("routes");
@@ -260,5 +341,6 @@ export class RouterSupervisor {
     clearTimeout(timer);
     for (const slot of this.slots) slot.worker?.process.kill("SIGKILL");
     await this.admin.close();
+    await this.control.close();
   }
 }

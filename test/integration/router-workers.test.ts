@@ -4,9 +4,15 @@
  * sessions only; connections opened after the kill all succeed (psql with its
  * default sslmode=prefer and node-postgres, a new connection per write, and one
  * kept connection each); the supervisor starts a new worker; /routes and /metrics
- * stay one view of every worker.
+ * stay one view of every worker. The supervisor is the one control plane: workers
+ * hold no connection to etcd or to Patroni's REST API, weigh less than the
+ * supervisor, and all route to the same primary; when the supervisor dies, its
+ * workers close their sessions and exit (no stale routes).
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { ACKED_TABLE_SQL, AckWriter, missing, type PgTarget } from "../harness/ack-writers.js";
@@ -16,17 +22,74 @@ import { RouterProcess } from "../harness/router.js";
 
 interface WorkersView {
   readonly clients: number;
-  readonly workers: { worker: number; pid: number; clients: number }[];
+  readonly workers: {
+    worker: number;
+    pid: number;
+    clients: number;
+    routes: { scope: string; primary: { target: string | null } }[];
+  }[];
+}
+
+/** The remote ports of a process's established TCP connections (from /proc). */
+function remotePorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch {}
+  }
+  const ports: number[] = [];
+  for (const file of ["tcp", "tcp6"]) {
+    for (const line of readFileSync(`/proc/${pid}/net/${file}`, "utf8").split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== "01" || !inodes.has(f[9]!)) continue;
+      ports.push(Number.parseInt(f[2]!.split(":")[1]!, 16));
+    }
+  }
+  return ports;
+}
+
+/**
+ * A module hook (`node --import`, through NODE_OPTIONS so that the workers have it too) that
+ * appends every module a process loads to `<dir>/<pid>`.
+ */
+function moduleLog(dir: string): string {
+  const hooks = `import { appendFileSync } from "node:fs";
+export async function load(url, context, next) {
+  appendFileSync(${JSON.stringify(dir)} + "/" + process.pid, url + "\\n");
+  return next(url, context);
+}`;
+  const file = join(dir, "register.mjs");
+  writeFileSync(
+    file,
+    `import { register } from "node:module";\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});\n`,
+  );
+  return file;
+}
+
+function loaded(dir: string, pid: number): string[] {
+  return readFileSync(join(dir, String(pid)), "utf8").split("\n");
+}
+
+function rssKb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 }
 
 describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
   let c: PatroniCluster;
   let r: RouterProcess;
   let target: PgTarget;
+  const modules = mkdtempSync(join(tmpdir(), "router-modules-"));
 
   before(async () => {
     c = await PatroniCluster.start({ nodes: 3 });
-    r = await RouterProcess.start({ etcd: c.etcd.endpoint, scope: c.scope, args: ["--workers", "2"] });
+    r = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      args: ["--workers", "2"],
+      env: { NODE_OPTIONS: `${process.env["NODE_OPTIONS"] ?? ""} --import=${moduleLog(modules)}`.trim() },
+    });
     await r.waitReady();
     const conn = c.node((await c.leader())!).pg();
     target = { host: "127.0.0.1", port: r.port, user: conn.user, password: conn.password };
@@ -39,6 +102,7 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
   after(async () => {
     await r?.destroy();
     await c?.destroy();
+    rmSync(modules, { recursive: true, force: true });
   });
 
   it("/routes and /metrics count every worker's sessions", async () => {
@@ -58,6 +122,38 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
     } finally {
       await Promise.all(sessions.map((s) => s.end()));
     }
+  });
+
+  it("one control plane: workers load neither etcd3 nor undici, talk neither to etcd nor to Patroni's REST API, weigh less than the supervisor, and route alike", async () => {
+    const view = (await r.get("/routes")).body as WorkersView;
+    const heavy = (pid: number) =>
+      loaded(modules, pid).filter((u) => /\/node_modules\/(etcd3|undici)\//.test(u));
+    assert.equal(
+      heavy(r.proc.child.pid!).length,
+      2,
+      "the supervisor loads etcd3 and undici (the check sees them)",
+    );
+    for (const w of view.workers) assert.deepEqual(heavy(w.pid), [], `worker ${w.worker} loads neither`);
+    const etcdPort = Number(c.etcd.endpoint.split(":").pop());
+    const restPorts = new Set(c.nodes.map((n) => n.restPort));
+    const supervisorPorts = remotePorts(r.proc.child.pid!);
+    assert.ok(supervisorPorts.includes(etcdPort), `the supervisor watches etcd (${supervisorPorts})`);
+    for (const w of view.workers) {
+      const ports = remotePorts(w.pid);
+      assert.ok(!ports.includes(etcdPort), `worker ${w.worker} holds no etcd connection (${ports})`);
+      assert.ok(!ports.some((p) => restPorts.has(p)), `worker ${w.worker} checks no REST API (${ports})`);
+      // etcd3 (grpc-js, protobufjs) and undici load only in the supervisor.
+      assert.ok(
+        rssKb(w.pid) < rssKb(r.proc.child.pid!),
+        `worker ${w.worker} ${rssKb(w.pid)} kB resident, supervisor ${rssKb(r.proc.child.pid!)} kB`,
+      );
+    }
+    const leader = await c.leader();
+    const targets = view.workers.map((w) => w.routes.find((x) => x.scope === c.scope)?.primary.target);
+    assert.deepEqual(
+      targets,
+      view.workers.map(() => leader),
+    );
   });
 
   it("SIGKILL of a worker: only its sessions end, every connection opened after it succeeds, a new worker starts", async () => {
@@ -115,10 +211,52 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
         },
         { timeoutMs: 20_000 },
       );
+      // The new worker has the supervisor's routes: it routes where the other one does.
+      const v = (await r.get("/routes")).body as WorkersView;
+      const leader = await c.leader();
+      assert.deepEqual(
+        v.workers.map((w) => w.routes.find((x) => x.scope === c.scope)?.primary.target),
+        [leader, leader],
+      );
       assert.equal(await r.metric("router_worker_restarts_total", { reason: "signal" }), 1);
       assert.match(r.tail(200), /router worker died; restarting it/);
     } finally {
       await Promise.all(kept.map((s) => s.end().catch(() => undefined)));
+    }
+  });
+
+  it("SIGKILL of the supervisor: its workers close their sessions and exit (no routes left unfollowed)", async () => {
+    const own = await RouterProcess.start({
+      etcd: c.etcd.endpoint,
+      scope: c.scope,
+      args: ["--workers", "2"],
+    });
+    try {
+      await own.waitReady();
+      const session = new pg.Client({ ...target, port: own.port, database: "postgres" });
+      session.on("error", () => undefined);
+      await session.connect();
+      const ended = new Promise<void>((res) => session.once("end", () => res()));
+      const pids = ((await own.get("/routes")).body as WorkersView).workers.map((w) => w.pid);
+      assert.equal(pids.length, 2);
+      process.kill(own.proc.child.pid!, "SIGKILL");
+      await waitFor(
+        "both workers to exit",
+        async () =>
+          pids.every((pid) => {
+            try {
+              // Gone, or a zombie nobody has reaped yet: it has exited either way.
+              return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") === true;
+            } catch {
+              return true;
+            }
+          }),
+        { timeoutMs: 20_000 },
+      );
+      await ended;
+      assert.match(own.tail(200), /router supervisor gone; every session closes and this worker exits/);
+    } finally {
+      await own.destroy();
     }
   });
 });
