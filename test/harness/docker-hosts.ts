@@ -24,21 +24,19 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
-  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   readlinkSync,
-  rmdirSync,
   rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
-import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type LabHost, NetLab } from "./netns.js";
+import { pingDocker, removeCgroups, withDescendants } from "./private-dockerd.js";
 import { run, type Spawned, startProcess, waitFor } from "./proc.js";
 
 const CGROUP_ROOT = "/sys/fs/cgroup";
@@ -305,7 +303,7 @@ export class DockerHosts {
         if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
           throw new Error(`${h.name}'s dockerd exited: ${proc.tail(20)}`);
         }
-        return ping(join(h.dir, "run", "docker.sock"));
+        return pingDocker(join(h.dir, "run", "docker.sock"));
       },
       { timeoutMs: 120_000, intervalMs: 200 },
     );
@@ -381,18 +379,6 @@ export class DockerHosts {
   }
 }
 
-function ping(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath, path: "/_ping", timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on("error", () => resolve(false));
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
-}
-
 function nsOf(pid: number, kind: "mnt" | "net"): string | null {
   try {
     return readlinkSync(`/proc/${pid}/ns/${kind}`);
@@ -414,40 +400,5 @@ function cgroupPids(name: string): number[] {
   try {
     for (const c of readdirSync(CGROUP_ROOT)) walk(join(CGROUP_ROOT, c, name));
   } catch {}
-  return [...out];
-}
-
-function removeCgroups(name: string): void {
-  const tops = [join(CGROUP_ROOT, name)];
-  try {
-    for (const c of readdirSync(CGROUP_ROOT)) tops.push(join(CGROUP_ROOT, c, name));
-  } catch {}
-  const removeTree = (dir: string) => {
-    try {
-      for (const e of readdirSync(dir, { withFileTypes: true }))
-        if (e.isDirectory()) removeTree(join(dir, e.name));
-      rmdirSync(dir);
-    } catch {}
-  };
-  for (const t of tops) if (existsSync(t)) removeTree(t);
-}
-
-function withDescendants(pids: readonly number[]): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(e)]);
-    } catch {}
-  }
-  const out = new Set<number>();
-  const visit = (p: number) => {
-    if (out.has(p)) return;
-    out.add(p);
-    for (const c of children.get(p) ?? []) visit(c);
-  };
-  for (const p of pids) visit(p);
   return [...out];
 }

@@ -173,15 +173,7 @@ export class PrivateDockerd {
   }
 
   private ping(): Promise<boolean> {
-    return new Promise((resolve) => {
-      const req = request({ socketPath: this.socketPath, path: "/_ping", timeout: 2000 }, (res) => {
-        res.resume();
-        resolve(res.statusCode === 200);
-      });
-      req.on("error", () => resolve(false));
-      req.on("timeout", () => req.destroy());
-      req.end();
-    });
+    return pingDocker(this.socketPath);
   }
 
   private async createBridge(): Promise<void> {
@@ -263,7 +255,8 @@ function cidrRange(cidr: string): [number, number] {
   return [lo, lo + size - 1];
 }
 
-function withDescendants(pids: readonly number[]): number[] {
+/** These processes and all their descendants (from /proc). */
+export function withDescendants(pids: readonly number[]): number[] {
   const children = new Map<number, number[]>();
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e)) continue;
@@ -284,7 +277,7 @@ function withDescendants(pids: readonly number[]): number[] {
 }
 
 /** Removes this daemon's cgroup parent (empty once its containers are gone) under every hierarchy. */
-function removeCgroups(name: string): void {
+export function removeCgroups(name: string): void {
   const tops = [join(CGROUP_ROOT, name)];
   try {
     for (const c of readdirSync(CGROUP_ROOT)) tops.push(join(CGROUP_ROOT, c, name));
@@ -298,4 +291,17 @@ function removeCgroups(name: string): void {
     } catch {}
   };
   for (const t of tops) if (existsSync(t)) removeTree(t);
+}
+
+/** True when the Docker engine on this unix socket answers `/_ping`. */
+export function pingDocker(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: "/_ping", timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on("error", () => resolve(false));
+    req.on("timeout", () => req.destroy());
+    req.end();
+  });
 }
