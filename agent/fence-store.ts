@@ -19,6 +19,7 @@ export class FenceStore {
   private readonly leaderKey: string;
   private readonly statusKey: string;
   private readonly failsafeKey: string;
+  private readonly failoverKey: string;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -29,6 +30,7 @@ export class FenceStore {
     this.leaderKey = patroniKeys.leader(namespace, scope);
     this.statusKey = patroniKeys.status(namespace, scope);
     this.failsafeKey = patroniKeys.failsafe(namespace, scope);
+    this.failoverKey = patroniKeys.failover(namespace, scope);
   }
 
   /** The member holding Patroni's leader key, or null. */
@@ -38,6 +40,16 @@ export class FenceStore {
       return v === null || v.trim() === "" ? null : v.trim();
     } catch (err) {
       throw toEtcdError(err, "get leader", { key: this.leaderKey });
+    }
+  }
+
+  /** True while Patroni's failover key announces a switchover (REST, patronictl, the agent's handover). */
+  async switchoverAnnounced(): Promise<boolean> {
+    try {
+      const v = await this.etcd.get(this.failoverKey).string();
+      return v !== null && v.trim() !== "";
+    } catch (err) {
+      throw toEtcdError(err, "get failover", { key: this.failoverKey });
     }
   }
 

@@ -28,7 +28,7 @@ import { PromotionCheckServer } from "./promotion-check.js";
 import { ReplicationMetrics } from "./replication-metrics.js";
 import { PatroniRest } from "./rest.js";
 import type { AgentParts } from "./startup.js";
-import { drainStartUps, processTitles } from "./startup-drain.js";
+import { ANNOUNCEMENT_DEADLINE_MS, drainStartUps, processTitles, withinDeadline } from "./startup-drain.js";
 import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
 
@@ -175,6 +175,8 @@ export function assembleParts(
       drainStartUps({
         primary: () => !existsSync(join(cfg.dataDir, "standby.signal")),
         stopSequenceRunning: () => stopRequested(),
+        switchoverAnnounced: () =>
+          withinDeadline(() => fence.switchoverAnnounced(), ANNOUNCEMENT_DEADLINE_MS),
         titles: processTitles,
         now: () => Date.now(),
         sleep,

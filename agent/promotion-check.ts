@@ -80,7 +80,7 @@ export class PromotionCheckServer {
     });
     this.drains = new Counter({
       name: "pgha_before_stop_total",
-      help: "Patroni's before_stop hook: every client in start-up finished it (drained), or the bound ran out (timed_out)",
+      help: "Patroni's before_stop hook on a planned stop: every client in start-up finished it (drained) or the bound ran out (timed_out); any other stop is not held up (unplanned)",
       labelNames: ["outcome"],
       registers: [d.registry],
     });
@@ -136,10 +136,16 @@ export class PromotionCheckServer {
     }
     try {
       const r = await drain();
-      const outcome = r.left === 0 ? "drained" : "timed_out";
+      const outcome = !r.planned ? "unplanned" : r.left === 0 ? "drained" : "timed_out";
       this.drains.inc({ outcome });
       const fields = { noticeMs: r.noticeMs, inStartUp: r.inStartUp, left: r.left, ms: r.ms };
-      if (r.left === 0) this.d.log.info(fields, "before PostgreSQL stops: no client is left in its start-up");
+      if (!r.planned)
+        this.d.log.info(
+          fields,
+          "before PostgreSQL stops: no switchover announced and no stop requested; not waiting",
+        );
+      else if (r.left === 0)
+        this.d.log.info(fields, "before PostgreSQL stops: no client is left in its start-up");
       else
         this.d.log.warn(
           fields,

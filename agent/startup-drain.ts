@@ -6,15 +6,20 @@
  * A client whose start-up has reached this server and whose authentication has
  * begun cannot be moved: the router replays a start-up only while the server
  * has answered nothing. If PostgreSQL stops then, the client sees its
- * connection fail. So before a stop:
+ * connection fail. So before a planned stop, a switchover announced in etcd
+ * (Patroni's failover key: REST, patronictl, the agent's own handover) or the
+ * agent's own stop sequence:
  *
  * 1. On a primary, unless the agent's own stop sequence already gave it, a short
- *    notice: a planned switchover was announced in etcd (Patroni's failover key)
- *    a moment ago, and the routers that watch it stop sending new clients here.
+ *    notice: the routers that watch the failover key stop sending new clients
+ *    here.
  * 2. Then, up to a bound, wait until no backend is in its start-up (process
  *    title ending in `authentication`, `initializing` or `startup`): those
  *    clients finish connecting, as sessions that end like any other session.
  *
+ * Any other stop (a leader that lost etcd and demotes itself, a crash, a
+ * restart) is not held up: the hook answers at once. The announcement is read
+ * with a short deadline, and an etcd that does not answer counts as none.
  * The bound keeps a client that never finishes its authentication (a stuck
  * password prompt) from delaying the stop for long.
  */
@@ -58,35 +63,48 @@ export function processTitles(): string[] {
 export interface DrainOptions {
   /** How long the routers get to see the announcement before the wait (primary only). */
   readonly noticeMs: number;
-  /** The longest the whole hook may take. */
+  /** The longest the whole hook may take once a planned stop is known. */
   readonly maxMs: number;
   readonly pollMs: number;
 }
 
 export const DRAIN_DEFAULTS: DrainOptions = Object.freeze({ noticeMs: 200, maxMs: 2000, pollMs: 20 });
 
+/** How long the hook waits for etcd's answer on whether a switchover is announced. */
+export const ANNOUNCEMENT_DEADLINE_MS = 500;
+
 export interface DrainDeps {
   /** True when this PostgreSQL runs as a primary (no standby.signal). */
   readonly primary: () => boolean;
   /** True while the agent's own stop sequence runs (it gave the notice before the switchover). */
   readonly stopSequenceRunning: () => boolean;
+  /** True when a switchover is announced in etcd; false when none is, or etcd did not answer in time. */
+  readonly switchoverAnnounced: () => Promise<boolean>;
   readonly titles: () => readonly string[];
   readonly now: () => number;
   readonly sleep: (ms: number) => Promise<void>;
 }
 
 export interface DrainResult {
+  /** False: not a planned stop, answered without waiting. */
+  readonly planned: boolean;
   readonly noticeMs: number;
   /** Backends in start-up at the first look after the notice. */
   readonly inStartUp: number;
-  /** Still in start-up when the hook returned (the bound ran out). */
+  /** Still in start-up when the hook returned (the bound ran out, or not a planned stop). */
   readonly left: number;
   readonly ms: number;
 }
 
 export async function drainStartUps(d: DrainDeps, o: DrainOptions = DRAIN_DEFAULTS): Promise<DrainResult> {
   const t0 = d.now();
-  const noticeMs = d.primary() && !d.stopSequenceRunning() ? Math.min(o.noticeMs, o.maxMs) : 0;
+  const ownStop = d.stopSequenceRunning();
+  const planned = ownStop || (await d.switchoverAnnounced());
+  if (!planned) {
+    const n = backendsInStartUp(d.titles());
+    return { planned, noticeMs: 0, inStartUp: n, left: n, ms: d.now() - t0 };
+  }
+  const noticeMs = d.primary() && !ownStop ? Math.max(0, Math.min(o.noticeMs, o.maxMs - (d.now() - t0))) : 0;
   if (noticeMs > 0) await d.sleep(noticeMs);
   const inStartUp = backendsInStartUp(d.titles());
   let left = inStartUp;
@@ -94,5 +112,22 @@ export async function drainStartUps(d: DrainDeps, o: DrainOptions = DRAIN_DEFAUL
     await d.sleep(Math.min(o.pollMs, Math.max(1, o.maxMs - (d.now() - t0))));
     left = backendsInStartUp(d.titles());
   }
-  return { noticeMs, inStartUp, left, ms: d.now() - t0 };
+  return { planned, noticeMs, inStartUp, left, ms: d.now() - t0 };
+}
+
+/** `check` with a deadline: false when it fails or takes longer than `ms`. */
+export function withinDeadline(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms, false);
+    check().then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(t);
+        resolve(false);
+      },
+    );
+  });
 }

@@ -45,7 +45,7 @@ export async function runHosts(log: (m: string) => void): Promise<HostsResult> {
             fault,
             label: HOST_FAULT_LABELS[fault],
             target: r.target,
-            leader: `${r.oldLeader} -> ${r.newLeader}`,
+            leader: `${r.oldLeader} -> ${r.elected !== null && r.elected !== r.newLeader ? `${r.elected} -> ` : ""}${r.newLeader}`,
             from: r.from,
             healedAt: r.healthyAt,
           },

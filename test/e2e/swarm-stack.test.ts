@@ -240,8 +240,9 @@ describe("README's Docker Swarm: docker stack deploy on three engines, a whole n
         await client.end();
       }
     }
-    // The registrators advertised each agent on its own node's address.
-    const list = await members(nodes[0]);
+    // The registrators advertised each agent on its own node's address (an agent whose task swarm
+    // restarted has no patroni.yml until it has discovered its ports again: wait for all three).
+    const list = await healthy(nodes[0]);
     assert.equal(list.length, 3, JSON.stringify(list));
     const hostsOf = await dh.docker(nodes[0], [
       "exec",

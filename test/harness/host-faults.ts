@@ -37,7 +37,10 @@ export interface HostFaultRun {
   readonly target: string;
   readonly targetWasLeader: boolean;
   readonly oldLeader: string;
+  /** Who leads once the cluster is whole again. */
   readonly newLeader: string;
+  /** For a fault on the leader's host: the leader the other hosts elected while it was gone. */
+  readonly elected: string | null;
   /** When the fault began, when it was injected, when the cluster was healthy again (ms since epoch). */
   readonly from: number;
   readonly healthyAt: number;
@@ -95,6 +98,7 @@ export async function playHostFault(
   let from = 0;
   let healthyAt = 0;
   let newLeader = before.leader;
+  let elected: string | null = null;
   try {
     await waitFor(
       "every writer's first acknowledged writes",
@@ -110,7 +114,7 @@ export async function playHostFault(
     else await cluster.dh.kill(target);
     if (target === leaderHost) {
       const others = cluster.hosts.filter((h) => h !== target);
-      await waitFor(
+      elected = await waitFor(
         "a new leader on the other hosts",
         async () => {
           const l = await cluster.leader(others).catch(() => null);
@@ -143,7 +147,7 @@ export async function playHostFault(
     writers,
   );
   let lateAcks: string[] = [];
-  if (newLeader !== before.leader) {
+  if (elected !== null) {
     const history = await cluster.history();
     const fork = history.find((e) => e[0] === oldTimeline);
     if (!fork)
@@ -167,6 +171,7 @@ export async function playHostFault(
     targetWasLeader: target === leaderHost,
     oldLeader: before.leader,
     newLeader,
+    elected,
     from,
     healthyAt,
     writers,

@@ -1,11 +1,14 @@
 /**
- * Patroni's before_stop hook against a real PostgreSQL: the real
+ * Patroni's before_stop hook against a real PostgreSQL and a real etcd: on a
+ * planned stop (Patroni's failover key announces a switchover) the real
  * `pgha-before-stop` script (curl on the agent's unix socket, as Patroni runs
  * it) returns only once no client is left in its start-up, which the agent reads
  * from the backends' process titles. A client held in its authentication (it
  * sent its start-up, got the server's SCRAM request and has not answered) keeps
  * the hook waiting until it goes; one that never goes is waited for up to the
- * bound, and the metric and the answer say so.
+ * bound, and the metric and the answer say so. Without an announcement (a leader
+ * that lost etcd and demotes itself, a restart), or with etcd down, the hook
+ * answers at once.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -15,11 +18,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Registry } from "prom-client";
+import { FenceStore } from "../../agent/fence-store.js";
 import { PromotionCheckServer } from "../../agent/promotion-check.js";
-import { backendsInStartUp, drainStartUps, processTitles } from "../../agent/startup-drain.js";
+import {
+  ANNOUNCEMENT_DEADLINE_MS,
+  backendsInStartUp,
+  drainStartUps,
+  processTitles,
+  withinDeadline,
+} from "../../agent/startup-drain.js";
+import { createEtcdClient, type Etcd3 } from "../../shared/etcd.js";
 import { createLogger } from "../../shared/logger.js";
 import { sleep } from "../../shared/time.js";
 import { ROOT } from "../harness/bins.js";
+import { EtcdServer } from "../harness/etcd.js";
 import { HOST_PG_BIN_DIR } from "../harness/patroni-runtime.js";
 import { freePort } from "../harness/ports.js";
 import { run, waitFor } from "../harness/proc.js";
@@ -35,6 +47,15 @@ let registry: Registry;
 let server: PromotionCheckServer;
 let socket: string;
 const MAX_MS = 3000;
+const SCOPE = "drain";
+const FAILOVER_KEY = `/service/${SCOPE}/failover`;
+let etcd: EtcdServer;
+let client: Etcd3;
+
+async function announce(on: boolean): Promise<void> {
+  if (on) await client.put(FAILOVER_KEY).value(JSON.stringify({ leader: "john", member: "paul" }));
+  else await client.delete().key(FAILOVER_KEY);
+}
 
 /** Runs the hook as Patroni does; resolves with its exit code and what it printed. */
 function hook(): { done: Promise<{ code: number | null; out: string }>; finished: () => boolean } {
@@ -73,6 +94,9 @@ async function metric(outcome: string): Promise<number> {
 
 describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 }, () => {
   before(async () => {
+    etcd = await EtcdServer.start();
+    client = createEtcdClient({ hosts: [{ host: "127.0.0.1", port: etcd.clientPort }] });
+    const fence = new FenceStore(client, "/service/", SCOPE);
     dir = mkdtempSync(join(tmpdir(), "before-stop-"));
     data = join(dir, "data");
     chownSync(dir, ...(await ids()));
@@ -120,6 +144,8 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
           {
             primary: () => true,
             stopSequenceRunning: () => false,
+            switchoverAnnounced: () =>
+              withinDeadline(() => fence.switchoverAnnounced(), ANNOUNCEMENT_DEADLINE_MS),
             titles: processTitles,
             now: () => Date.now(),
             sleep: (ms) => sleep(ms),
@@ -144,6 +170,8 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
       ]).catch(() => undefined);
     }
     rmSync(dir, { recursive: true, force: true });
+    client?.close();
+    await etcd?.destroy();
   });
 
   it("a client in its authentication shows as one backend in start-up", async () => {
@@ -158,7 +186,25 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
     await waitFor("the backend gone", () => backendsInStartUp(processTitles()) === 0, { timeoutMs: 10_000 });
   });
 
+  it("no switchover announced: the hook answers at once, a client in its authentication or not", async () => {
+    await announce(false);
+    const s = await stalledInAuthentication();
+    try {
+      await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
+        timeoutMs: 10_000,
+      });
+      const r = await hook().done;
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /^unplanned in \d+ ms/);
+      assert.ok(Number(/in (\d+) ms/.exec(r.out)?.[1]) < MAX_MS, r.out);
+      assert.equal(await metric("unplanned"), 1);
+    } finally {
+      s.destroy();
+    }
+  });
+
   it("the hook waits while a client authenticates, and answers once it has gone", async () => {
+    await announce(true);
     const s = await stalledInAuthentication();
     await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
       timeoutMs: 10_000,
@@ -187,6 +233,24 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
       assert.equal(await metric("timed_out"), 1);
     } finally {
       s.destroy();
+    }
+  });
+
+  it("etcd down: no announcement can be read, and the hook answers within the deadline instead of waiting", async () => {
+    await announce(true);
+    await etcd.stop();
+    const s = await stalledInAuthentication();
+    try {
+      await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
+        timeoutMs: 10_000,
+      });
+      const r = await hook().done;
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /^unplanned in \d+ ms/);
+      assert.ok(Number(/in (\d+) ms/.exec(r.out)?.[1]) < MAX_MS, r.out);
+    } finally {
+      s.destroy();
+      await etcd.start();
     }
   });
 

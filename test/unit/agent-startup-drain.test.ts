@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { backendsInStartUp, type DrainDeps, drainStartUps } from "../../agent/startup-drain.js";
+import {
+  backendsInStartUp,
+  type DrainDeps,
+  drainStartUps,
+  withinDeadline,
+} from "../../agent/startup-drain.js";
 
 describe("backends in start-up, from process titles", () => {
   const table: [string, number][] = [
@@ -25,13 +30,14 @@ describe("backends in start-up, from process titles", () => {
 });
 
 /** A clock that moves only when the drain sleeps; titles given per call. */
-function lab(opts: { primary: boolean; stopping?: boolean; startUps: number[] }) {
+function lab(opts: { primary: boolean; stopping?: boolean; announced?: boolean; startUps: number[] }) {
   let now = 0;
   const slept: number[] = [];
   let call = 0;
   const deps: DrainDeps = {
     primary: () => opts.primary,
     stopSequenceRunning: () => opts.stopping ?? false,
+    switchoverAnnounced: async () => opts.announced ?? true,
     titles: () => {
       const n = opts.startUps[Math.min(call++, opts.startUps.length - 1)] ?? 0;
       return Array.from({ length: n }, (_, i) => `postgres: app db 10.0.0.1(${1000 + i}) authentication`);
@@ -45,13 +51,45 @@ function lab(opts: { primary: boolean; stopping?: boolean; startUps: number[] })
   return { deps, slept };
 }
 
+describe("withinDeadline", () => {
+  it("the check's answer when it comes in time; false when it fails or is late", async () => {
+    assert.equal(await withinDeadline(async () => true, 1000), true);
+    assert.equal(await withinDeadline(() => Promise.reject(new Error("etcd down")), 1000), false);
+    assert.equal(await withinDeadline(() => new Promise<boolean>(() => undefined), 20), false);
+  });
+});
+
 describe("draining start-ups before a stop", () => {
   const o = { noticeMs: 200, maxMs: 2000, pollMs: 20 };
 
   it("a primary gives the notice, then answers at once when nobody is in start-up", async () => {
     const { deps, slept } = lab({ primary: true, startUps: [0] });
-    assert.deepEqual(await drainStartUps(deps, o), { noticeMs: 200, inStartUp: 0, left: 0, ms: 200 });
+    assert.deepEqual(await drainStartUps(deps, o), {
+      planned: true,
+      noticeMs: 200,
+      inStartUp: 0,
+      left: 0,
+      ms: 200,
+    });
     assert.deepEqual(slept, [200]);
+  });
+
+  it("no switchover announced and no stop requested: no notice, no wait, whoever is in start-up", async () => {
+    const { deps, slept } = lab({ primary: true, announced: false, startUps: [2] });
+    assert.deepEqual(await drainStartUps(deps, o), {
+      planned: false,
+      noticeMs: 0,
+      inStartUp: 2,
+      left: 2,
+      ms: 0,
+    });
+    assert.deepEqual(slept, []);
+  });
+
+  it("the agent's own stop sequence is a planned stop without an announcement read", async () => {
+    const { deps } = lab({ primary: true, stopping: true, announced: false, startUps: [1, 0] });
+    const r = await drainStartUps(deps, o);
+    assert.deepEqual([r.planned, r.noticeMs, r.left, r.ms], [true, 0, 0, 20]);
   });
 
   it("a replica gives no notice", async () => {
@@ -66,7 +104,13 @@ describe("draining start-ups before a stop", () => {
 
   it("waits while clients are in start-up, polling, and answers once they are done", async () => {
     const { deps, slept } = lab({ primary: true, startUps: [2, 2, 1, 0] });
-    assert.deepEqual(await drainStartUps(deps, o), { noticeMs: 200, inStartUp: 2, left: 0, ms: 260 });
+    assert.deepEqual(await drainStartUps(deps, o), {
+      planned: true,
+      noticeMs: 200,
+      inStartUp: 2,
+      left: 0,
+      ms: 260,
+    });
     assert.deepEqual(slept, [200, 20, 20, 20]);
   });
 
