@@ -111,6 +111,7 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
       r.elected !== null && r.elected !== r.oldLeader,
       `the other hosts elected a new leader: ${r.elected}`,
     );
+    assert.ok(r.promoted, "the new leader was promoted (a new timeline)");
     assert.ok(r.ackedByOldLeader > 0, "the record tells the old leader's writes apart");
     assertSafe(r);
   });
@@ -119,8 +120,20 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
     const r = await play("leader-partition");
     assert.ok(
       r.elected !== null && r.elected !== r.oldLeader,
-      `the majority side elected a new leader: ${r.elected}`,
+      `the majority side took the leader lock: ${r.elected}`,
     );
+    if (!r.promoted) {
+      // Seen in some runs: the lock taken on the majority side, but no new primary before the heal
+      // (README "Whole hosts failing"). Safe, not live: printed, with what the agents said.
+      console.log(
+        `[many-hosts] the majority side did not promote a new primary while ${r.target} was cut off (${r.elected} took the lock); ${r.newLeader} leads after the heal`,
+      );
+      for (const h of cluster.hosts) {
+        const log = await cluster.agentLog(h).catch((err: Error) => err.message);
+        const lines = log.split("\n").filter((l) => /promot|pre.promote|lock|fence|failsafe/i.test(l));
+        console.log(`[many-hosts]   ${h.name}:\n${lines.slice(-25).join("\n")}`);
+      }
+    }
     assertSafe(r);
   });
 

@@ -182,6 +182,12 @@ export class ManyHostsCluster {
     return this.dh.docker(h, ["exec", `${this.project}-${this.agentOf(h)}`, ...cmd], timeoutMs);
   }
 
+  /** The last `lines` lines of host h's agent's log (the agent's and Patroni's). */
+  async agentLog(h: DockerHost, lines = 300): Promise<string> {
+    const name = `${this.project}-${this.agentOf(h)}`;
+    return this.dh.docker(h, ["logs", "--tail", String(lines), name], 30_000);
+  }
+
   /** Patroni's GET /cluster as host h's agent answers it. */
   async membersFrom(h: DockerHost): Promise<Member[]> {
     const out = await this.execAgent(h, [
