@@ -185,7 +185,11 @@ export class ManyHostsCluster {
   /** The last `lines` lines of host h's agent's log (the agent's and Patroni's). */
   async agentLog(h: DockerHost, lines = 300): Promise<string> {
     const name = `${this.project}-${this.agentOf(h)}`;
-    return this.dh.docker(h, ["logs", "--tail", String(lines), name], 30_000);
+    // Patroni and the agent write to the container's stderr too.
+    const r = await run("docker", ["-H", h.dockerHost, "logs", "--tail", String(lines), name], {
+      timeoutMs: 30_000,
+    });
+    return `${r.stdout}\n${r.stderr}`;
   }
 
   /** Patroni's GET /cluster as host h's agent answers it. */
