@@ -8,7 +8,7 @@
 import { EventEmitter } from "node:events";
 import type { Logger } from "../shared/logger.js";
 import type { PrefixSnapshot, WatchState } from "../shared/watch.js";
-import type { RouteMessage } from "./ipc.js";
+import type { RouteMessage, WorkerSide } from "./ipc.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { RouteSpec } from "./options.js";
 import type {
@@ -132,4 +132,29 @@ export class IpcRoutes implements RouteSource {
   async close(): Promise<void> {
     this.feeds.clear();
   }
+}
+
+/** What a data-path router needs to answer its supervisor (`serveSupervisor`). */
+export interface PlannedRouter {
+  readonly registry: WorkerSide["registry"];
+  readonly metrics: Pick<RouterMetrics, "ipcBadMessages">;
+  readiness: WorkerSide["readiness"];
+  routesView: WorkerSide["routesView"];
+  enqueue(op: () => Promise<void>): void;
+}
+
+/** The worker's side of the IPC channel: plans go to `source`, which applies them through the router. */
+export function workerSide(
+  router: PlannedRouter,
+  source: IpcRoutes,
+  hooks: Pick<WorkerSide, "shutdown" | "orphaned">,
+): WorkerSide {
+  return {
+    registry: router.registry,
+    readiness: () => router.readiness(),
+    routesView: () => router.routesView(),
+    route: (scope, m) => source.receive(scope, m, (op) => router.enqueue(op)),
+    bad: () => router.metrics.ipcBadMessages.inc(),
+    ...hooks,
+  };
 }

@@ -64,7 +64,7 @@ if (config.workers > 0 && cluster.isPrimary) {
   });
 } else if (cluster.isWorker) {
   // A worker: the data path only, fed by the supervisor's plans (no etcd3, no undici).
-  const [{ Router }, { IpcRoutes }, { serveSupervisor }] = await Promise.all([
+  const [{ Router }, { IpcRoutes, workerSide }, { serveSupervisor }] = await Promise.all([
     import("./router.js"),
     import("./ipc-source.js"),
     import("./ipc.js"),
@@ -81,19 +81,14 @@ if (config.workers > 0 && cluster.isPrimary) {
     process.exit(1);
   }
   serveSupervisor(
-    {
-      registry: router.registry,
-      readiness: () => router.readiness(),
-      routesView: () => router.routesView(),
-      route: (scope, m) => source.receive(scope, m, (op) => router.enqueue(op)),
-      bad: () => router.metrics.ipcBadMessages.inc(),
+    workerSide(router, source, {
       shutdown: (reason) => void shutdown(reason),
       // Fail closed: without the supervisor nobody follows a failover or fences a stepped-down
       // primary, so this worker's routes would go stale. Node's cluster module ends the worker
       // right after this line (every session closes); clients reconnect to the router that
       // replaces it (in a container the supervisor is PID 1: the container ends with it).
       orphaned: () => log.error("router supervisor gone; every session closes and this worker exits"),
-    },
+    }),
     log,
   );
 } else {

@@ -73,7 +73,10 @@ function hook(): { done: Promise<{ code: number | null; out: string }>; finished
   return { done, finished: () => over };
 }
 
-/** A client that sends its start-up and stops answering once the server asks for its password. */
+/**
+ * A client that sends its start-up and stops answering once the server asks for its password;
+ * resolves once its backend's title says it is in its authentication.
+ */
 async function stalledInAuthentication(): Promise<Socket> {
   const s = connect(port, "127.0.0.1");
   await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
@@ -84,7 +87,17 @@ async function stalledInAuthentication(): Promise<Socket> {
   s.write(Buffer.concat([head, params]));
   const first = await new Promise<Buffer>((resolve, reject) => s.once("data", resolve).once("error", reject));
   assert.equal(String.fromCharCode(first[0]!), "R", "the server asks for authentication");
+  await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, { timeoutMs: 10_000 });
   return s;
+}
+
+/** Runs the hook to its end; its exit code must be 0. Resolves with its answer and how long the agent took. */
+async function answer(): Promise<{ outcome: string; ms: number }> {
+  const r = await hook().done;
+  assert.equal(r.code, 0, r.out);
+  const m = /^(\w+) in (\d+) ms/.exec(r.out);
+  assert.ok(m, r.out);
+  return { outcome: m[1]!, ms: Number(m[2]) };
 }
 
 async function metric(outcome: string): Promise<number> {
@@ -176,13 +189,8 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
 
   it("a client in its authentication shows as one backend in start-up", async () => {
     const s = await stalledInAuthentication();
-    try {
-      await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
-        timeoutMs: 10_000,
-      });
-    } finally {
-      s.destroy();
-    }
+    assert.ok(backendsInStartUp(processTitles()) >= 1);
+    s.destroy();
     await waitFor("the backend gone", () => backendsInStartUp(processTitles()) === 0, { timeoutMs: 10_000 });
   });
 
@@ -190,13 +198,9 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
     await announce(false);
     const s = await stalledInAuthentication();
     try {
-      await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
-        timeoutMs: 10_000,
-      });
-      const r = await hook().done;
-      assert.equal(r.code, 0, r.out);
-      assert.match(r.out, /^unplanned in \d+ ms/);
-      assert.ok(Number(/in (\d+) ms/.exec(r.out)?.[1]) < MAX_MS, r.out);
+      const a = await answer();
+      assert.equal(a.outcome, "unplanned");
+      assert.ok(a.ms < MAX_MS, `${a.ms} ms`);
       assert.equal(await metric("unplanned"), 1);
     } finally {
       s.destroy();
@@ -206,9 +210,6 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
   it("the hook waits while a client authenticates, and answers once it has gone", async () => {
     await announce(true);
     const s = await stalledInAuthentication();
-    await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
-      timeoutMs: 10_000,
-    });
     const drainedBefore = await metric("drained");
     const h = hook();
     await sleep(600);
@@ -223,13 +224,9 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
   it("a client that never finishes is waited for only up to the bound; the answer and the metric say so", async () => {
     const s = await stalledInAuthentication();
     try {
-      await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
-        timeoutMs: 10_000,
-      });
-      const r = await hook().done;
-      assert.equal(r.code, 0, r.out);
-      assert.match(r.out, /^timed_out in \d+ ms/);
-      assert.ok(Number(/in (\d+) ms/.exec(r.out)?.[1]) >= MAX_MS, r.out);
+      const a = await answer();
+      assert.equal(a.outcome, "timed_out");
+      assert.ok(a.ms >= MAX_MS, `${a.ms} ms`);
       assert.equal(await metric("timed_out"), 1);
     } finally {
       s.destroy();
@@ -241,13 +238,9 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
     await etcd.stop();
     const s = await stalledInAuthentication();
     try {
-      await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, {
-        timeoutMs: 10_000,
-      });
-      const r = await hook().done;
-      assert.equal(r.code, 0, r.out);
-      assert.match(r.out, /^unplanned in \d+ ms/);
-      assert.ok(Number(/in (\d+) ms/.exec(r.out)?.[1]) < MAX_MS, r.out);
+      const a = await answer();
+      assert.equal(a.outcome, "unplanned");
+      assert.ok(a.ms < MAX_MS, `${a.ms} ms`);
     } finally {
       s.destroy();
       await etcd.start();

@@ -12,7 +12,7 @@ import { EventEmitter } from "node:events";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { type RouteMessage, serveSupervisor, type ToSupervisor } from "../../router/ipc.js";
-import { IpcRoutes } from "../../router/ipc-source.js";
+import { IpcRoutes, workerSide } from "../../router/ipc-source.js";
 import { type RouterConfig, routerSpec } from "../../router/options.js";
 import type { RouteDecisions } from "../../router/route.js";
 import { Router } from "../../router/router.js";
@@ -81,15 +81,7 @@ describe("a router worker on its supervisor's plans", () => {
     router = new Router(config(), log, undefined, { admin: false, source });
     await router.start();
     serveSupervisor(
-      {
-        registry: router.registry,
-        readiness: () => router.readiness(),
-        routesView: () => router.routesView(),
-        route: (scope, m) => source.receive(scope, m, (op) => router.enqueue(op)),
-        bad: () => router.metrics.ipcBadMessages.inc(),
-        shutdown: () => undefined,
-        orphaned: () => undefined,
-      },
+      workerSide(router, source, { shutdown: () => undefined, orphaned: () => undefined }),
       log,
       Object.assign(channel, { send: (m: ToSupervisor) => sent.push(m) }),
     );
