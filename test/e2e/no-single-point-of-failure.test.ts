@@ -91,6 +91,8 @@ async function underFault(
   const line = `${name}: writes stopped ${(stopped / 1000).toFixed(1)} s; ${failedNew.length} failed new connections${inFlight.length > 0 ? ` (+${inFlight.length} in start-up on the server that died)` : ""}; ${endedSessions.length} sessions ended; ${lost.length} acknowledged writes lost`;
   results.push(line);
   console.log(`fault: ${line}\n  ${summary(writers, t0)}`);
+  const endedWhy = [...new Set(endedSessions.map((f) => f.error))];
+  if (endedWhy.length > 0) console.log(`  sessions ended with: ${endedWhy.slice(0, 5).join(" | ")}`);
   assert.deepEqual(lost, [], `${name}: acknowledged writes lost`);
   assert.deepEqual(failedNew, [], `${name}: no new connection fails`);
   if (!opts.sessionsMayEnd && endedSessions.length > 0) {
