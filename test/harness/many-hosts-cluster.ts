@@ -182,6 +182,15 @@ export class ManyHostsCluster {
     return this.dh.docker(h, ["exec", `${this.project}-${this.agentOf(h)}`, ...cmd], timeoutMs);
   }
 
+  /** A planned switchover from `leader` to `candidate`, as an operator types it on the leader's host. */
+  async switchover(leader: string, candidate: string): Promise<string> {
+    return this.execAgent(
+      this.hostOfAgent(leader),
+      ["patronictl", "switchover", "--leader", leader, "--candidate", candidate, "--force"],
+      90_000,
+    );
+  }
+
   /** The last `lines` lines of host h's agent's log (the agent's and Patroni's). */
   async agentLog(h: DockerHost, lines = 300): Promise<string> {
     const name = `${this.project}-${this.agentOf(h)}`;
@@ -251,16 +260,26 @@ export class ManyHostsCluster {
 
   /**
    * Waits for the whole cluster: a running leader and two replicas streaming on its timeline
-   * (one synchronous), every host's router ready on its admin port, and `patronictl list`
-   * agreeing.
+   * (one synchronous), as every host's agent sees it (all three views alike), and every host's
+   * router ready on its admin port.
+   *
+   * One agent's view is not enough: an old leader that was cut off keeps answering /cluster
+   * from its last view while its demotion runs (PostgreSQL's fast shutdown waits up to
+   * wal_sender_timeout, 60 s, for walsenders whose replicas it cannot reach), so after a heal
+   * it can still report itself leading while the others elected and promoted someone else.
    */
   async waitHealthy(timeoutMs = 300_000): Promise<{ leader: string; members: Member[] }> {
     let last: Member[] = [];
     try {
       const got = await waitFor(
-        "a leader and two streaming replicas on its timeline",
+        "a leader and two streaming replicas on its timeline, alike in every host's view",
         async () => {
-          last = await this.members();
+          const views = await Promise.all(this.hosts.map((h) => this.membersFrom(h).catch(() => null)));
+          if (views.some((v) => v === null)) return null;
+          const shape = (v: Member[]) =>
+            JSON.stringify(v.map((m) => [m.name, m.role, m.state, m.timeline ?? null]).sort());
+          last = views[0]!;
+          if (new Set(views.map((v) => shape(v!))).size !== 1) return null;
           const l = last.find((m) => m.role === "leader" && m.state === "running");
           if (!l) return null;
           const replicas = last.filter(
