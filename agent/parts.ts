@@ -14,11 +14,13 @@ import { createRegistry } from "../shared/admin.js";
 import { createEtcdClient } from "../shared/etcd.js";
 import { formatHostPort } from "../shared/host-port.js";
 import type { Logger } from "../shared/logger.js";
+import { runsAsPrimary } from "../shared/patroni-rest.js";
 import { sleep } from "../shared/time.js";
 import { readPemFile } from "../shared/tls.js";
 import { startBackups, writeBackupFiles } from "./backup/index.js";
 import type { AgentConfig } from "./config.js";
 import type { NodeAddresses } from "./discovery.js";
+import { EtcdLeaderAway, etcdMemberCalls } from "./etcd-leader-away.js";
 import { FenceKeeper } from "./fence-keeper.js";
 import { FenceStore } from "./fence-store.js";
 import { type Account, ensureRootDir, lookupAccount, prepareDataDir, writeSecretFile } from "./files.js";
@@ -190,6 +192,16 @@ export function assembleParts(
     registry,
     log: log.child({ part: "fence" }),
   });
+  const members = etcdMemberCalls(cfg.etcd);
+  const leaderAway = new EtcdLeaderAway({
+    localHost: addresses.postgres.host,
+    endpoints: cfg.etcd.hosts,
+    leads: async () => runsAsPrimary(await rest.status()) && (await fence.leader()) === cfg.name,
+    status: members.status,
+    moveLeader: members.moveLeader,
+    registry,
+    log: log.child({ part: "etcd-leader" }),
+  });
   const supervisor = new PatroniSupervisor({
     command,
     args,
@@ -198,6 +210,7 @@ export function assembleParts(
     log,
     stopSequence: (s) => {
       void keeper.stop();
+      void leaderAway.stop();
       return new StopSequence(
         {
           self: cfg.name,
@@ -219,6 +232,7 @@ export function assembleParts(
   return {
     promotionCheck,
     fenceKeeper: keeper,
+    leaderAway,
     supervisor,
     startBackups: () =>
       startBackups({
@@ -230,6 +244,9 @@ export function assembleParts(
         registry,
         log,
       }),
-    close: () => etcd.close(),
+    close: () => {
+      members.close();
+      etcd.close();
+    },
   };
 }

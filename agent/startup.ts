@@ -39,6 +39,8 @@ export interface AgentParts {
   readonly promotionCheck: { start(): Promise<void>; close(): Promise<void> };
   /** Lifts the stop fence once this node leads. */
   readonly fenceKeeper: { start(): void; stop(): Promise<void> };
+  /** Keeps etcd's raft leader off this host while this node leads (multi-host mode). */
+  readonly leaderAway: { start(): void; stop(): Promise<void> };
   /** Patroni as a child; its stop sequence begins on a stop signal. */
   readonly supervisor: Pick<PatroniSupervisor, "run" | "settled" | "onStopSignal" | "forward">;
   /** The agent's /metrics and, with a repository, the backup loop. */
@@ -118,10 +120,12 @@ export async function runAgent(d: StartupDeps): Promise<number> {
   if (early.signal.aborted) return 0;
   const exited = supervisor.run();
   parts.fenceKeeper.start();
+  parts.leaderAway.start();
   const backups = await parts.startBackups();
   const code = await exited;
   await supervisor.settled();
   await parts.fenceKeeper.stop();
+  await parts.leaderAway.stop();
   await backups.stop();
   await parts.promotionCheck.close();
   parts.close();

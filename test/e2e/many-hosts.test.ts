@@ -47,7 +47,33 @@ async function play(fault: HostFault, whileDown?: () => Promise<void>): Promise<
     ),
   ];
   if (errors.length > 0) console.log(`[many-hosts]   failures: ${errors.join(" | ")}`);
+  if (Math.max(...r.writers.map((w) => w.longestGapMs(r.from))) > LONG_STOP_MS) await printWhy(r.from);
   return r;
+}
+
+/** Writes stopped longer than this (ttl 20 s plus a generous margin): the play prints why. */
+const LONG_STOP_MS = 45_000;
+
+/** The routers' primary decisions and the agents' lines on locks and promotion since `from`. */
+async function printWhy(from: number): Promise<void> {
+  const since = (l: string) => {
+    const iso = /"time":"([^"]+)"/.exec(l)?.[1] ?? /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(l)?.[1];
+    return (
+      iso !== undefined && Date.parse(iso.includes("T") ? iso : `${iso.replace(" ", "T")}Z`) >= from - 2000
+    );
+  };
+  for (const h of cluster.hosts) {
+    if (!cluster.dh.running(h)) continue;
+    const router = await cluster.routerLog(h).catch((err: Error) => err.message);
+    const agent = await cluster.agentLog(h, 600).catch((err: Error) => err.message);
+    const decisions = router.split("\n").filter((l) => l.includes("primary decision") && since(l));
+    const agentLines = agent
+      .split("\n")
+      .filter((l) => /promot|lock|demot|fence|failsafe|leader race/i.test(l) && since(l));
+    console.log(
+      `[many-hosts]   ${h.name} router:\n${decisions.slice(-20).join("\n")}\n[many-hosts]   ${h.name} agent:\n${agentLines.slice(-30).join("\n")}`,
+    );
+  }
 }
 
 /** Nothing acknowledged is missing on the leader afterwards, and the old leader acknowledged nothing past the fork. */
@@ -99,6 +125,24 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
     }
     const members = await cluster.members();
     for (const m of members) assert.equal(m.host, cluster.hostOfAgent(m.name).ip, JSON.stringify(m));
+  });
+
+  it("etcd's leader runs on another host than Patroni's leader (the agent moves it away)", async () => {
+    const { leader } = await cluster.waitHealthy();
+    const patroniHost = cluster.hostOfAgent(leader);
+    // Put it there first, as an election may: the agent must notice and move it.
+    await cluster.moveEtcdLeader(patroniHost);
+    const etcdHost = await waitFor(
+      "etcd's leader on another host than Patroni's",
+      async () => {
+        const h = await cluster.etcdLeaderHost().catch(() => null);
+        return h !== null && h !== patroniHost ? h : null;
+      },
+      { timeoutMs: 60_000, intervalMs: 1000 },
+    );
+    console.log(
+      `[many-hosts] Patroni's leader ${leader} on ${patroniHost.name}, etcd's leader on ${etcdHost.name}`,
+    );
   });
 
   it("psql reaches the primary through one URL naming the three routers", async () => {

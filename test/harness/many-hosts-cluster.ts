@@ -182,6 +182,48 @@ export class ManyHostsCluster {
     return this.dh.docker(h, ["exec", `${this.project}-${this.agentOf(h)}`, ...cmd], timeoutMs);
   }
 
+  /** etcdctl in the etcd container of the first running host, against every member. */
+  private async etcdctl(args: readonly string[]): Promise<string> {
+    const h = this.hosts.find((x) => this.dh.running(x));
+    if (!h) throw new Error("no host runs");
+    const name = (await this.dh.docker(h, ["ps", "--filter", "name=etcd", "--format", "{{.Names}}"])).split(
+      "\n",
+    )[0];
+    if (!name) throw new Error(`no etcd container runs on ${h.name}`);
+    const endpoints = this.hosts
+      .filter((x) => this.dh.running(x))
+      .map((x) => `https://${x.ip}:2379`)
+      .join(",");
+    return this.dh.docker(h, ["exec", name, "etcdctl", `--endpoints=${endpoints}`, ...args]);
+  }
+
+  /** Each running member's host, id (hex) and whether it leads etcd. */
+  async etcdMembers(): Promise<{ host: DockerHost; id: string; leads: boolean }[]> {
+    // `-w simple`: endpoint, ID, version, DB size, is leader, is learner, term, index, applied, errors.
+    const out = await this.etcdctl(["endpoint", "status", "-w", "simple"]);
+    return out
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.split(", "))
+      .map(([endpoint = "", id = "", , , leads = ""]) => ({
+        host: this.hosts.find((x) => endpoint.includes(`//${x.ip}:`))!,
+        id,
+        leads: leads === "true",
+      }));
+  }
+
+  /** The host whose etcd member leads etcd, or null. */
+  async etcdLeaderHost(): Promise<DockerHost | null> {
+    return (await this.etcdMembers()).find((m) => m.leads)?.host ?? null;
+  }
+
+  /** Makes the member on host `h` lead etcd (etcdctl move-leader). */
+  async moveEtcdLeader(h: DockerHost): Promise<void> {
+    const m = (await this.etcdMembers()).find((x) => x.host === h);
+    if (!m) throw new Error(`no etcd member answered on ${h.name}`);
+    if (!m.leads) await this.etcdctl(["move-leader", m.id]);
+  }
+
   /** A planned switchover from `leader` to `candidate`, as an operator types it on the leader's host. */
   async switchover(leader: string, candidate: string): Promise<string> {
     return this.execAgent(
@@ -195,6 +237,18 @@ export class ManyHostsCluster {
   async agentLog(h: DockerHost, lines = 300): Promise<string> {
     const name = `${this.project}-${this.agentOf(h)}`;
     // Patroni and the agent write to the container's stderr too.
+    const r = await run("docker", ["-H", h.dockerHost, "logs", "--tail", String(lines), name], {
+      timeoutMs: 30_000,
+    });
+    return `${r.stdout}\n${r.stderr}`;
+  }
+
+  /** The last `lines` lines of host h's router's log. */
+  async routerLog(h: DockerHost, lines = 400): Promise<string> {
+    const name = (await this.dh.docker(h, ["ps", "-a", "--filter", "name=router", "--format", "{{.Names}}"]))
+      .split("\n")
+      .find((n) => n !== "" && !n.includes("ports"));
+    if (!name) return "";
     const r = await run("docker", ["-H", h.dockerHost, "logs", "--tail", String(lines), name], {
       timeoutMs: 30_000,
     });

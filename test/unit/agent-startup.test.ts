@@ -102,6 +102,10 @@ function rig(
       start: step("fence keeper: start", undefined),
       stop: step("fence keeper: stop", Promise.resolve()),
     },
+    leaderAway: {
+      start: step("etcd leader away: start", undefined),
+      stop: step("etcd leader away: stop", Promise.resolve()),
+    },
     supervisor: {
       run: step("patroni: run", patroni.promise),
       settled: async () => {
@@ -287,10 +291,12 @@ describe("agent start-up: the order of effects", () => {
       "promotion check: listening",
       "patroni: run",
       "fence keeper: start",
+      "etcd leader away: start",
       "backups: start",
       "stop sequence: awaited",
       "stop sequence: done",
       "fence keeper: stop",
+      "etcd leader away: stop",
       "backups: stop",
       "promotion check: close",
       "etcd: close",
@@ -334,6 +340,7 @@ describe("agent start-up: the order of effects", () => {
     assert.deepEqual(r.effects.slice(r.effects.indexOf("stop sequence: done")), [
       "stop sequence: done",
       "fence keeper: stop",
+      "etcd leader away: stop",
       "backups: stop",
       "promotion check: close",
       "etcd: close",
