@@ -33,6 +33,8 @@ export interface ConnHost {
   readonly idleTimeoutMs: number;
   /** Where a new session goes now; null to hold it; "reject" to close it. */
   pick(): Backend | null | "reject";
+  /** What a client refused by `pick` is told. */
+  rejectMessage(): string;
   /** Queue the session until `pick` may answer (the listener calls `resume`). */
   hold(c: Conn): void;
   /** The server that owns the session a CancelRequest names, if known. */
@@ -265,7 +267,7 @@ export class Conn {
     if (target === null) {
       const b = this.host.pick();
       if (b === "reject") {
-        this.reject("rejected", "57P03", "no server available for this port");
+        this.reject("rejected", "57P03", this.host.rejectMessage());
         return;
       }
       if (b === null) {

@@ -12,6 +12,8 @@ export const CHECK_MODES = ["both", "etcd", "rest"] as const;
 export type CheckMode = (typeof CHECK_MODES)[number];
 
 export const REPLICA_FALLBACKS = ["primary", "hold", "reject"] as const;
+/** What the primary port does with a new client while etcd is unreachable and no primary is routed. */
+export const ETCD_LOST_ACTIONS = ["hold", "reject"] as const;
 export type ReplicaFallback = (typeof REPLICA_FALLBACKS)[number];
 
 /** Two workers: one can die while the other takes every new connection. */
@@ -155,6 +157,14 @@ export const routerOptions = {
     },
     parseBytes,
   ),
+  etcdLost: opt.oneOf({
+    flag: "etcd-lost",
+    env: "ROUTER_ETCD_LOST",
+    description:
+      "primary port while this router cannot reach etcd and routes no primary: hold new clients, or reject them at once so that a client listing several routers tries the next",
+    values: ETCD_LOST_ACTIONS,
+    default: "hold",
+  }),
   replicaFallback: opt.oneOf({
     flag: "replica-fallback",
     env: "ROUTER_REPLICA_FALLBACK",

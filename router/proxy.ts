@@ -57,6 +57,8 @@ export class ProxyShared {
 export interface Picker {
   pick(): Backend | null | "reject";
   ready(): boolean;
+  /** What a refused client is told (default: no server available for this port). */
+  rejectMessage?(): string;
 }
 
 export class ProxyListener implements ConnHost {
@@ -194,6 +196,10 @@ export class ProxyListener implements ConnHost {
 
   pick(): Backend | null | "reject" {
     return this.picker.pick();
+  }
+
+  rejectMessage(): string {
+    return this.picker.rejectMessage?.() ?? "no server available for this port";
   }
 
   hold(c: Conn): void {

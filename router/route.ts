@@ -46,6 +46,8 @@ export interface RouteOptions {
   readonly closeOnDemote: boolean;
   readonly maxLag: number;
   readonly replicaFallback: ReplicaFallback;
+  /** "reject": while etcd is unreachable and no primary is routed, new primary-port clients are refused at once. */
+  readonly etcdLost?: "hold" | "reject";
   readonly restTimeoutMs: number;
   readonly restIntervalMs: number;
   readonly restTls?: RestTls;
@@ -202,6 +204,22 @@ export class ClusterRoute {
     return this.primary.action === "route" && b !== null && !b.fenced ? b : null;
   }
 
+  /**
+   * Where a new primary-port client goes: the primary, held (null), or refused at once when
+   * this router is cut off from etcd and routes no primary (--etcd-lost reject), so that a
+   * client naming several routers moves on to the next instead of waiting here.
+   */
+  primaryOrReject(): Backend | null | "reject" {
+    const b = this.pickPrimary();
+    if (b !== null || this.opts.etcdLost !== "reject" || this.dcs.connected) return b;
+    return "reject";
+  }
+
+  /** Why primaryOrReject() refused. */
+  get rejectReason(): string {
+    return `this router cannot reach etcd and knows no primary of ${this.scope}; try another router`;
+  }
+
   pickReplica(): Backend | null | "reject" {
     const r = pickReplica(this.replicas.eligible, (name) => this.replicaLoad(name), this.turn++);
     const b = r === null ? undefined : this.replicaBackends.find((x) => x.target.name === r.name);
@@ -257,6 +275,8 @@ export class ClusterRoute {
     const connected = state === "live";
     if (connected === this.dcs.connected) return;
     this.dcs = { connected, disconnectedSince: connected ? null : this.now() };
+    // Held primary-port clients are refused now rather than at their hold timeout.
+    if (!connected && this.opts.etcdLost === "reject" && this.pickPrimary() === null) this.onRoutable();
     this.metrics.etcdWatchUp.set({ watch: this.scope }, connected ? 1 : 0);
     if (this.deps.decided !== undefined) {
       // A worker: the supervisor's watch, which the supervisor logs.

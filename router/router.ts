@@ -156,6 +156,7 @@ export class Router {
       closeOnDemote: c.closeOnDemote,
       maxLag: c.maxLag,
       replicaFallback: c.replicaFallback,
+      etcdLost: c.etcdLost,
       restTimeoutMs: c.restTimeout * 1000,
       restIntervalMs: c.restInterval * 1000,
       restTls: { caFile: c.restCa, certFile: c.restCert, keyFile: c.restKey, serverName: c.restServerName },
@@ -182,7 +183,11 @@ export class Router {
       "primary",
       spec.listen,
       this.shared,
-      { pick: () => control.pickPrimary(), ready: () => control.pickPrimary() !== null },
+      {
+        pick: () => control.primaryOrReject(),
+        ready: () => control.primaryOrReject() !== null,
+        rejectMessage: () => control.rejectReason,
+      },
       log.child({ role: "primary" }),
       control.holds,
     );
