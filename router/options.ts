@@ -161,7 +161,7 @@ export const routerOptions = {
     flag: "etcd-lost",
     env: "ROUTER_ETCD_LOST",
     description:
-      "primary port while this router cannot reach etcd and routes no primary: hold new clients, or reject them at once so that a client listing several routers tries the next",
+      "primary port while this router has not reached etcd for 3 s and routes no primary: hold new clients, or reject them at once so that a client listing several routers tries the next",
     values: ETCD_LOST_ACTIONS,
     default: "hold",
   }),

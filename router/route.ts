@@ -40,6 +40,9 @@ import {
 import { SPARE_TTL_MS, SPARES_PER_LEADER } from "./spares.js";
 import type { Target } from "./target.js";
 
+/** How long etcd must be unreachable before --etcd-lost reject refuses clients. */
+export const ETCD_LOST_GRACE_MS = 3000;
+
 export interface RouteOptions {
   readonly namespace: string;
   readonly mode: CheckMode;
@@ -147,6 +150,7 @@ export class ClusterRoute {
   onEvaluated: () => void = () => undefined;
   /** Called when held clients may be able to go (a backend became routable). */
   onRoutable: () => void = () => undefined;
+  private wasCutOff = false;
   /** The primary listener's held clients (it counts them; the decision log reads them). */
   readonly holds = new HoldTally();
   /** The last primary decisions, for /routes and the status page. */
@@ -211,8 +215,21 @@ export class ClusterRoute {
    */
   primaryOrReject(): Backend | null | "reject" {
     const b = this.pickPrimary();
-    if (b !== null || this.opts.etcdLost !== "reject" || this.dcs.connected) return b;
-    return "reject";
+    return b === null && this.cutOff(this.now()) ? "reject" : b;
+  }
+
+  /**
+   * Whether --etcd-lost reject applies: etcd unreachable for ETCD_LOST_GRACE_MS (not a client
+   * moving from a dead member to a live one, which takes a second or two).
+   */
+  private cutOff(now: number): boolean {
+    const since = this.dcs.disconnectedSince;
+    return (
+      this.opts.etcdLost === "reject" &&
+      !this.dcs.connected &&
+      since !== null &&
+      now - since >= ETCD_LOST_GRACE_MS
+    );
   }
 
   /** Why primaryOrReject() refused. */
@@ -275,8 +292,6 @@ export class ClusterRoute {
     const connected = state === "live";
     if (connected === this.dcs.connected) return;
     this.dcs = { connected, disconnectedSince: connected ? null : this.now() };
-    // Held primary-port clients are refused now rather than at their hold timeout.
-    if (!connected && this.opts.etcdLost === "reject" && this.pickPrimary() === null) this.onRoutable();
     this.metrics.etcdWatchUp.set({ watch: this.scope }, connected ? 1 : 0);
     if (this.deps.decided !== undefined) {
       // A worker: the supervisor's watch, which the supervisor logs.
@@ -358,6 +373,10 @@ export class ClusterRoute {
 
     if (this.spec.replicaListen !== null) this.evaluateReplicas(now, given);
     if (d.action === "route" && !wasRoutable) this.onRoutable();
+    // Cut off from etcd with no primary (--etcd-lost reject): the held clients are refused now.
+    const cutOff = d.action !== "route" && this.cutOff(now);
+    if (cutOff && !this.wasCutOff) this.onRoutable();
+    this.wasCutOff = cutOff;
     // The release above let the held clients go: now the interruption's cost is known.
     this.decisions.settle();
     this.onEvaluated();
