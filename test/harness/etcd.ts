@@ -12,6 +12,39 @@ import { run, type Spawned, startProcess, stopProcess, waitFor } from "./proc.js
 export const ETCD_BIN = process.env.ETCD_BIN ?? "etcd";
 export const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? "etcdctl";
 
+/** The command line of one etcd member (plain http, quiet logs) in a new cluster. */
+export function etcdMemberArgs(m: {
+  name: string;
+  dataDir: string;
+  clientUrl: string;
+  peerUrl: string;
+  /** `name=peerUrl,…` of every member. */
+  cluster: string;
+}): string[] {
+  return [
+    "--name",
+    m.name,
+    "--data-dir",
+    m.dataDir,
+    "--listen-client-urls",
+    m.clientUrl,
+    "--advertise-client-urls",
+    m.clientUrl,
+    "--listen-peer-urls",
+    m.peerUrl,
+    "--initial-advertise-peer-urls",
+    m.peerUrl,
+    "--initial-cluster",
+    m.cluster,
+    "--initial-cluster-state",
+    "new",
+    "--logger",
+    "zap",
+    "--log-level",
+    "warn",
+  ];
+}
+
 export class EtcdServer {
   private proc: Spawned | null = null;
   private clients: Etcd3[] = [];
@@ -47,28 +80,13 @@ export class EtcdServer {
     const peer = `http://${this.host}:${this.peerPort}`;
     this.proc = startProcess(
       ETCD_BIN,
-      [
-        "--name",
-        "test",
-        "--data-dir",
-        join(this.dir, "data"),
-        "--listen-client-urls",
-        this.url,
-        "--advertise-client-urls",
-        this.url,
-        "--listen-peer-urls",
-        peer,
-        "--initial-advertise-peer-urls",
-        peer,
-        "--initial-cluster",
-        `test=${peer}`,
-        "--initial-cluster-state",
-        "new",
-        "--logger",
-        "zap",
-        "--log-level",
-        "warn",
-      ],
+      etcdMemberArgs({
+        name: "test",
+        dataDir: join(this.dir, "data"),
+        clientUrl: this.url,
+        peerUrl: peer,
+        cluster: `test=${peer}`,
+      }),
       { logFile: join(this.dir, "etcd.log") },
     );
     const proc = this.proc;

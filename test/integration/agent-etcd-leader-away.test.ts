@@ -14,7 +14,7 @@ import { Registry } from "prom-client";
 import { EtcdLeaderAway, etcdMemberCalls, type MemberStatus } from "../../agent/etcd-leader-away.js";
 import type { HostPort } from "../../shared/host-port.js";
 import { createLogger } from "../../shared/logger.js";
-import { ETCD_BIN } from "../harness/etcd.js";
+import { ETCD_BIN, etcdMemberArgs } from "../harness/etcd.js";
 import { freePort } from "../harness/ports.js";
 import { type Spawned, startProcess, stopProcess, waitFor } from "../harness/proc.js";
 
@@ -75,28 +75,13 @@ describe("agent: etcd's leader kept off the Patroni leader's host", { timeout: 1
       procs.push(
         startProcess(
           ETCD_BIN,
-          [
-            "--name",
-            `m${i + 1}`,
-            "--data-dir",
-            join(dir, `m${i + 1}`),
-            "--listen-client-urls",
-            `http://${h}:${ports[i]!.client}`,
-            "--advertise-client-urls",
-            `http://${h}:${ports[i]!.client}`,
-            "--listen-peer-urls",
-            `http://${h}:${ports[i]!.peer}`,
-            "--initial-advertise-peer-urls",
-            `http://${h}:${ports[i]!.peer}`,
-            "--initial-cluster",
+          etcdMemberArgs({
+            name: `m${i + 1}`,
+            dataDir: join(dir, `m${i + 1}`),
+            clientUrl: `http://${h}:${ports[i]!.client}`,
+            peerUrl: `http://${h}:${ports[i]!.peer}`,
             cluster,
-            "--initial-cluster-state",
-            "new",
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-          ],
+          }),
           { logFile: join(dir, `m${i + 1}.log`) },
         ),
       );

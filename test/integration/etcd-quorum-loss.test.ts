@@ -18,7 +18,7 @@ import { Etcd3 } from "etcd3";
 import { createEtcdClient } from "../../shared/etcd.js";
 import { createLogger } from "../../shared/logger.js";
 import { PrefixWatch } from "../../shared/watch.js";
-import { ETCD_BIN } from "../harness/etcd.js";
+import { ETCD_BIN, etcdMemberArgs } from "../harness/etcd.js";
 import { type LabHost, NetLab } from "../harness/netns.js";
 import type { Spawned } from "../harness/proc.js";
 import { waitFor } from "../harness/proc.js";
@@ -54,28 +54,13 @@ describe("etcd: a member that loses quorum is left for another", { timeout: 240_
         lab.spawn(
           h,
           ETCD_BIN,
-          [
-            "--name",
-            h.name,
-            "--data-dir",
-            join(dir, h.name),
-            "--listen-client-urls",
-            `http://${h.ip}:2379`,
-            "--advertise-client-urls",
-            `http://${h.ip}:2379`,
-            "--listen-peer-urls",
-            `http://${h.ip}:2380`,
-            "--initial-advertise-peer-urls",
-            `http://${h.ip}:2380`,
-            "--initial-cluster",
+          etcdMemberArgs({
+            name: h.name,
+            dataDir: join(dir, h.name),
+            clientUrl: `http://${h.ip}:2379`,
+            peerUrl: `http://${h.ip}:2380`,
             cluster,
-            "--initial-cluster-state",
-            "new",
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-          ],
+          }),
           { logFile: join(dir, `${h.name}.log`) },
         ),
       );
