@@ -12,9 +12,9 @@ export const CHECK_MODES = ["both", "etcd", "rest"] as const;
 export type CheckMode = (typeof CHECK_MODES)[number];
 
 export const REPLICA_FALLBACKS = ["primary", "hold", "reject"] as const;
+export type ReplicaFallback = (typeof REPLICA_FALLBACKS)[number];
 /** What the primary port does with a new client while etcd is unreachable and no primary is routed. */
 export const ETCD_LOST_ACTIONS = ["hold", "reject"] as const;
-export type ReplicaFallback = (typeof REPLICA_FALLBACKS)[number];
 
 /** Two workers: one can die while the other takes every new connection. */
 export const DEFAULT_WORKERS = 2;

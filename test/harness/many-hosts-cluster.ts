@@ -186,9 +186,7 @@ export class ManyHostsCluster {
   private async etcdctl(args: readonly string[]): Promise<string> {
     const h = this.hosts.find((x) => this.dh.running(x));
     if (!h) throw new Error("no host runs");
-    const name = (await this.dh.docker(h, ["ps", "--filter", "name=etcd", "--format", "{{.Names}}"])).split(
-      "\n",
-    )[0];
+    const name = await this.containerOf(h, "etcd");
     if (!name) throw new Error(`no etcd container runs on ${h.name}`);
     const endpoints = this.hosts
       .filter((x) => this.dh.running(x))
@@ -233,26 +231,30 @@ export class ManyHostsCluster {
     );
   }
 
-  /** The last `lines` lines of host h's agent's log (the agent's and Patroni's). */
-  async agentLog(h: DockerHost, lines = 300): Promise<string> {
-    const name = `${this.project}-${this.agentOf(h)}`;
-    // Patroni and the agent write to the container's stderr too.
+  /** The first container on host h whose name contains `part` (not the router's port holder). */
+  private async containerOf(h: DockerHost, part: string): Promise<string | undefined> {
+    return (await this.dh.docker(h, ["ps", "-a", "--filter", `name=${part}`, "--format", "{{.Names}}"]))
+      .split("\n")
+      .find((n) => n !== "" && !n.includes("router-ports"));
+  }
+
+  /** The last `lines` lines of a container's log on host h, stdout and stderr. */
+  private async containerLog(h: DockerHost, name: string, lines: number): Promise<string> {
     const r = await run("docker", ["-H", h.dockerHost, "logs", "--tail", String(lines), name], {
       timeoutMs: 30_000,
     });
     return `${r.stdout}\n${r.stderr}`;
   }
 
+  /** The last `lines` lines of host h's agent's log (the agent's and Patroni's: both write to stderr too). */
+  agentLog(h: DockerHost, lines = 300): Promise<string> {
+    return this.containerLog(h, `${this.project}-${this.agentOf(h)}`, lines);
+  }
+
   /** The last `lines` lines of host h's router's log. */
   async routerLog(h: DockerHost, lines = 400): Promise<string> {
-    const name = (await this.dh.docker(h, ["ps", "-a", "--filter", "name=router", "--format", "{{.Names}}"]))
-      .split("\n")
-      .find((n) => n !== "" && !n.includes("ports"));
-    if (!name) return "";
-    const r = await run("docker", ["-H", h.dockerHost, "logs", "--tail", String(lines), name], {
-      timeoutMs: 30_000,
-    });
-    return `${r.stdout}\n${r.stderr}`;
+    const name = await this.containerOf(h, "router");
+    return name ? this.containerLog(h, name, lines) : "";
   }
 
   /** Patroni's GET /cluster as host h's agent answers it. */
