@@ -8,7 +8,7 @@
  * A message a worker cannot use is logged, counted (router_ipc_bad_messages_total) and
  * ignored. The worker side lives here too.
  */
-import type { MetricObjectWithValues, MetricValue, Registry } from "prom-client";
+import type { MetricObjectWithValues, MetricValue } from "prom-client";
 import type { Readiness } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
 import type { RouteSpec } from "./options.js";
@@ -32,7 +32,8 @@ export type ToSupervisor =
 export type WorkerMetrics = MetricObjectWithValues<MetricValue<string>>[];
 
 export interface WorkerSide {
-  readonly registry: Registry;
+  /** prom-client's Registry or a worker's LiteRegistry: both give prom-client's JSON. */
+  readonly registry: { getMetricsAsJSON(): Promise<WorkerMetrics> };
   readiness(): Readiness;
   routesView(): RoutesView;
   /** A route's plan, or a closed route (null). */

@@ -10,7 +10,6 @@
 import cluster from "node:cluster";
 import { loadConfigOrExit } from "../shared/config.js";
 import { ConfigError } from "../shared/errors.js";
-import { createLogger } from "../shared/logger.js";
 import { installShutdown } from "../shared/shutdown.js";
 import { checkPemFiles } from "../shared/tls.js";
 import { routerSpec, staticRoutes } from "./options.js";
@@ -45,10 +44,12 @@ try {
   process.stderr.write(`${err.message.startsWith("router:") ? "" : "router: "}${err.message}\n`);
   process.exit(2);
 }
-const base = createLogger({ name: "router", level: config.logLevel });
+// A worker loads neither pino nor prom-client: its lines and metrics go to the supervisor.
+const createLogger = async () =>
+  (await import("../shared/logger.js")).createLogger({ name: "router", level: config.logLevel });
 
 if (config.workers > 0 && cluster.isPrimary) {
-  const { RouterSupervisor } = await import("./supervisor.js");
+  const [{ RouterSupervisor }, base] = await Promise.all([import("./supervisor.js"), createLogger()]);
   const supervisor = new RouterSupervisor(config, base);
   installShutdown(
     {
@@ -64,15 +65,18 @@ if (config.workers > 0 && cluster.isPrimary) {
   });
 } else if (cluster.isWorker) {
   // A worker: the data path only, fed by the supervisor's plans (no etcd3, no undici).
-  const [{ Router }, { IpcRoutes, workerSide }, { serveSupervisor }] = await Promise.all([
-    import("./router.js"),
-    import("./ipc-source.js"),
-    import("./ipc.js"),
-  ]);
+  const [{ Router }, { IpcRoutes, workerSide }, { serveSupervisor }, { liteMetrics }, { workerLogger }] =
+    await Promise.all([
+      import("./router.js"),
+      import("./ipc-source.js"),
+      import("./ipc.js"),
+      import("./lite-metrics.js"),
+      import("./worker-log.js"),
+    ]);
   const worker = Number(process.env["ROUTER_WORKER_INDEX"] ?? cluster.worker?.id ?? 0);
-  const log = base.child({ worker });
+  const log = workerLogger({ service: "router", level: config.logLevel, bindings: { worker } });
   const source = new IpcRoutes(log);
-  const router = new Router(config, log, undefined, { admin: false, source });
+  const router = new Router(config, log, liteMetrics(), { admin: false, source });
   const shutdown = installShutdown(router.shutdownSteps(), log, { deadlineMs: config.drainTimeout * 1000 });
   try {
     await router.start();
@@ -92,8 +96,12 @@ if (config.workers > 0 && cluster.isPrimary) {
     log,
   );
 } else {
-  const { Router } = await import("./router.js");
-  const router = new Router(config, base);
+  const [{ Router }, { promMetrics }, base] = await Promise.all([
+    import("./router.js"),
+    import("./prom-metrics.js"),
+    createLogger(),
+  ]);
+  const router = new Router(config, base, promMetrics("router"));
   installShutdown(router.shutdownSteps(), base, { deadlineMs: config.drainTimeout * 1000 });
   router.start().catch((err: unknown) => {
     base.fatal({ err }, "router failed to start");

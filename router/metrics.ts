@@ -2,12 +2,33 @@
  * The router's Prometheus metrics. Children for a backend are looked up once per
  * backend (see Backend); nothing here is touched per chunk of data.
  */
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { Counter, Gauge, Histogram, MetricObjectWithValues, MetricValue, Registry } from "prom-client";
 import type { BackendMetrics } from "./backend.js";
 import type { SpareMetrics } from "./spares.js";
 
 const WAIT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const REST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+/**
+ * The metric constructors: prom-client's (prom-metrics.ts) or, in a worker, lite-metrics.ts's,
+ * which implement the part of prom-client's API used here.
+ */
+export interface MetricKinds {
+  readonly Counter: typeof Counter;
+  readonly Gauge: typeof Gauge;
+  readonly Histogram: typeof Histogram;
+}
+
+/** A worker's registry (lite-metrics.ts): prom-client's JSON, nothing else. */
+export interface JsonRegistry {
+  getMetricsAsJSON(): Promise<MetricObjectWithValues<MetricValue<string>>[]>;
+}
+
+/** Where a router's metrics are registered, and with which constructors. */
+export interface MetricsSetup {
+  readonly registry: Registry | JsonRegistry;
+  readonly kinds: MetricKinds;
+}
 
 export class RouterMetrics {
   readonly connectionsActive: Gauge<"route" | "role" | "backend">;
@@ -32,8 +53,9 @@ export class RouterMetrics {
   readonly ipcBadMessages: Counter;
   private openClients: () => number = () => 0;
 
-  constructor(registry: Registry) {
-    const registers = [registry];
+  constructor({ registry, kinds }: MetricsSetup) {
+    const { Counter, Gauge, Histogram } = kinds;
+    const registers = [registry as Registry];
     const openNow = () => this.openClients();
     this.connectionsActive = new Gauge({
       name: "router_connections_active",

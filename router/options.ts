@@ -6,7 +6,7 @@ import { type ConfigOf, opt, type ProgramSpec, valueOption } from "../shared/con
 import { ConfigError, ParseFailure } from "../shared/errors.js";
 import { etcdConnectionOptions } from "../shared/etcd-options.js";
 import { formatHostPort, type HostPort, parseHostPort } from "../shared/host-port.js";
-import { LOG_LEVELS } from "../shared/logger.js";
+import { LOG_LEVELS } from "../shared/log-levels.js";
 
 export const CHECK_MODES = ["both", "etcd", "rest"] as const;
 export type CheckMode = (typeof CHECK_MODES)[number];

@@ -11,17 +11,16 @@
  */
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
-import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
+import type { AdminServer, Readiness } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
 import type { ShutdownSteps } from "../shared/shutdown.js";
-import { RouterMetrics } from "./metrics.js";
+import { type MetricsSetup, RouterMetrics } from "./metrics.js";
 import type { RouterConfig, RouteSpec } from "./options.js";
 import { ProxyListener, ProxyShared } from "./proxy.js";
 import { ClusterRoute, type LeaderSpares, type RouteOptions, type RoutePlan } from "./route.js";
 import { diffRoutes, type TableRoutes } from "./route-diff.js";
 import type { RouteSource } from "./route-source.js";
 import type { RoutesView } from "./route-status.js";
-import { statusRoutes } from "./status-page.js";
 import type { Target } from "./target.js";
 
 interface OpenRoute {
@@ -48,11 +47,12 @@ export interface RouterRole {
 }
 
 export class Router {
-  readonly registry: Registry;
+  readonly registry: MetricsSetup["registry"];
   readonly metrics: RouterMetrics;
   private readonly shared: ProxyShared;
   private readonly routes = new Map<string, OpenRoute>();
-  private readonly admin: AdminServer;
+  /** Without a supervisor (--workers 0) the router's own admin server; made on start. */
+  private admin: AdminServer | null = null;
   private source: RouteSource | null = null;
   private tableInvalid: readonly string[] = [];
   private ops: Promise<void> = Promise.resolve();
@@ -61,11 +61,11 @@ export class Router {
   constructor(
     private readonly config: RouterConfig,
     private readonly log: Logger,
-    registry?: Registry,
+    setup: MetricsSetup,
     private readonly opts: RouterRole = { admin: true },
   ) {
-    this.registry = registry ?? createRegistry("router");
-    this.metrics = new RouterMetrics(this.registry);
+    this.registry = setup.registry;
+    this.metrics = new RouterMetrics(setup);
     this.shared = new ProxyShared(
       {
         holdTimeoutMs: config.holdTimeout * 1000,
@@ -78,22 +78,29 @@ export class Router {
       this.metrics,
     );
     this.metrics.bindClients(() => this.shared.open, config.maxConnections);
-    // Without a supervisor (--workers 0) this admin server is the router's; the status page too.
-    const status = statusRoutes(() => this.routesView());
-    this.admin = new AdminServer({
-      listen: config.adminListen,
-      registry: this.registry,
-      readiness: () => this.readiness(),
-      routes: { "/routes": () => this.routesView(), ...status.json },
-      pages: status.pages,
-      log,
-    });
   }
 
   async start(): Promise<void> {
     this.source =
       this.opts.source ?? new (await import("./live-source.js")).LiveRoutes(this.config, this.log);
-    if (this.opts.admin) await this.admin.start();
+    if (this.opts.admin) {
+      // Without a supervisor (--workers 0) this admin server is the router's; the status page too.
+      // Loaded here: a worker has no admin server and never loads it (nor prom-client).
+      const [{ AdminServer }, { statusRoutes }] = await Promise.all([
+        import("../shared/admin.js"),
+        import("./status-page.js"),
+      ]);
+      const status = statusRoutes(() => this.routesView());
+      this.admin = new AdminServer({
+        listen: this.config.adminListen,
+        registry: this.registry as Registry,
+        readiness: () => this.readiness(),
+        routes: { "/routes": () => this.routesView(), ...status.json },
+        pages: status.pages,
+        log: this.log,
+      });
+      await this.admin.start();
+    }
     await this.source.start({
       open: (spec) => this.openRoute(spec),
       close: (scope) => this.closeRoute(scope),
@@ -102,7 +109,7 @@ export class Router {
   }
 
   get adminAddress(): AddressInfo | null {
-    return this.admin.address;
+    return this.admin?.address ?? null;
   }
 
   /** Where a route's listener is bound (tests listen on port 0). */
@@ -290,7 +297,7 @@ export class Router {
     this.stopping = true;
     await this.ops;
     for (const scope of [...this.routes.keys()]) await this.closeRoute(scope);
-    await this.admin.close();
+    await this.admin?.close();
     await this.source?.close();
     this.source = null;
   }

@@ -18,6 +18,7 @@
  * the supervisor is gone (ipc.ts: nobody would follow a failover any more).
  */
 import cluster, { type Worker } from "node:cluster";
+import { readFileSync } from "node:fs";
 import { AggregatorRegistry, Counter, Gauge, Registry } from "prom-client";
 import { AdminServer, createRegistry, type Readiness } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
@@ -31,9 +32,11 @@ import {
   type WorkerMetrics,
 } from "./ipc.js";
 import type { RouterConfig, RouteSpec } from "./options.js";
+import { promMetrics } from "./prom-metrics.js";
 import type { RoutePlan } from "./route.js";
 import { Router } from "./router.js";
 import { statusRoutes } from "./status-page.js";
+import { isLogMessage } from "./worker-log.js";
 
 /** A worker that lived this long has its restart backoff reset. */
 const STABLE_MS = 30_000;
@@ -88,7 +91,9 @@ export class RouterSupervisor {
     private readonly config: RouterConfig,
     private readonly log: Logger,
   ) {
-    this.registry = createRegistry("router_supervisor");
+    // The supervisor is the router's main process (PID 1 in its container): Node's process
+    // metrics as router_process_*. Workers keep none (lite-metrics.ts); their memory is below.
+    this.registry = createRegistry("router");
     this.restarts = new Counter({
       name: "router_worker_restarts_total",
       help: "Router workers restarted by the supervisor after they died, by how they ended",
@@ -100,6 +105,20 @@ export class RouterSupervisor {
       name: "router_workers",
       help: "Router worker processes running now",
       registers: [this.registry],
+    });
+    const slots = () => this.slots;
+    new Gauge({
+      name: "router_worker_resident_memory_bytes",
+      help: "Resident memory of each worker process (the supervisor's is router_process_resident_memory_bytes)",
+      labelNames: ["worker"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const slot of slots()) {
+          const bytes = residentBytes(slot.worker?.process.pid);
+          if (bytes !== null) this.set({ worker: String(slot.index) }, bytes);
+        }
+      },
     });
     new Gauge({
       name: "router_workers_configured",
@@ -114,7 +133,7 @@ export class RouterSupervisor {
       failures: 0,
       timer: null,
     }));
-    this.control = new Router(config, log.child({ control: true }), this.controlRegistry, {
+    this.control = new Router(config, log.child({ control: true }), promMetrics(this.controlRegistry), {
       admin: false,
       control: { plan: (spec, plan) => this.plan(spec, plan), closed: (scope) => this.unroute(scope) },
     });
@@ -142,6 +161,11 @@ export class RouterSupervisor {
     // "advanced": the plans carry Maps (the etcd snapshot, the REST results).
     cluster.setupPrimary({ execArgv: [...process.execArgv, ...semi], serialization: "advanced" });
     cluster.on("message", (w, m: unknown) => {
+      // A worker's log line, written as the supervisor's own (worker-log.ts).
+      if (isLogMessage(m)) {
+        this.log[m.level](m.obj, m.msg);
+        return;
+      }
       if (isHello(m)) {
         const slot = this.slots.find((s) => s.worker === w);
         if (slot === undefined) return;
@@ -250,9 +274,12 @@ export class RouterSupervisor {
     const all = [
       ...answers.map((a) => (a.body as WorkerMetrics).filter((m) => !CONTROL_METRICS.has(m.name))),
       control,
-      await this.registry.getMetricsAsJSON(),
     ];
-    return AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+    const merged = AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]);
+    // The supervisor's own series as they are: merging would drop those marked "omit"
+    // (router_process_start_time_seconds, which the restart alert reads).
+    const workers = await merged.metrics();
+    return `${workers}${workers.endsWith("\n") ? "" : "\n"}${await this.registry.metrics()}`;
   }
 
   private async readiness(): Promise<Readiness> {
@@ -342,5 +369,16 @@ export class RouterSupervisor {
     for (const slot of this.slots) slot.worker?.process.kill("SIGKILL");
     await this.admin.close();
     await this.control.close();
+  }
+}
+
+/** VmRSS of a process in bytes, from /proc (null when it cannot be read). */
+function residentBytes(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kb === undefined ? null : Number(kb) * 1024;
+  } catch {
+    return null;
   }
 }

@@ -7,8 +7,9 @@ import { redactString, redactValue } from "./redact.js";
 
 export type { Logger } from "pino";
 
-export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import type { LogLevel } from "./log-levels.js";
+
+export { LOG_LEVELS, type LogLevel } from "./log-levels.js";
 
 export function createLogger(
   opts: { name: string; level?: LogLevel | string },

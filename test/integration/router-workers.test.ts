@@ -119,21 +119,40 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
       assert.equal(view.clients, 8, JSON.stringify(view.workers));
       assert.equal(await r.metric("router_clients_open"), 8);
       assert.equal(await r.metric("router_workers"), 2);
+      // The supervisor's own process metrics (the restart alert reads the start time), and
+      // each worker's memory, which workers without prom-client no longer report themselves.
+      const startTime = await r.metric("router_process_start_time_seconds");
+      assert.ok(
+        Math.abs(startTime - Date.now() / 1000) < 600,
+        `router_process_start_time_seconds ${startTime}`,
+      );
+      for (const w of view.workers) {
+        const rss = await r.metric("router_worker_resident_memory_bytes", { worker: String(w.worker) });
+        assert.ok(
+          rss > 1e6 && Math.abs(rss - rssKb(w.pid) * 1024) < 16e6,
+          `worker ${w.worker}: ${rss} bytes`,
+        );
+      }
     } finally {
       await Promise.all(sessions.map((s) => s.end()));
     }
   });
 
-  it("one control plane: workers load neither etcd3 nor undici, talk neither to etcd nor to Patroni's REST API, weigh less than the supervisor, and route alike", async () => {
+  it("one control plane: workers load none of etcd3, undici, pino and prom-client, talk neither to etcd nor to Patroni's REST API, weigh less than the supervisor, and route alike", async () => {
     const view = (await r.get("/routes")).body as WorkersView;
-    const heavy = (pid: number) =>
-      loaded(modules, pid).filter((u) => /\/node_modules\/(etcd3|undici)\//.test(u));
-    assert.equal(
-      heavy(r.proc.child.pid!).length,
-      2,
-      "the supervisor loads etcd3 and undici (the check sees them)",
+    const heavy = (pid: number) => [
+      ...new Set(
+        loaded(modules, pid).flatMap(
+          (u) => /\/node_modules\/(etcd3|undici|pino|prom-client)\//.exec(u)?.[1] ?? [],
+        ),
+      ),
+    ];
+    assert.deepEqual(
+      heavy(r.proc.child.pid!).sort(),
+      ["etcd3", "pino", "prom-client", "undici"],
+      "the supervisor loads them all (the check sees them)",
     );
-    for (const w of view.workers) assert.deepEqual(heavy(w.pid), [], `worker ${w.worker} loads neither`);
+    for (const w of view.workers) assert.deepEqual(heavy(w.pid), [], `worker ${w.worker} loads none`);
     const etcdPort = Number(c.etcd.endpoint.split(":").pop());
     const restPorts = new Set(c.nodes.map((n) => n.restPort));
     const supervisorPorts = remotePorts(r.proc.child.pid!);

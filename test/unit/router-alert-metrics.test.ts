@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { Registry } from "prom-client";
 import { RouterMetrics } from "../../router/metrics.js";
 import { type RouterConfig, routerSpec } from "../../router/options.js";
+import { promMetrics } from "../../router/prom-metrics.js";
 import { Router } from "../../router/router.js";
 import { parseArgs } from "../../shared/config.js";
 import { createLogger } from "../../shared/logger.js";
@@ -17,7 +18,7 @@ function sample(text: string, name: string): number {
 describe("the router's capacity metrics (for the alert on --max-connections)", () => {
   it("router_clients_open is read when scraped, router_max_connections is the limit", async () => {
     const registry = new Registry();
-    const metrics = new RouterMetrics(registry);
+    const metrics = new RouterMetrics(promMetrics(registry));
     let open = 3;
     metrics.bindClients(() => open, 120);
     let text = await registry.metrics();
@@ -31,8 +32,13 @@ describe("the router's capacity metrics (for the alert on --max-connections)", (
   it("a router reports its --max-connections and no open client before it starts", async () => {
     const r = parseArgs(routerSpec, ["--scope", "demo", "--max-connections", "250"], {});
     assert.equal(r.kind, "config");
-    const router = new Router(r.config as RouterConfig, createLogger({ name: "test", level: "silent" }));
-    const text = await router.registry.metrics();
+    const registry = new Registry();
+    new Router(
+      r.config as RouterConfig,
+      createLogger({ name: "test", level: "silent" }),
+      promMetrics(registry),
+    );
+    const text = await registry.metrics();
     assert.equal(sample(text, "router_max_connections"), 250);
     assert.equal(sample(text, "router_clients_open"), 0);
   });
@@ -41,7 +47,7 @@ describe("the router's capacity metrics (for the alert on --max-connections)", (
 describe("a listener's series that alerts take increases of", () => {
   it("start at 0: hold waits by outcome, and refusals at --max-connections", async () => {
     const registry = new Registry();
-    new RouterMetrics(registry).listener("demo", "primary");
+    new RouterMetrics(promMetrics(registry)).listener("demo", "primary");
     const text = await registry.metrics();
     for (const outcome of ["released", "timeout", "closed"]) {
       assert.match(

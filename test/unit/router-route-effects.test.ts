@@ -12,6 +12,7 @@ import type { Backend } from "../../router/backend.js";
 import type { CheckPlan } from "../../router/health.js";
 import { RouterMetrics } from "../../router/metrics.js";
 import type { CheckMode, RouteSpec } from "../../router/options.js";
+import { promMetrics } from "../../router/prom-metrics.js";
 import { ClusterRoute, type HealthChecks, type LeaderSpares, type RouteOptions } from "../../router/route.js";
 import type { Health, MemberHealth } from "../../router/selection.js";
 import { Spares } from "../../router/spares.js";
@@ -111,7 +112,7 @@ async function harness(mode: CheckMode, sparePort: () => number, closeOnDemote =
   const etcd = new FedSnapshots();
   const clock = { now: T0 };
   const registry = new Registry();
-  const metrics = new RouterMetrics(registry);
+  const metrics = new RouterMetrics(promMetrics(registry));
   const opened: LeaderSpares[] = [];
   let rest: SetHealth | null = null;
   const spec: RouteSpec = {
