@@ -38,6 +38,10 @@ export class RouterProc {
     waitReady?: boolean;
     /** `info` logs routing decisions (nothing per connection); default `warn`. */
     logLevel?: "warn" | "info";
+    /** Another build's router/main.js (the memory part's router before its workers). */
+    main?: string;
+    /** Workers to wait for; by default `--workers` of `args`, else 2. 0: one process. */
+    workers?: number;
   }): Promise<RouterProc> {
     const port = await freePort();
     const adminPort = await freePort();
@@ -47,7 +51,7 @@ export class RouterProc {
       [
         // As the image's ENTRYPOINT runs it (router/Dockerfile).
         ...(o.nodeArgs ?? ["--max-semi-space-size=2"]),
-        ROUTER_MAIN,
+        o.main ?? ROUTER_MAIN,
         "--etcd",
         o.etcd,
         "--scope",
@@ -77,7 +81,7 @@ export class RouterProc {
     // The supervisor's admin port answers before its workers listen (and /healthz does not
     // wait for them): wait until every worker has the route open, i.e. listens on its port.
     const i = (o.args ?? []).lastIndexOf("--workers");
-    const workers = i >= 0 ? Number(o.args?.[i + 1]) : 2;
+    const workers = o.workers ?? (i >= 0 ? Number(o.args?.[i + 1]) : 2);
     if (workers > 0) {
       await waitFor(
         `the router's ${workers} worker(s) to listen`,

@@ -16,8 +16,17 @@
  * 6 seconds; the median second is its idle cost (its health checks and timers;
  * nothing moves on the sockets). The median, because V8 may run a few full garbage
  * collections some seconds after the burst of connections (its memory reducer).
+ * Then, SETTLED_MS after the clients settled, the resident size again: "settled",
+ * what the process keeps for those clients once V8 has collected the burst's garbage
+ * (a few seconds after it, each process's memory reducer runs a full collection; a
+ * process with workers carries one such burst per process at the first read).
+ *
+ * Beside the router as it ships, the router before its workers (`--memory-before`, a
+ * commit built in this run: one process, started as its image started it), so that
+ * "memory must not get worse" is a ratio measured in the same run.
  */
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, symlinkSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,15 +42,19 @@ import { childDir } from "./workdir.js";
 
 const SINK_MAIN = fileURLToPath(new URL("./sink.js", import.meta.url));
 const SETTLE_MS = 3_000;
+/** From the clients settling to the second ("settled") read of resident memory. */
+const SETTLED_MS = 25_000;
+const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const IDLE_CPU_SECONDS = 6;
 const BATCH = 250;
 
 export interface MemoryFigure {
   /**
    * `router`: as it ships (a supervisor and --workers 2, summed); `router-w1`: a supervisor and
-   * --workers 1; `router-1`: --workers 0, one process.
+   * --workers 1; `router-1`: --workers 0, one process; `router-before`: the router before its
+   * workers (--memory-before).
    */
-  readonly proxy: "router" | "router-w1" | "router-1" | "haproxy" | "naive";
+  readonly proxy: "router" | "router-w1" | "router-1" | "router-before" | "haproxy" | "naive";
   readonly state: "connected" | "held";
   readonly clients: number;
   /** Before any client connected. */
@@ -50,6 +63,8 @@ export interface MemoryFigure {
   readonly hwmMb: number;
   readonly anonMb: number;
   readonly perClientKb: number;
+  /** Resident size SETTLED_MS after the clients settled (MB). */
+  readonly settledRssMb: number;
   /** Median CPU time (ms) of IDLE_CPU_SECONDS seconds with the clients open and idle. */
   readonly idleCpuMsPerS: number;
 }
@@ -121,6 +136,7 @@ async function measure(
   const socks = await openClients(port, n, state === "connected");
   try {
     await whenOpen();
+    const settledAt = now();
     await sleep(SETTLE_MS);
     const m = memoryOf(pid);
     const perSecond: number[] = [];
@@ -133,7 +149,10 @@ async function measure(
       c0 = c1;
     }
     const idleCpuMsPerS = round(median(perSecond), 2);
+    const opened = now() - settledAt;
+    await sleep(Math.max(0, SETTLED_MS - opened));
     return {
+      settledRssMb: memoryOf(pid).rssMb,
       idleCpuMsPerS,
       proxy,
       state,
@@ -147,9 +166,32 @@ async function measure(
   }
 }
 
+/**
+ * `rev`'s router built in this run's directory (its tree from git, this checkout's
+ * node_modules, its own tsc settings), and the node flags its image started it with.
+ */
+export function routerAt(rev: string): { main: string; nodeArgs: string[] } {
+  const dir = childDir(`router-${rev.slice(0, 12)}`);
+  mkdirSync(dir, { recursive: true });
+  execFileSync("sh", ["-c", 'git -C "$0" archive "$1" | tar -x -C "$2"', REPO, rev, dir], { stdio: "pipe" });
+  symlinkSync(join(REPO, "node_modules"), join(dir, "node_modules"));
+  execFileSync(
+    process.execPath,
+    [join(REPO, "node_modules/typescript/bin/tsc"), "-p", join(dir, "tsconfig.json")],
+    {
+      stdio: "pipe",
+    },
+  );
+  const main = join(dir, "dist/router/main.js");
+  if (!existsSync(main)) throw new Error(`${rev} has no dist/router/main.js once built`);
+  const entry = /^ENTRYPOINT\s*(\[.*\])\s*$/m.exec(readFileSync(join(dir, "router/Dockerfile"), "utf8"));
+  const argv = entry ? (JSON.parse(entry[1]!) as string[]) : ["node", "/app/dist/router/main.js"];
+  return { main, nodeArgs: argv.slice(1).filter((a) => a.startsWith("--")) };
+}
+
 export async function runMemory(
   lab: Lab,
-  o: { connected: readonly number[]; held: number },
+  o: { connected: readonly number[]; held: number; before: string | null },
   log: (m: string) => void,
 ): Promise<MemoryFigure[]> {
   const sink = await startSink();
@@ -170,7 +212,7 @@ export async function runMemory(
   const done = (f: MemoryFigure) => {
     out.push(f);
     log(
-      `memory ${f.proxy} ${f.clients} ${f.state}: ${f.rssMb} MB resident (baseline ${f.baselineRssMb} MB, ` +
+      `memory ${f.proxy} ${f.clients} ${f.state}: ${f.rssMb} MB resident, ${f.settledRssMb} MB settled (baseline ${f.baselineRssMb} MB, ` +
         `${f.perClientKb} KB/client; idle CPU ${f.idleCpuMsPerS} ms/s)`,
     );
   };
@@ -201,6 +243,30 @@ export async function runMemory(
           await r.stop("SIGKILL");
         }
       }
+    if (o.before !== null) {
+      let before: ReturnType<typeof routerAt> | null = null;
+      try {
+        before = routerAt(o.before);
+      } catch (err) {
+        const why = (err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message;
+        log(`memory router-before: not measured, ${o.before} could not be built: ${why.slice(0, 300)}`);
+      }
+      for (const n of before === null ? [] : o.connected) {
+        const r = await RouterProc.start({
+          etcd: lab.cluster.etcd.endpoint,
+          scope,
+          args: routerArgs,
+          main: before!.main,
+          nodeArgs: before!.nodeArgs,
+          workers: 0,
+        });
+        try {
+          done(await measure("router-before", "connected", r.pid, r.port, n));
+        } finally {
+          await r.stop("SIGKILL");
+        }
+      }
+    }
     if (o.held > 0) {
       await etcd.delete().key(patroniKeys.leader(ns, scope));
       const r = await RouterProc.start({

@@ -34,6 +34,8 @@ export const FAILOVER_PARTS: readonly Part[] = ["planned", "unplanned", "latency
 export const HOST_LAB_PARTS: readonly Part[] = ["datapath", "profile", "memory"];
 export const LAB_RUNTIMES: readonly RuntimeKind[] = ["container", "host"];
 
+/** The last commit before the router became a supervisor and workers (the memory part's "before"). */
+const MEMORY_BEFORE = "1b90c8bb037e42e2fdbe74174a9191b718088755";
 const DEFAULT_RESULTS = fileURLToPath(new URL("../../bench/results/", import.meta.url));
 
 function intList(raw: string): readonly number[] {
@@ -194,6 +196,12 @@ const benchOptions = {
       return xs;
     },
   ),
+  memoryBefore: opt.string({
+    flag: "memory-before",
+    description:
+      "the commit whose router the memory part measures beside this one (default: the last before the router's workers); off to skip",
+    default: MEMORY_BEFORE,
+  }),
   heldClients: opt.int({
     flag: "held-clients",
     description: "clients held by the router with no primary",
@@ -303,6 +311,8 @@ export interface Plan {
   readonly ffModes: readonly FfMode[];
   readonly memoryClients: readonly number[];
   readonly heldClients: number;
+  /** A commit, or null (off). */
+  readonly memoryBefore: string | null;
   readonly profileSeconds: number;
   readonly faults: readonly Fault[];
   readonly faultRounds: number;
@@ -333,6 +343,7 @@ export function planOf(c: BenchConfig): Plan {
     ffModes: c.ffModes,
     memoryClients: c.memoryClients,
     heldClients: c.heldClients,
+    memoryBefore: c.memoryBefore === "off" ? null : c.memoryBefore,
     profileSeconds: pick(c.profileSeconds, 15, 8),
     faults: c.faults,
     faultRounds: c.faultRounds,

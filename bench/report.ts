@@ -163,6 +163,14 @@ export function verdicts(r: Results): Verdict[] {
       measured: `${m.rssMb} MB resident`,
       ok: m.rssMb < 200,
     });
+    const before = r.memory?.find((x) => x.proxy === "router-before" && x.clients === m.clients);
+    if (before && m.state === "connected" && m.settledRssMb !== undefined) {
+      out.push({
+        target: `router memory (supervisor + workers) no more than the router before its workers, ${m.clients} connected idle clients, settled`,
+        measured: `${m.settledRssMb} MB against ${before.settledRssMb} MB (${f(m.settledRssMb / before.settledRssMb, 2)}×)`,
+        ok: m.settledRssMb <= before.settledRssMb,
+      });
+    }
   }
   for (const x of r.faults ? summarizeFaults(r.faults.runs) : []) {
     const fig = x.frontEnds.router;
@@ -442,26 +450,44 @@ export function render(r: Results): string {
   }
   if (r.memory) {
     const rows: string[][] = [
-      ["process", "clients", "state", "resident MB", "baseline MB", "KB/client", "idle CPU ms/s", "× naive"],
+      [
+        "process",
+        "clients",
+        "state",
+        "resident MB",
+        "settled MB",
+        "baseline MB",
+        "KB/client",
+        "idle CPU ms/s",
+        "× naive",
+        "settled × before",
+      ],
     ];
     for (const x of r.memory) {
       // The naive proxy with as many connected clients, in the same run: the baseline of the ratio.
       const naive = r.memory.find(
         (y) => y.proxy === "naive" && y.clients === x.clients && y.state === "connected",
       );
+      // The router before its workers, in the same run: "memory must not get worse".
+      const before = r.memory.find((y) => y.proxy === "router-before" && y.clients === x.clients);
+      const settled = (y: MemoryFigure | undefined) => y?.settledRssMb;
       rows.push([
         x.proxy,
         String(x.clients),
         x.state,
         f(x.rssMb, 1),
+        settled(x) === undefined ? "" : f(settled(x)!, 1),
         f(x.baselineRssMb, 1),
         f(x.perClientKb, 1),
         f(x.idleCpuMsPerS, 1),
         naive && x.state === "connected" ? f(x.rssMb / naive.rssMb, 2) : "",
+        settled(before) && settled(x) && x.state === "connected" ? f(settled(x)! / settled(before)!, 2) : "",
       ]);
     }
     parts.push(
       "\n6. Memory with idle clients (connected: client + upstream socket; held: client socket only); " +
+        "resident: 3 s after the clients settled, settled: 25 s after (V8 has collected the burst's garbage); " +
+        "before: the router before its workers, built in this run; " +
         `idle CPU: the process's CPU time in the median of 6 seconds with those clients open and silent\n${table(rows)}`,
     );
   }

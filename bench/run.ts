@@ -109,7 +109,11 @@ async function runOnLab(runtime: "host" | "container", parts: readonly Part[]): 
       );
     });
     await here("memory", async () => {
-      results.memory = await runMemory(l, { connected: plan.memoryClients, held: plan.heldClients }, log);
+      results.memory = await runMemory(
+        l,
+        { connected: plan.memoryClients, held: plan.heldClients, before: plan.memoryBefore },
+        log,
+      );
     });
     await here("planned", async () => {
       results.planned = await runEvents(l, "planned", plan.switchovers, log);

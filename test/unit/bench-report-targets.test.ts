@@ -6,6 +6,7 @@ import { parse } from "yaml";
 import type { Cell } from "../../bench/datapath.js";
 import { type EventSummary, summarizeEvents } from "../../bench/failover.js";
 import { type KillRecord, summarise, ttlOverride } from "../../bench/fast-failover.js";
+import type { MemoryFigure } from "../../bench/memory.js";
 import { DEFAULT_PARTS, planOf } from "../../bench/options.js";
 import { lastJsonDocument } from "../../bench/registrator-part.js";
 import { type Results, render, verdicts } from "../../bench/report.js";
@@ -158,6 +159,40 @@ describe("benchmark targets", () => {
   });
 });
 
+describe("memory part", () => {
+  const fig = (proxy: MemoryFigure["proxy"], rssMb: number, settledRssMb: number): MemoryFigure => ({
+    proxy,
+    state: "connected",
+    clients: 8000,
+    baselineRssMb: 80,
+    rssMb,
+    settledRssMb,
+    hwmMb: rssMb,
+    anonMb: rssMb - 45,
+    perClientKb: 5,
+    idleCpuMsPerS: 5,
+  });
+  const judged = (router: number, before: number) => {
+    const r = { ...results([], summarizeEvents("planned", [])), dataPath: undefined };
+    r.memory = [
+      fig("router", router + 20, router),
+      fig("router-before", before + 2, before),
+      fig("naive", 128, 128),
+    ];
+    const t = verdicts(r).find((v) => v.target.includes("router before its workers"));
+    assert.ok(t, "a target against the router before its workers");
+    return { ...t, text: render(r) };
+  };
+
+  it("memory is judged settled, against the router before its workers measured in the same run", () => {
+    const met = judged(130, 144);
+    assert.equal(met.ok, true);
+    assert.equal(met.measured, "130 MB against 144 MB (0.90×)");
+    assert.match(met.text, /^router\s+8000\s+connected\s+150\.0\s+130\.0\s.*\s0\.90$/m);
+    assert.equal(judged(150, 144).ok, false);
+  });
+});
+
 describe("fast failover part", () => {
   const kill = (mode: KillRecord["mode"], router: number, haproxy: number, failed = 0): KillRecord => ({
     mode,
@@ -250,6 +285,7 @@ describe("benchmark plumbing", () => {
       ffModes: ["release", "ttl"] as const,
       memoryClients: [1000],
       heldClients: 10000,
+      memoryBefore: "off",
       profileSeconds: 0,
       faults: ["etcd-kill"] as const,
       faultRounds: 1,
