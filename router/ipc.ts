@@ -11,6 +11,7 @@
 import type { MetricObjectWithValues, MetricValue } from "prom-client";
 import type { Readiness } from "../shared/admin.js";
 import type { Logger } from "../shared/logger.js";
+import type { JsonRegistry } from "./metrics.js";
 import type { RouteSpec } from "./options.js";
 import type { RoutePlan } from "./route.js";
 import type { RoutesView } from "./route-status.js";
@@ -33,7 +34,7 @@ export type WorkerMetrics = MetricObjectWithValues<MetricValue<string>>[];
 
 export interface WorkerSide {
   /** prom-client's Registry or a worker's LiteRegistry: both give prom-client's JSON. */
-  readonly registry: { getMetricsAsJSON(): Promise<WorkerMetrics> };
+  readonly registry: JsonRegistry;
   readiness(): Readiness;
   routesView(): RoutesView;
   /** A route's plan, or a closed route (null). */
