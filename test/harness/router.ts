@@ -70,10 +70,18 @@ export class RouterProcess {
         async () => {
           if (proc.child.exitCode !== null) throw new Error(`router exited: ${proc.tail(20)}`);
           if ((await r.get("/healthz")).status !== 200) return false;
-          // Under a supervisor (--workers N > 0, the default): every worker answers.
-          const view = (await r.get("/routes")).body as { workers?: unknown[] } | null;
+          // Under a supervisor (--workers N > 0, the default): every worker answers, and lists
+          // every route it was started with (a worker adds a route once its listeners are open:
+          // before that a client would be refused).
+          const view = (await r.get("/routes")).body as {
+            routes?: unknown[];
+            workers?: { routes?: unknown[] }[];
+          } | null;
           const want = workersOf(args);
-          return want === 0 || (view?.workers?.length ?? 0) === want;
+          const routes = (o.scope ? 1 : 0) + (o.routes?.length ?? 0);
+          if (want === 0) return (view?.routes?.length ?? 0) >= routes;
+          const workers = view?.workers ?? [];
+          return workers.length === want && workers.every((w) => (w.routes?.length ?? 0) >= routes);
         },
         { timeoutMs: 20_000 },
       );

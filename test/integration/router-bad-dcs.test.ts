@@ -229,6 +229,7 @@ describe("router: malformed DCS records and held clients", () => {
 
   it("a routed primary whose record turns unusable is fenced: its session is closed", async () => {
     await put("members/pg1", member(backendPort));
+    await put("leader", "pg1");
     await waitFor("routing to the stand-in", async () => (await r.route(SCOPE)).primary.action === "route");
     const s = await rawConnect(r.port);
     s.write(startupPacket());
