@@ -1,12 +1,21 @@
 #!/usr/bin/env node
-// Runs the test tiers (unit, integration, e2e) from dist/test/<tier>/ with node:test,
-// one file at a time. Fails when a tier ran no test, when any
-// test failed, and when any test was skipped or left todo: a skipped test is not a pass.
+// Runs the test tiers (unit, integration, e2e) from dist/test/<tier>/ with node:test.
+// Fails when a tier ran no test, when any test failed, and when any test was skipped or
+// left todo: a skipped test is not a pass.
+//
+// Unit and integration files run one at a time. E2E files run in two lanes (PGHA_TEST_LANES=N
+// for another number, 1 for one at a time): most of an e2e file's time is spent waiting for
+// Patroni's timers, so two files side by side take about half the time. The images are built
+// once before the lanes start (each file then runs with PGHA_E2E_NO_BUILD=1), and a file says
+// in a line of its source what it cannot share:
+//   // run-tests: alone  (why)   it runs with no other file (it restarts the Docker engine, …)
+//   // run-tests: heavy  (why)   it runs beside no other heavy file (several engines, two stacks)
+// With lanes, a file's output is printed whole when it ends.
 //
 //   node scripts/run-tests.mjs unit integration e2e
 //   TEST_FILTER=router node scripts/run-tests.mjs integration   # only files whose path (dist/test/…) matches
-import { spawn } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const TIERS = ["unit", "integration", "e2e"];
@@ -83,7 +92,7 @@ const SUMMARY_END = /^# todo \d+$/m;
 const OPEN_HANDLES = /^# open handles after the tests: (.*)$/m;
 const preload = new URL("./test-exit.mjs", import.meta.url).href;
 
-function runFile(file) {
+function runFile(file, { buffered = false, env = process.env } = {}) {
   return new Promise((resolve) => {
     const child = spawn(
       process.execPath,
@@ -97,9 +106,13 @@ function runFile(file) {
         "--test-reporter-destination=stderr",
         file,
       ],
-      { cwd: root, stdio: ["inherit", "inherit", "pipe"] },
+      { cwd: root, env, stdio: ["inherit", buffered ? "pipe" : "inherit", "pipe"] },
     );
     let tap = "";
+    let out = "";
+    child.stdout?.on("data", (chunk) => {
+      out += chunk;
+    });
     let overran = false;
     const limit = setTimeout(() => {
       overran = true;
@@ -111,9 +124,90 @@ function runFile(file) {
     });
     child.on("close", (code, signal) => {
       clearTimeout(limit);
-      resolve({ file, tap, code, signal, overran });
+      resolve({ file, tap, out, code, signal, overran });
     });
   });
+}
+
+async function oneByOne(files) {
+  const out = [];
+  for (const file of files) out.push(await runFile(file));
+  return out;
+}
+
+function lanesWanted() {
+  const raw = process.env.PGHA_TEST_LANES ?? "2";
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 8) {
+    console.error(`PGHA_TEST_LANES=${JSON.stringify(raw)} is not a number of lanes (accepted: 1 to 8)`);
+    process.exit(2);
+  }
+  return n;
+}
+
+/** A file's `// run-tests: alone|heavy` line, from its TypeScript source. */
+function laneClass(file) {
+  const source = join(root, file.replace(/^dist\//, "").replace(/\.js$/, ".ts"));
+  const m = /^\/\/ run-tests: (alone|heavy)\b/m.exec(readFileSync(source, "utf8"));
+  return m ? m[1] : "shared";
+}
+
+/**
+ * Runs the files `lanes` at a time: the files that run alone first, then the heavy ones, then
+ * the rest, each started as soon as a lane is free and what runs allows it.
+ */
+async function inLanes(files, lanes, problems) {
+  if (process.env.PGHA_E2E_NO_BUILD !== "1") {
+    console.log("building the images once for every lane (scripts/build-images.sh)");
+    const t0 = Date.now();
+    const b = spawnSync(join(root, "scripts", "build-images.sh"), [], { cwd: root, stdio: "inherit" });
+    if (b.status !== 0) {
+      problems.push(`scripts/build-images.sh exited ${b.status ?? b.signal}: no e2e file ran`);
+      return [];
+    }
+    console.log(`images built in ${Math.round((Date.now() - t0) / 1000)} s`);
+  }
+  const env = { ...process.env, PGHA_E2E_NO_BUILD: "1" };
+  const rank = { alone: 0, heavy: 1, shared: 2 };
+  const queue = files
+    .map((file) => ({ file, kind: laneClass(file) }))
+    .sort((a, b) => rank[a.kind] - rank[b.kind]);
+  const running = new Set();
+  const results = [];
+  console.log(`${files.length} file(s) in ${lanes} lanes (alone first, then heavy, then the rest)`);
+  await new Promise((done) => {
+    const fits = (f) => {
+      if (running.size >= lanes) return false;
+      const kinds = [...running].map((r) => r.kind);
+      if (f.kind === "alone") return running.size === 0;
+      if (kinds.includes("alone")) return false;
+      return !(f.kind === "heavy" && kinds.includes("heavy"));
+    };
+    const next = () => {
+      if (queue.length === 0 && running.size === 0) return done();
+      for (let i = 0; i < queue.length; i++) {
+        const f = queue[i];
+        if (!fits(f)) {
+          // One that runs alone waits for the lanes to empty: nothing starts past it.
+          if (f.kind === "alone") break;
+          continue;
+        }
+        queue.splice(i--, 1);
+        running.add(f);
+        const t0 = Date.now();
+        console.log(`started ${f.file}${f.kind === "shared" ? "" : ` (${f.kind})`}`);
+        runFile(f.file, { buffered: true, env }).then((r) => {
+          running.delete(f);
+          console.log(`\n--- ${f.file}: ended after ${Math.round((Date.now() - t0) / 1000)} s ---`);
+          process.stdout.write(r.out);
+          results.push(r);
+          next();
+        });
+      }
+    };
+    next();
+  });
+  return results;
 }
 
 const summary = [];
@@ -135,8 +229,10 @@ for (const tier of tiers) {
   console.log(`\n=== ${tier}: ${files.length} file(s) ===`);
   const r = { tier, files: files.length, tests: 0, pass: 0, fail: 0, cancelled: 0, skipped: 0, todo: 0 };
   const problems = [];
-  for (const file of files) {
-    const f = await runFile(file);
+  const lanes = tier === "e2e" ? lanesWanted() : 1;
+  const results = lanes > 1 ? await inLanes(files, lanes, problems) : await oneByOne(files);
+  for (const f of results) {
+    const file = f.file;
     failedTests.push(...failures(f.tap, file));
     for (const k of ["tests", "pass", "fail", "cancelled", "skipped", "todo"]) r[k] += count(f.tap, k);
     const complete = SUMMARY_END.test(f.tap);

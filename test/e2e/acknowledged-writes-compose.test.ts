@@ -14,6 +14,7 @@
  * stack's events run in order. Patroni's timings are shortened (ttl 20 s, the least Patroni 4 accepts) to keep the
  * file short; the events do not depend on them.
  */
+// run-tests: heavy (two compose stacks side by side)
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { ACKED_TABLE_SQL, pgConfig } from "../harness/ack-writers.js";

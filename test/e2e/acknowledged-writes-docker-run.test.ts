@@ -13,6 +13,7 @@
  *
  * The clusters run side by side; each one's events run in order.
  */
+// run-tests: heavy (two clusters side by side, three in all)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";

@@ -8,6 +8,7 @@
  * This restarts this machine's engine through `./pgha restart-docker`: it needs the
  * engine to be one that ./pgha started (as on CI's fresh machine), and says so otherwise.
  */
+// run-tests: alone (it stops and starts the machine's Docker engine, under every other file's containers)
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";

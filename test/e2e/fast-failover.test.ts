@@ -21,6 +21,7 @@
  * One stack serves every case (each ends with the old leader back as a replica). Patroni
  * runs with ttl 20 s (the least Patroni 4 takes) and loop_wait 2 s here.
  */
+// run-tests: alone (its registrators count every container death on the engine: another file's would count)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Etcd3 } from "etcd3";

@@ -9,6 +9,7 @@
  * routers (`target_session_attrs=read-write`); node-postgres (per write, and one client kept),
  * which takes no such URL, through the router of a host the play leaves up.
  */
+// run-tests: heavy (three Docker engines, each loaded with every image)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { ACKED_TABLE_SQL, summary } from "../harness/ack-writers.js";

@@ -8,6 +8,7 @@
  * writes again with no acknowledged write lost; the node back, and `docker stack rm` leaves
  * no service, container, network or secret of the stack on any node.
  */
+// run-tests: heavy (three Docker engines, each loaded with every image)
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
