@@ -39,6 +39,8 @@ const blocks = readmeBlocks(readFileSync(join(REPO_ROOT, "agent", "README.md"), 
 
 let hostIp = "";
 let workdir = "";
+/** Set once the start found none of the walkthrough's container names taken: after() removes them. */
+let ours = false;
 let etcd: Etcd3 | null = null;
 /** The README's own acknowledged writes to `wt`. */
 const readmeRows = new Set<number>();
@@ -294,14 +296,16 @@ describe("the agent README's walkthrough, as written", { timeout: 30 * 60_000 },
       [],
       `containers the README's walkthrough names already exist: ${taken.join(", ")}`,
     );
+    ours = true;
     hostIp = await bridgeGateway();
     workdir = mkdtempSync(join(tmpdir(), "walkthrough-"));
   });
 
   after(async () => {
     etcd?.close();
-    await docker(["rm", "-f", "-v", ...CONTAINERS]).catch(() => undefined);
-    rmSync(workdir, { recursive: true, force: true });
+    // Only containers of this run: never a reader's own walkthrough found at the start.
+    if (ours) await docker(["rm", "-f", "-v", ...CONTAINERS]).catch(() => undefined);
+    if (workdir) rmSync(workdir, { recursive: true, force: true });
   });
 
   blocks.forEach((b, i) => {
