@@ -94,15 +94,17 @@ cluster_json() {
   return 1
 }
 leader() { cluster_json | jq -r '.members[] | select(.role == "leader" and .state == "running") | .name'; }
-# The member streams on the leader's timeline and, in synchronous mode, a synchronous standby exists.
+# The member streams on the leader's timeline and, in synchronous mode, a synchronous standby
+# exists (`sync_standby`, or `quorum_standby` with synchronous_mode quorum).
 streaming() {
   local name=$1 json
   json=$(cluster_json) || return 1
   jq -e --arg n "$name" '
+    def standby: .role == "sync_standby" or .role == "quorum_standby";
     (.members[] | select(.role == "leader") | .timeline) as $tl
-    | (.members[] | select(.name == $n) | (.role == "replica" or .role == "sync_standby")
+    | (.members[] | select(.name == $n) | (.role == "replica" or standby)
         and (.state == "running" or .state == "streaming") and .timeline == $tl)
-    and ((.members | map(select(.role == "sync_standby")) | length) > 0
+    and ((.members | map(select(standby)) | length) > 0
         or ([.members[] | select(.role != "leader")] | length) == 0
         or (env.PGHA_SYNC == "false"))' <<<"$json" >/dev/null
 }

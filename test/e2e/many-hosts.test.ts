@@ -52,6 +52,9 @@ async function play(fault: HostFault, whileDown?: () => Promise<void>): Promise<
   return r;
 }
 
+/** Patroni's ttl in the test's cluster (ManyHostsCluster's PATRONI_TTL). */
+const TTL_MS = 20_000;
+
 /** Writes stopped longer than this (ttl 20 s plus a generous margin): the play prints why. */
 const LONG_STOP_MS = 45_000;
 
@@ -146,6 +149,18 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
     );
   });
 
+  it("the cluster commits with a quorum, the overlay's default: both replicas are quorum standbys", async () => {
+    const { leader, members } = await cluster.waitHealthy();
+    assert.deepEqual(
+      members
+        .filter((m) => m.name !== leader)
+        .map((m) => m.role)
+        .sort(),
+      ["quorum_standby", "quorum_standby"],
+      JSON.stringify(members),
+    );
+  });
+
   it("psql reaches the primary through one URL naming the three routers", async () => {
     assert.equal(await psqlUrl("select pg_is_in_recovery()"), "f");
   });
@@ -171,10 +186,18 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
     assertSafe(r);
   });
 
-  it("a replica's host killed, then restarted: the leader keeps leading, nothing is lost", async () => {
+  it("a quorum standby's host killed, then restarted: the leader keeps leading, commits do not wait for the dead replica, nothing is lost", async () => {
     const r = await play("replica-kill");
     assert.equal(r.newLeader, r.oldLeader);
     assertSafe(r);
+    // Multi-host mode commits with a quorum (ANY 1 of the two replicas): the replica left answers.
+    // One named synchronous standby would hold every commit until Patroni's ttl (20 s) dropped the
+    // dead one; half the ttl tells the two apart on a busy machine.
+    const stopped = Math.max(...r.writers.map((w) => w.longestGapMs(r.from)));
+    assert.ok(
+      stopped < TTL_MS / 2,
+      `writes stopped for ${(stopped / 1000).toFixed(1)} s when a replica's host died: commits waited for it`,
+    );
   });
 
   it("the host of the URL's first router killed, then restarted: psql with the URL still connects, nothing is lost", async () => {

@@ -7,6 +7,7 @@
  *  - the leader's container stopped (a planned stop) and SIGKILLed;
  *  - one etcd member SIGKILLed (the raft leader); every etcd member stopped for 40 s;
  *  - the leader cut off from every etcd member for 45 s (iptables in its namespace);
+ *  - the synchronous standby's container SIGKILLed;
  *  - a router worker SIGKILLed; the registrator SIGKILLed;
  *
  * it asserts that no acknowledged write is lost and that no new connection fails (a
@@ -24,7 +25,7 @@ import {
   startWriters,
   summary,
 } from "../harness/ack-writers.js";
-import { ComposeStack, ETCD_MEMBERS } from "../harness/compose.js";
+import { ComposeStack, ETCD_MEMBERS, SYNC_ROLES } from "../harness/compose.js";
 import { docker, ensureImages } from "../harness/docker.js";
 import { run, waitFor } from "../harness/proc.js";
 
@@ -226,6 +227,22 @@ describe("no single point of failure: the compose stack under faults", { timeout
       // a moment: the router fences its sessions rather than risk writes on an unconfirmed
       // primary. New connections are held, not refused.
       { sessionsMayEnd: true },
+    );
+  });
+
+  it("the synchronous standby's container SIGKILLed", async () => {
+    const standby = (await stack.members()).find((m) => SYNC_ROLES.includes(m.role))!.name;
+    const container = `${stack.project}-${standby}`;
+    await underFault(
+      `the synchronous standby ${standby} SIGKILLed`,
+      () => docker(["kill", container]).then(() => undefined),
+      async () => {
+        // Commits wait until Patroni names the other replica (its next loop); then it is back.
+        await sleep(10_000);
+        await docker(["start", container]);
+      },
+      // The router's sessions go to the primary, which stays: none ends.
+      { sessionsMayEnd: false },
     );
   });
 

@@ -105,21 +105,21 @@ async function members(h: DockerHost): Promise<Member[]> {
 }
 
 /**
- * Waits for three members: a leader, a synchronous standby and every replica streaming. In
- * synchronous mode only the synchronous standby may take over, so a leader lost before one
- * is chosen is not replaced (by design: nothing acknowledged may be lost).
+ * Waits for three members: a leader, its replicas streaming as quorum standbys (the stack's
+ * default `synchronous_mode: quorum`: a commit waits for either replica). In synchronous mode
+ * only a replica Patroni counts in the quorum may take over, so a leader lost before its
+ * replicas joined it is not replaced (by design: nothing acknowledged may be lost).
  */
 async function healthy(h: DockerHost): Promise<Member[]> {
   let last: Member[] = [];
   await waitFor(
-    "three members: a leader, a synchronous standby, every replica streaming",
+    "three members: a leader and two quorum standbys streaming",
     async () => {
       last = await members(h).catch(() => []);
       return (
         last.length === 3 &&
         last.some((m) => m.role === "leader" && m.state === "running") &&
-        last.some((m) => m.role === "sync standby") &&
-        last.every((m) => m.role === "leader" || m.state === "streaming")
+        last.every((m) => m.role === "leader" || (m.role === "quorum standby" && m.state === "streaming"))
       );
     },
     { timeoutMs: 300_000, intervalMs: 2000 },

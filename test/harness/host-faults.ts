@@ -11,7 +11,7 @@
  */
 import { type AckWriter, makeWriters, missing, type PgTarget } from "./ack-writers.js";
 import type { DockerHost } from "./docker-hosts.js";
-import { type ManyHostsCluster, ROUTER_PORT } from "./many-hosts-cluster.js";
+import { type ManyHostsCluster, type Member, ROUTER_PORT } from "./many-hosts-cluster.js";
 import { waitFor } from "./proc.js";
 
 export const HOST_FAULTS = ["leader-kill", "leader-partition", "replica-kill", "first-router-kill"] as const;
@@ -63,6 +63,26 @@ function lsnValue(lsn: string): bigint {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * The host a replica's-host fault kills: a synchronous (or quorum) standby's, the replica whose
+ * loss could hold commits, and not the URL's first router's host where there is a choice (that
+ * is a fault of its own, "first-router-kill").
+ */
+function replicaTarget(
+  cluster: ManyHostsCluster,
+  members: readonly Member[],
+  leaderHost: DockerHost,
+): DockerHost {
+  const replicas = cluster.hosts.filter((h) => h !== leaderHost);
+  const synchronous = replicas.filter((h) =>
+    members.some(
+      (m) => (m.role === "sync_standby" || m.role === "quorum_standby") && cluster.hostOfAgent(m.name) === h,
+    ),
+  );
+  const pool = synchronous.length > 0 ? synchronous : replicas;
+  return pool.find((h) => h !== cluster.hosts[0]) ?? pool[0]!;
+}
+
+/**
  * Plays one fault. `whileDown` runs after the injection and before the recovery (e.g. a check
  * that clients still connect).
  */
@@ -100,7 +120,7 @@ export async function playHostFault(
     fault === "leader-kill" || fault === "leader-partition"
       ? leaderHost
       : fault === "replica-kill"
-        ? cluster.hosts.find((h) => h !== leaderHost)!
+        ? replicaTarget(cluster, before.members, leaderHost)
         : cluster.hosts[0]!;
   const safe = cluster.hosts.find((h) => h !== target)!;
   const url = cluster.url(`connect_timeout=${CONNECT_TIMEOUT_S}`);
