@@ -35,7 +35,10 @@ async function psqlUrl(sql: string): Promise<string> {
 }
 
 async function play(fault: HostFault, whileDown?: () => Promise<void>): Promise<HostFaultRun> {
-  const r = await playHostFault(cluster, fault, { whileDown });
+  const r = await playHostFault(cluster, fault, {
+    whileDown,
+    log: (m) => console.log(`[many-hosts] ${new Date().toISOString()} ${m}`),
+  });
   const healed = ((r.healthyAt - r.from) / 1000).toFixed(0);
   console.log(
     `[many-hosts] ${HOST_FAULT_LABELS[fault]} (${r.target}; leader ${r.oldLeader} → ${r.elected !== null && r.elected !== r.newLeader ? `${r.elected} (elected) → ` : ""}${r.newLeader}; healthy again after ${healed} s): ${summary(r.writers, r.from)}`,
@@ -55,8 +58,8 @@ async function play(fault: HostFault, whileDown?: () => Promise<void>): Promise<
 /** Patroni's ttl in the test's cluster (ManyHostsCluster's PATRONI_TTL). */
 const TTL_MS = 20_000;
 
-/** Writes stopped longer than this (ttl 20 s plus a generous margin): the play prints why. */
-const LONG_STOP_MS = 45_000;
+/** Writes stopped longer than the benchmark's target (ttl + 2 s): the play prints why. */
+const LONG_STOP_MS = TTL_MS + 2_000;
 
 /** The routers' primary decisions and the agents' lines on locks and promotion since `from`. */
 async function printWhy(from: number): Promise<void> {
