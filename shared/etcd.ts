@@ -116,8 +116,10 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
       // as a strike (gRPC's PermitWithoutStream is off in etcd), sending a client that
       // only makes unary calls away after three: no pings without a call, then. Unary
       // calls have their deadline.
-      "grpc.keepalive_time_ms": 10_000,
-      "grpc.keepalive_timeout_ms": 5000,
+      // 8 s + 3 s: a watch on a member that went silent (its host cut off) moves within 11 s,
+      // before a lost Patroni leader's key expires (ttl 20 s at the least).
+      "grpc.keepalive_time_ms": 8000,
+      "grpc.keepalive_timeout_ms": 3000,
       "grpc.keepalive_permit_without_calls": 0,
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 1000,

@@ -13,6 +13,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import { EtcdError } from "./errors.js";
 import { isCompactedError, toEtcdError } from "./etcd.js";
 import type { Logger } from "./logger.js";
 import { Backoff, sleep } from "./time.js";
@@ -39,6 +40,25 @@ export interface KeyChange {
 }
 
 export type WatchState = "connecting" | "live" | "disconnected" | "closed";
+
+/**
+ * How long a new watch may take to be created before it is given up and the stream started
+ * again, on a member picked anew. A member that went silent (its host cut off or dead: no
+ * reset ever arrives) never answers, and the watch stream has no deadline: without this a
+ * watch started on it waits for the kernel's connect timeout, minutes.
+ */
+export const WATCH_START_TIMEOUT_MS = 3000;
+
+/**
+ * etcd3's watchers share one stream per client, held by their manager; `cancel()` on a
+ * watcher writes to that stream, which does nothing for a stream stuck on a silent member.
+ * Failing the stream makes the manager start a new one on a member picked anew (its
+ * documented reconnect path, as after a stream error), and tells every watcher.
+ */
+function restartStream(w: Watcher, err: Error): void {
+  const manager = (w as unknown as { manager?: { handleError?: (e: Error) => void } }).manager;
+  manager?.handleError?.(err);
+}
 export type SnapshotReason = "initial" | "resync" | "compacted";
 
 export interface PrefixWatchEvents {
@@ -167,9 +187,11 @@ export class PrefixWatch extends EventEmitter<PrefixWatchEvents> {
         .watcher();
       this.watcher = w;
       let done = false;
+      let started: NodeJS.Timeout | undefined;
       const finish = (reread: boolean, err?: Error) => {
         if (done) return;
         done = true;
+        clearTimeout(started);
         this.wake = null;
         if (this.watcher === w) this.watcher = null;
         w.removeAllListeners();
@@ -179,7 +201,17 @@ export class PrefixWatch extends EventEmitter<PrefixWatchEvents> {
         resolve(err === undefined ? { reread } : { reread, err });
       };
       this.wake = () => finish(false);
+      started = setTimeout(() => {
+        const err = new EtcdError(
+          `etcd did not start the watch on ${this.prefix} within ${WATCH_START_TIMEOUT_MS} ms; starting it again on another member`,
+        );
+        this.log.warn({ prefix: this.prefix }, err.message);
+        restartStream(w, err);
+        finish(false, err);
+      }, WATCH_START_TIMEOUT_MS);
+      started.unref();
       w.on("connected", () => {
+        clearTimeout(started);
         this.backoff.reset();
         this.setState("live");
       });

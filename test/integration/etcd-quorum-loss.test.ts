@@ -8,6 +8,13 @@
  *
  * Control: an etcd3 client pinned to the cut-off member without the requirement
  * keeps its watch open and silent: the failure this guards against.
+ *
+ * Then each member in turn goes silent for everyone, clients included (its host cut off
+ * whole: no answer, no reset, as a partitioned host in multi-host mode). A watch that was
+ * live on it notices through gRPC keepalive and starts again on another member; a watch
+ * started on a silent member is given up after WATCH_START_TIMEOUT_MS (without that, the
+ * start itself waited for the kernel's connect timeout: the router on the majority side of
+ * a partition kept its view of the old leader for 90 s in the e2e test `many-hosts`).
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -143,6 +150,67 @@ describe("etcd: a member that loses quorum is left for another", { timeout: 240_
         await watch.close();
         await plainWatch.cancel().catch(() => undefined);
         plain.close();
+        ours.close();
+        writer.close();
+        await lab.heal(cut);
+      }
+      await waitFor(`${cut.name} back in the cluster`, () => healthy(cut), {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+      });
+    });
+  }
+
+  for (const i of [0, 1, 2]) {
+    it(`member ${i + 1} gone silent for every client and member (its host cut off whole): a watch that was on it moves on and sees the majority's writes`, async () => {
+      const cut = lab.hosts[i]!;
+      const majority = lab.hosts.filter((h) => h !== cut);
+      // The watch must start on the member that goes silent: hide the others from this
+      // namespace (the test's) until it is live there. They still reach each other and `cut`.
+      const hide = (h: LabHost, op: "-A" | "-D") =>
+        Promise.all([
+          lab.exec(h, "iptables", [op, "INPUT", "-s", lab.gateway, "-j", "DROP"]),
+          lab.exec(h, "iptables", [op, "OUTPUT", "-d", lab.gateway, "-j", "DROP"]),
+        ]);
+      for (const h of majority) await hide(h, "-A");
+      const ours = createEtcdClient({ hosts: lab.hosts.map(endpoint), callTimeoutMs: 1000 });
+      const watch = new PrefixWatch(ours, `/s${i}/`, silent);
+      const writer = createEtcdClient({ hosts: majority.map(endpoint) });
+      try {
+        await watch.start();
+        // Each start on a hidden member is given up after WATCH_START_TIMEOUT_MS and the next
+        // member picked at random: a third of the picks land here.
+        await waitFor("the watch to be live on the member that goes silent", () => watch.state === "live", {
+          timeoutMs: 60_000,
+          intervalMs: 100,
+        });
+        for (const h of majority) await hide(h, "-D");
+        await writer.put(`/s${i}/before`).value("1");
+        await waitFor("the watch to see the first write", () => watch.snapshot.kvs.has(`/s${i}/before`), {
+          timeoutMs: 10_000,
+        });
+        const t0 = Date.now();
+        await lab.isolateFully(cut);
+        await waitFor(
+          "the majority to take a write",
+          async () => {
+            await writer.put(`/s${i}/after`).value("2");
+            return true;
+          },
+          { timeoutMs: 30_000, intervalMs: 250 },
+        );
+        const written = Date.now();
+        await waitFor(
+          "our watch to see the write made on the majority",
+          () => watch.snapshot.kvs.has(`/s${i}/after`),
+          { timeoutMs: 30_000, intervalMs: 100 },
+        );
+        console.log(
+          `member ${i + 1} silent: the majority took a write ${((written - t0) / 1000).toFixed(1)} s after the cut; our watch saw it ${((Date.now() - t0) / 1000).toFixed(1)} s after the cut`,
+        );
+      } finally {
+        for (const h of majority) await hide(h, "-D").catch(() => undefined);
+        await watch.close();
         ours.close();
         writer.close();
         await lab.heal(cut);
