@@ -51,6 +51,41 @@ async function healthy(h: LabHost): Promise<boolean> {
   }
 }
 
+/** Waits until a healed member answers in the cluster again. */
+async function backInCluster(cut: LabHost): Promise<void> {
+  await waitFor(`${cut.name} back in the cluster`, () => healthy(cut), {
+    timeoutMs: 30_000,
+    intervalMs: 500,
+  });
+}
+
+/**
+ * A first write the watch must see, then the cut, then a write the majority takes (it elects
+ * a leader if the cut-off member led); returns when the cut began and when that write landed.
+ */
+async function firstWriteThenCut(
+  watch: PrefixWatch,
+  writer: ReturnType<typeof createEtcdClient>,
+  prefix: string,
+  cut: () => Promise<void>,
+): Promise<{ t0: number; written: number }> {
+  await writer.put(`${prefix}before`).value("1");
+  await waitFor("the watch to see the first write", () => watch.snapshot.kvs.has(`${prefix}before`), {
+    timeoutMs: 10_000,
+  });
+  const t0 = Date.now();
+  await cut();
+  await waitFor(
+    "the majority to take a write",
+    async () => {
+      await writer.put(`${prefix}after`).value("2");
+      return true;
+    },
+    { timeoutMs: 30_000, intervalMs: 250 },
+  );
+  return { t0, written: Date.now() };
+}
+
 describe("etcd: a member that loses quorum is left for another", { timeout: 240_000 }, () => {
   before(async () => {
     lab = await NetLab.create(3, "etcd");
@@ -107,21 +142,7 @@ describe("etcd: a member that loses quorum is left for another", { timeout: 240_
       try {
         await watch.start();
         await pinnedWatch.start();
-        await writer.put(`/q${i}/before`).value("1");
-        await waitFor("the watch to see the first write", () => watch.snapshot.kvs.has(`/q${i}/before`), {
-          timeoutMs: 10_000,
-        });
-        const t0 = Date.now();
-        await lab.isolate(cut, majority);
-        // The majority elects a leader if the cut-off member led; write once it answers.
-        await waitFor(
-          "the majority to take a write",
-          async () => {
-            await writer.put(`/q${i}/after`).value("2");
-            return true;
-          },
-          { timeoutMs: 30_000, intervalMs: 250 },
-        );
+        const { t0 } = await firstWriteThenCut(watch, writer, `/q${i}/`, () => lab.isolate(cut, majority));
         await waitFor(
           "our watch to see the write made on the majority",
           () => watch.snapshot.kvs.has(`/q${i}/after`),
@@ -154,10 +175,7 @@ describe("etcd: a member that loses quorum is left for another", { timeout: 240_
         writer.close();
         await lab.heal(cut);
       }
-      await waitFor(`${cut.name} back in the cluster`, () => healthy(cut), {
-        timeoutMs: 30_000,
-        intervalMs: 500,
-      });
+      await backInCluster(cut);
     });
   }
 
@@ -185,21 +203,9 @@ describe("etcd: a member that loses quorum is left for another", { timeout: 240_
           intervalMs: 100,
         });
         for (const h of majority) await hide(h, "-D");
-        await writer.put(`/s${i}/before`).value("1");
-        await waitFor("the watch to see the first write", () => watch.snapshot.kvs.has(`/s${i}/before`), {
-          timeoutMs: 10_000,
-        });
-        const t0 = Date.now();
-        await lab.isolateFully(cut);
-        await waitFor(
-          "the majority to take a write",
-          async () => {
-            await writer.put(`/s${i}/after`).value("2");
-            return true;
-          },
-          { timeoutMs: 30_000, intervalMs: 250 },
+        const { t0, written } = await firstWriteThenCut(watch, writer, `/s${i}/`, () =>
+          lab.isolateFully(cut),
         );
-        const written = Date.now();
         await waitFor(
           "our watch to see the write made on the majority",
           () => watch.snapshot.kvs.has(`/s${i}/after`),
@@ -215,10 +221,7 @@ describe("etcd: a member that loses quorum is left for another", { timeout: 240_
         writer.close();
         await lab.heal(cut);
       }
-      await waitFor(`${cut.name} back in the cluster`, () => healthy(cut), {
-        timeoutMs: 30_000,
-        intervalMs: 500,
-      });
+      await backInCluster(cut);
     });
   }
 });
