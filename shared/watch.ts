@@ -45,9 +45,17 @@ export type WatchState = "connecting" | "live" | "disconnected" | "closed";
  * How long a new watch may take to be created before it is given up and the stream started
  * again, on a member picked anew. A member that went silent (its host cut off or dead: no
  * reset ever arrives) never answers, and the watch stream has no deadline: without this a
- * watch started on it waits for the kernel's connect timeout, minutes.
+ * watch started on it waits for the kernel's connect timeout, minutes. Each start given up
+ * in a row doubles the wait (up to WATCH_START_TIMEOUT_MAX_MS), so that a member that is
+ * only slow (a machine under load) is still waited for in the end.
  */
 export const WATCH_START_TIMEOUT_MS = 3000;
+export const WATCH_START_TIMEOUT_MAX_MS = 24_000;
+
+/** The wait for a watch's start after `stalls` starts given up in a row. */
+export function watchStartTimeout(stalls: number): number {
+  return Math.min(WATCH_START_TIMEOUT_MS * 2 ** Math.min(stalls, 10), WATCH_START_TIMEOUT_MAX_MS);
+}
 
 /**
  * etcd3's watchers share one stream per client, held by their manager; `cancel()` on a
@@ -89,6 +97,8 @@ export class PrefixWatch extends EventEmitter<PrefixWatchEvents> {
   private wake: (() => void) | null = null;
   private needFullRead = true;
   private lastContactAt = 0;
+  /** Starts given up in a row (reset when a watch starts). */
+  private stalls = 0;
 
   constructor(
     private readonly client: Etcd3,
@@ -201,17 +211,20 @@ export class PrefixWatch extends EventEmitter<PrefixWatchEvents> {
         resolve(err === undefined ? { reread } : { reread, err });
       };
       this.wake = () => finish(false);
+      const waitMs = watchStartTimeout(this.stalls);
       started = setTimeout(() => {
+        this.stalls++;
         const err = new EtcdError(
-          `etcd did not start the watch on ${this.prefix} within ${WATCH_START_TIMEOUT_MS} ms; starting it again on another member`,
+          `etcd did not start the watch on ${this.prefix} within ${waitMs} ms; starting it again on a member picked anew`,
         );
         this.log.warn({ prefix: this.prefix }, err.message);
         restartStream(w, err);
         finish(false, err);
-      }, WATCH_START_TIMEOUT_MS);
+      }, waitMs);
       started.unref();
       w.on("connected", () => {
         clearTimeout(started);
+        this.stalls = 0;
         this.backoff.reset();
         this.setState("live");
       });

@@ -76,7 +76,9 @@ async function printWhy(from: number): Promise<void> {
     const decisions = router.split("\n").filter((l) => l.includes("primary decision") && since(l));
     const agentLines = agent
       .split("\n")
-      .filter((l) => /promot|lock|demot|fence|failsafe|leader race/i.test(l) && since(l));
+      .filter(
+        (l) => /promot|lock|demot|fence|failsafe|leader race/i.test(l) && !/no action\./.test(l) && since(l),
+      );
     console.log(
       `[many-hosts]   ${h.name} router:\n${decisions.slice(-20).join("\n")}\n[many-hosts]   ${h.name} agent:\n${agentLines.slice(-30).join("\n")}`,
     );
