@@ -30,7 +30,7 @@ import { PromotionCheckServer } from "./promotion-check.js";
 import { ReplicationMetrics } from "./replication-metrics.js";
 import { PatroniRest } from "./rest.js";
 import type { AgentParts } from "./startup.js";
-import { ANNOUNCEMENT_DEADLINE_MS, drainStartUps, processTitles, withinDeadline } from "./startup-drain.js";
+import { ANNOUNCEMENT_DEADLINE_MS, drainStartUps, pgProcesses, withinDeadline } from "./startup-drain.js";
 import { StopSequence } from "./stop.js";
 import { PatroniSupervisor, patroniCommand, patroniEnv } from "./supervisor.js";
 
@@ -179,7 +179,7 @@ export function assembleParts(
         stopSequenceRunning: () => stopRequested(),
         switchoverAnnounced: () =>
           withinDeadline(() => fence.switchoverAnnounced(), ANNOUNCEMENT_DEADLINE_MS),
-        titles: processTitles,
+        processes: pgProcesses,
         now: () => Date.now(),
         sleep,
       }),

@@ -14,8 +14,9 @@
  *    notice: the routers that watch the failover key stop sending new clients
  *    here.
  * 2. Then, up to a bound, wait until no backend is in its start-up (process
- *    title ending in `authentication`, `initializing` or `startup`): those
- *    clients finish connecting, as sessions that end like any other session.
+ *    title ending in `authentication`, `initializing` or `startup`, or a child of
+ *    the postmaster not yet named, in its SSL negotiation): those clients finish
+ *    connecting, as sessions that end like any other session.
  *
  * Any other stop (a leader that lost etcd and demotes itself, a crash, a
  * restart) is not held up: the hook answers at once. The announcement is read
@@ -28,20 +29,48 @@ import { readdirSync, readFileSync } from "node:fs";
 /** A backend's ps title while its client connects: `postgres: [cluster: ]user db host(port) state`. */
 const START_UP_TITLE = /^postgres: .*(?:\[local\]|\(\d+\)) (?:authentication|initializing|startup)$/;
 
-/** The backends still in their start-up, from process titles (other processes are ignored). */
-export function backendsInStartUp(titles: readonly string[]): number {
+/** A process as the drain sees it: its title is its command line, NULs as read from /proc. */
+export interface PgProcess {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly title: string;
+}
+
+/** A postmaster's command line: its program is `postgres` (PostgreSQL's children rename theirs `postgres: …`). */
+function isPostmasterLine(title: string): boolean {
+  const program = title.split("\0", 1)[0]!.split(" ", 1)[0]!;
+  return program === "postgres" || program.endsWith("/postgres");
+}
+
+/**
+ * The backends still in their start-up. Two kinds:
+ * - named ones: the title ends in `authentication`, `initializing` or `startup` (after the
+ *   client's StartupMessage);
+ * - unnamed ones: a child of the postmaster that still has the postmaster's own command line.
+ *   PostgreSQL names a backend only once it has read the StartupMessage; before that the
+ *   child answers an SSLRequest and does the TLS handshake under its parent's name, and a
+ *   client there (it has had the server's 'S') cannot be moved either.
+ * A standby's startup process ("postgres: startup recovering …") names no client: not counted.
+ */
+export function backendsInStartUp(procs: readonly PgProcess[]): number {
+  const byPid = new Map<number, PgProcess>();
+  for (const p of procs) byPid.set(p.pid, p);
   let n = 0;
-  for (const t of titles) {
-    const title = t.replaceAll("\0", " ").trim();
-    // A standby's startup process ("postgres: startup recovering …") names no client: not counted.
-    if (START_UP_TITLE.test(title)) n++;
+  for (const p of procs) {
+    const title = p.title.replaceAll("\0", " ").trim();
+    if (START_UP_TITLE.test(title)) {
+      n++;
+      continue;
+    }
+    const parent = byPid.get(p.ppid);
+    if (parent !== undefined && parent.title === p.title && isPostmasterLine(p.title)) n++;
   }
   return n;
 }
 
-/** Every process title this process may read (PostgreSQL's backends rewrite their argv). */
-export function processTitles(): string[] {
-  const out: string[] = [];
+/** PostgreSQL's processes this process may read: postmasters, and the children that renamed themselves. */
+export function pgProcesses(): PgProcess[] {
+  const out: PgProcess[] = [];
   let pids: string[];
   try {
     pids = readdirSync("/proc");
@@ -51,8 +80,12 @@ export function processTitles(): string[] {
   for (const pid of pids) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      const raw = readFileSync(`/proc/${pid}/cmdline`, "latin1");
-      if (raw.startsWith("postgres:")) out.push(raw);
+      const title = readFileSync(`/proc/${pid}/cmdline`, "latin1");
+      if (!title.startsWith("postgres:") && !isPostmasterLine(title)) continue;
+      // stat: "pid (comm) state ppid …"; comm may hold spaces and parentheses, so read after the last ')'.
+      const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      out.push({ pid: Number(pid), ppid, title });
     } catch {
       // gone meanwhile, or not ours to read
     }
@@ -80,7 +113,7 @@ export interface DrainDeps {
   readonly stopSequenceRunning: () => boolean;
   /** True when a switchover is announced in etcd; false when none is, or etcd did not answer in time. */
   readonly switchoverAnnounced: () => Promise<boolean>;
-  readonly titles: () => readonly string[];
+  readonly processes: () => readonly PgProcess[];
   readonly now: () => number;
   readonly sleep: (ms: number) => Promise<void>;
 }
@@ -101,16 +134,16 @@ export async function drainStartUps(d: DrainDeps, o: DrainOptions = DRAIN_DEFAUL
   const ownStop = d.stopSequenceRunning();
   const planned = ownStop || (await d.switchoverAnnounced());
   if (!planned) {
-    const n = backendsInStartUp(d.titles());
+    const n = backendsInStartUp(d.processes());
     return { planned, noticeMs: 0, inStartUp: n, left: n, ms: d.now() - t0 };
   }
   const noticeMs = d.primary() && !ownStop ? Math.max(0, Math.min(o.noticeMs, o.maxMs - (d.now() - t0))) : 0;
   if (noticeMs > 0) await d.sleep(noticeMs);
-  const inStartUp = backendsInStartUp(d.titles());
+  const inStartUp = backendsInStartUp(d.processes());
   let left = inStartUp;
   while (left > 0 && d.now() - t0 < o.maxMs) {
     await d.sleep(Math.min(o.pollMs, Math.max(1, o.maxMs - (d.now() - t0))));
-    left = backendsInStartUp(d.titles());
+    left = backendsInStartUp(d.processes());
   }
   return { planned, noticeMs, inStartUp, left, ms: d.now() - t0 };
 }

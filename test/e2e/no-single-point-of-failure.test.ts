@@ -25,7 +25,7 @@ import {
   startWriters,
   summary,
 } from "../harness/ack-writers.js";
-import { ComposeStack, ETCD_MEMBERS, SYNC_ROLES } from "../harness/compose.js";
+import { AGENTS, ComposeStack, ETCD_MEMBERS, SYNC_ROLES } from "../harness/compose.js";
 import { docker, ensureImages } from "../harness/docker.js";
 import { run, waitFor } from "../harness/proc.js";
 
@@ -36,6 +36,35 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function containerPid(container: string): Promise<number> {
   return Number(await docker(["inspect", "-f", "{{.State.Pid}}", container]));
+}
+
+/** Writes stopped longer than this (or anything failed): the fault prints what the parts did. */
+const LONG_STOP_MS = 5_000;
+
+/**
+ * What the router decided and what each agent logged (Patroni's loop lines that change
+ * nothing left out) from `from` on: printed when a fault went worse than it should.
+ */
+async function printWhy(from: number): Promise<void> {
+  const since = new Date(from - 2000).toISOString();
+  const logs = async (container: string) => {
+    const r = await run("docker", ["logs", "--since", since, container], { timeoutMs: 30_000 }).catch(
+      (err: Error) => ({ stdout: err.message, stderr: "" }),
+    );
+    return (r.stdout + r.stderr).split("\n").filter((l) => l.trim() !== "");
+  };
+  const router = await logs(await stack.container("router"));
+  const parts = [
+    `router:\n${router
+      .filter((l) => /decision|warn|error|fenc/i.test(l))
+      .slice(-30)
+      .join("\n")}`,
+  ];
+  for (const a of AGENTS) {
+    const lines = (await logs(`${stack.project}-${a}`)).filter((l) => !/no action\.|GET \/|"GET /.test(l));
+    parts.push(`${a}:\n${lines.slice(-60).join("\n")}`);
+  }
+  console.log(`[spof] what the parts did since ${since}:\n${parts.join("\n")}`);
 }
 
 async function ipOf(container: string): Promise<string> {
@@ -94,6 +123,13 @@ async function underFault(
   console.log(`fault: ${line}\n  ${summary(writers, t0)}`);
   const endedWhy = [...new Set(endedSessions.map((f) => f.error))];
   if (endedWhy.length > 0) console.log(`  sessions ended with: ${endedWhy.slice(0, 5).join(" | ")}`);
+  if (
+    stopped > LONG_STOP_MS ||
+    lost.length > 0 ||
+    failedNew.length > 0 ||
+    (!opts.sessionsMayEnd && endedSessions.length > 0)
+  )
+    await printWhy(t0);
   assert.deepEqual(lost, [], `${name}: acknowledged writes lost`);
   assert.deepEqual(failedNew, [], `${name}: no new connection fails`);
   if (!opts.sessionsMayEnd && endedSessions.length > 0) {

@@ -215,11 +215,27 @@ export class ManyHostsCluster {
     return (await this.etcdMembers()).find((m) => m.leads)?.host ?? null;
   }
 
-  /** Makes the member on host `h` lead etcd (etcdctl move-leader). */
+  /**
+   * Makes the member on host `h` lead etcd (etcdctl move-leader). On a loaded machine etcd
+   * may give up a transfer ("leader transfer took too long"), or one the agent started runs:
+   * tried up to three times, reading the members again before each.
+   */
   async moveEtcdLeader(h: DockerHost): Promise<void> {
-    const m = (await this.etcdMembers()).find((x) => x.host === h);
-    if (!m) throw new Error(`no etcd member answered on ${h.name}`);
-    if (!m.leads) await this.etcdctl(["move-leader", m.id]);
+    for (let attempt = 1; ; attempt++) {
+      const m = (await this.etcdMembers()).find((x) => x.host === h);
+      if (!m) throw new Error(`no etcd member answered on ${h.name}`);
+      if (m.leads) return;
+      try {
+        await this.etcdctl(["move-leader", m.id]);
+        return;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+        console.log(
+          `[many-hosts] move-leader to ${h.name} failed (attempt ${attempt}), again: ${(err as Error).message.split("\n").at(-1)}`,
+        );
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    }
   }
 
   /** A planned switchover from `leader` to `candidate`, as an operator types it on the leader's host. */

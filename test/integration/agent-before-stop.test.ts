@@ -3,7 +3,8 @@
  * planned stop (Patroni's failover key announces a switchover) the real
  * `pgha-before-stop` script (curl on the agent's unix socket, as Patroni runs
  * it) returns only once no client is left in its start-up, which the agent reads
- * from the backends' process titles. A client held in its authentication (it
+ * from the backends' process titles (and from children of the postmaster not yet
+ * named: a client in its SSL negotiation). A client held in its authentication (it
  * sent its start-up, got the server's SCRAM request and has not answered) keeps
  * the hook waiting until it goes; one that never goes is waited for up to the
  * bound, and the metric and the answer say so. Without an announcement (a leader
@@ -24,7 +25,7 @@ import {
   ANNOUNCEMENT_DEADLINE_MS,
   backendsInStartUp,
   drainStartUps,
-  processTitles,
+  pgProcesses,
   withinDeadline,
 } from "../../agent/startup-drain.js";
 import { createEtcdClient, type Etcd3 } from "../../shared/etcd.js";
@@ -87,7 +88,29 @@ async function stalledInAuthentication(): Promise<Socket> {
   s.write(Buffer.concat([head, params]));
   const first = await new Promise<Buffer>((resolve, reject) => s.once("data", resolve).once("error", reject));
   assert.equal(String.fromCharCode(first[0]!), "R", "the server asks for authentication");
-  await waitFor("the backend's title", () => backendsInStartUp(processTitles()) >= 1, { timeoutMs: 10_000 });
+  await waitFor("the backend's title", () => backendsInStartUp(pgProcesses()) >= 1, { timeoutMs: 10_000 });
+  return s;
+}
+
+/**
+ * A client that sends its SSLRequest, reads the answer and sends nothing more: its backend is
+ * not named yet (PostgreSQL names it after the StartupMessage), as while a TLS handshake runs.
+ */
+async function stalledInNegotiation(): Promise<Socket> {
+  const before = backendsInStartUp(pgProcesses());
+  const s = connect(port, "127.0.0.1");
+  await new Promise<void>((resolve, reject) => s.once("connect", resolve).once("error", reject));
+  const ssl = Buffer.alloc(8);
+  ssl.writeInt32BE(8, 0);
+  ssl.writeInt32BE(80877103, 4);
+  s.write(ssl);
+  const answer = await new Promise<Buffer>((resolve, reject) =>
+    s.once("data", resolve).once("error", reject),
+  );
+  assert.equal(String.fromCharCode(answer[0]!), "N", "this server has no TLS and says so");
+  await waitFor("the unnamed backend", () => backendsInStartUp(pgProcesses()) > before, {
+    timeoutMs: 10_000,
+  });
   return s;
 }
 
@@ -159,7 +182,7 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
             stopSequenceRunning: () => false,
             switchoverAnnounced: () =>
               withinDeadline(() => fence.switchoverAnnounced(), ANNOUNCEMENT_DEADLINE_MS),
-            titles: processTitles,
+            processes: pgProcesses,
             now: () => Date.now(),
             sleep: (ms) => sleep(ms),
           },
@@ -189,9 +212,9 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
 
   it("a client in its authentication shows as one backend in start-up", async () => {
     const s = await stalledInAuthentication();
-    assert.ok(backendsInStartUp(processTitles()) >= 1);
+    assert.ok(backendsInStartUp(pgProcesses()) >= 1);
     s.destroy();
-    await waitFor("the backend gone", () => backendsInStartUp(processTitles()) === 0, { timeoutMs: 10_000 });
+    await waitFor("the backend gone", () => backendsInStartUp(pgProcesses()) === 0, { timeoutMs: 10_000 });
   });
 
   it("no switchover announced: the hook answers at once, a client in its authentication or not", async () => {
@@ -219,6 +242,18 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /^drained in \d+ ms/);
     assert.equal(await metric("drained"), drainedBefore + 1);
+  });
+
+  it("the hook waits for a client still in its SSL negotiation (a backend not named yet), and answers once it has gone", async () => {
+    await announce(true);
+    const s = await stalledInNegotiation();
+    const h = hook();
+    await sleep(600);
+    assert.equal(h.finished(), false, "the hook still waits while the client negotiates");
+    s.destroy();
+    const r = await h.done;
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /^drained in \d+ ms/);
   });
 
   it("a client that never finishes is waited for only up to the bound; the answer and the metric say so", async () => {

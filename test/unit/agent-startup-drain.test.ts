@@ -7,6 +7,8 @@ import {
   withinDeadline,
 } from "../../agent/startup-drain.js";
 
+const proc = (title: string, pid = 100, ppid = 1) => ({ pid, ppid, title });
+
 describe("backends in start-up, from process titles", () => {
   const table: [string, number][] = [
     ["postgres: pgha: postgres postgres 127.0.0.1(36352) authentication", 1],
@@ -24,12 +26,33 @@ describe("backends in start-up, from process titles", () => {
     ["/usr/bin/python3 /usr/bin/patroni authentication", 0],
   ];
   for (const [title, n] of table) {
-    it(`${JSON.stringify(title)} → ${n}`, () => assert.equal(backendsInStartUp([title]), n));
+    it(`${JSON.stringify(title)} → ${n}`, () => assert.equal(backendsInStartUp([proc(title)]), n));
   }
-  it("counts every one", () => assert.equal(backendsInStartUp(table.map(([t]) => t)), 5));
+  it("counts every one", () => assert.equal(backendsInStartUp(table.map(([t], i) => proc(t, 100 + i))), 5));
 });
 
-/** A clock that moves only when the drain sleeps; titles given per call. */
+describe("backends not yet named: children of the postmaster still under its command line", () => {
+  const postmaster = "/usr/lib/postgresql/17/bin/postgres\0-D\0/data\0--config-file=/data/postgresql.conf\0";
+  const named = [
+    proc(postmaster, 40, 7),
+    proc("postgres: pgha: checkpointer ", 41, 40),
+    proc("postgres: pgha: app appdb 10.0.0.5(4000) idle", 42, 40),
+  ];
+  it("a postmaster and its named children: none", () => assert.equal(backendsInStartUp(named), 0));
+  it("a child with the postmaster's command line (its client in the SSL negotiation): one", () =>
+    assert.equal(backendsInStartUp([...named, proc(postmaster, 43, 40), proc(postmaster, 44, 40)]), 2));
+  it("a postmaster started as plain `postgres`: its unnamed child counts too", () =>
+    assert.equal(backendsInStartUp([proc("postgres\0-D\0/d\0", 5, 1), proc("postgres\0-D\0/d\0", 6, 5)]), 1));
+  it("the same command line under another parent, or another program forked: none", () => {
+    assert.equal(backendsInStartUp([proc(postmaster, 43, 99)]), 0);
+    const shell = "/bin/bash\0-c\0postgres\0";
+    assert.equal(backendsInStartUp([proc(shell, 50, 1), proc(shell, 51, 50)]), 0);
+    const patroni = "/usr/bin/python3\0/usr/bin/patroni\0/etc/patroni.yml\0";
+    assert.equal(backendsInStartUp([proc(patroni, 7, 1), proc(patroni, 8, 7)]), 0);
+  });
+});
+
+/** A clock that moves only when the drain sleeps; processes given per call. */
 function lab(opts: { primary: boolean; stopping?: boolean; announced?: boolean; startUps: number[] }) {
   let now = 0;
   const slept: number[] = [];
@@ -38,9 +61,11 @@ function lab(opts: { primary: boolean; stopping?: boolean; announced?: boolean; 
     primary: () => opts.primary,
     stopSequenceRunning: () => opts.stopping ?? false,
     switchoverAnnounced: async () => opts.announced ?? true,
-    titles: () => {
+    processes: () => {
       const n = opts.startUps[Math.min(call++, opts.startUps.length - 1)] ?? 0;
-      return Array.from({ length: n }, (_, i) => `postgres: app db 10.0.0.1(${1000 + i}) authentication`);
+      return Array.from({ length: n }, (_, i) =>
+        proc(`postgres: app db 10.0.0.1(${1000 + i}) authentication`, 100 + i),
+      );
     },
     now: () => now,
     sleep: async (ms) => {
