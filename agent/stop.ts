@@ -48,9 +48,9 @@ export interface StopOptions {
 }
 
 export interface StopDeps {
-  readonly rest: Pick<PatroniRest, "cluster" | "patroni" | "dynamicConfig" | "switchover">;
+  readonly rest: Pick<PatroniRest, "cluster" | "patroni" | "dynamicConfig" | "switchover" | "status">;
   /** null when the agent has no etcd client (it always has one in the image). */
-  readonly fence: Pick<FenceStore, "leader" | "write"> | null;
+  readonly fence: Pick<FenceStore, "leader" | "write" | "switchoverAnnounced"> | null;
   /** Sends Patroni SIGTERM and resolves with its exit code. */
   readonly terminatePatroni: () => Promise<number>;
   /** `pg_controldata` of the data directory; null when it cannot run. */
@@ -130,7 +130,11 @@ export class StopSequence {
             `${plan.candidate} is ready, but only ${Math.max(0, Math.round(left / 1000))} s of the grace period are left for a switchover`,
           );
         }
-        const handedOver = await this.handOver(plan.candidate, Math.min(this.o.switchoverTimeoutMs, left));
+        const handedOver = await this.handOver(
+          plan.candidate,
+          Math.min(this.o.switchoverTimeoutMs, left),
+          graceEnd - SHUTDOWN_RESERVE_MS,
+        );
         if (handedOver !== null) return handedOver;
         return this.stopFenced(`the switchover to ${plan.candidate} did not happen`);
       }
@@ -147,7 +151,19 @@ export class StopSequence {
     return this.d.sleep ?? sleepMs;
   }
 
-  private async handOver(candidate: string, timeoutMs: number): Promise<StopOutcome | null> {
+  /**
+   * Hands over to `candidate`: the handover fence, then Patroni's switchover. Patroni answers
+   * the request once the new leader holds the lock; if that answer is late or a refusal, the
+   * switchover may still be under way (Patroni demotes this node, then the candidate takes the
+   * lock), and stopping Patroni now would cancel its demotion half-way. So the outcome is
+   * then watched, up to `deadline`: done when another member holds the leader key, given up
+   * when nothing is announced any more and this node still runs as the primary.
+   */
+  private async handOver(
+    candidate: string,
+    timeoutMs: number,
+    deadline: number,
+  ): Promise<StopOutcome | null> {
     const { log, rest } = this.d;
     const now = this.d.now ?? Date.now;
     await this.writeFence({
@@ -161,18 +177,72 @@ export class StopSequence {
     const t0 = now();
     try {
       const r = await rest.switchover(this.o.self, candidate, timeoutMs);
-      const ms = now() - t0;
       if (r.status === 200) {
+        const ms = now() - t0;
         log.info({ candidate, ms, patroni: r.text }, "switchover done");
         await this.d.terminatePatroni();
         return { kind: "handed-over", candidate, ms };
       }
-      log.warn({ candidate, status: r.status, patroni: r.text, ms }, "switchover refused");
+      log.warn({ candidate, status: r.status, patroni: r.text, ms: now() - t0 }, "switchover refused");
     } catch (err) {
-      log.warn({ err, candidate }, "switchover did not finish");
+      log.warn({ err, candidate, ms: now() - t0 }, "switchover did not answer in time");
+    }
+    const leader = await this.followSwitchover(deadline);
+    if (leader !== null) {
+      const ms = now() - t0;
+      log.info({ candidate, leader, ms }, "switchover done (seen in etcd after Patroni's answer was late)");
+      await this.d.terminatePatroni();
+      return { kind: "handed-over", candidate: leader, ms };
     }
     await this.writeFence({ state: "stopping", member: this.o.self, since: new Date(now()).toISOString() });
     return null;
+  }
+
+  /**
+   * After a late or refused answer: the member that took over, or null once the switchover
+   * is clearly not happening (nothing announced, this node a running primary holding the
+   * key) or `deadline` has passed.
+   */
+  private async followSwitchover(deadline: number): Promise<string | null> {
+    const { log, rest } = this.d;
+    const fence = this.d.fence;
+    const now = this.d.now ?? Date.now;
+    if (fence === null) return null;
+    let waiting: string | null = null;
+    for (;;) {
+      const [leader, announced, status] = await Promise.all([
+        fence.leader().catch(() => undefined),
+        fence.switchoverAnnounced().catch(() => undefined),
+        rest.status(),
+      ]);
+      if (typeof leader === "string" && leader !== this.o.self) return leader;
+      const primaryStill =
+        leader === this.o.self &&
+        announced === false &&
+        status?.role === "primary" &&
+        status.state === "running";
+      if (primaryStill) {
+        log.warn(
+          "the switchover is not under way: nothing announced, and this node still leads as a running primary",
+        );
+        return null;
+      }
+      const why =
+        announced === true
+          ? "the switchover is still announced"
+          : leader === null
+            ? "nobody holds the leader key yet"
+            : `this node is ${status?.role ?? "unknown"}, ${status?.state ?? "not answering"}`;
+      if (why !== waiting) {
+        log.info({ why }, "waiting for the switchover to finish");
+        waiting = why;
+      }
+      if (now() >= deadline) {
+        log.warn({ why }, "the switchover did not finish within the grace period");
+        return null;
+      }
+      await this.sleep(POLL_MS);
+    }
   }
 
   /** Patroni shuts PostgreSQL down; the fence then names the shutdown checkpoint. */

@@ -229,11 +229,22 @@ export class HealthChecker {
       status !== null ? 0 : before !== undefined && before.apiUrl === p.apiUrl ? before.failures + 1 : 1;
     const sameApi = before !== undefined && before.apiUrl === p.apiUrl;
     const refusals = status === null || status === 200 ? 0 : (sameApi ? (before.refusals ?? 0) : 0) + 1;
+    const at = Date.now();
+    // Silence runs from the last answered check (or from this one, when none answered before).
+    const silentSince =
+      status !== null
+        ? null
+        : sameApi
+          ? before.status !== null
+            ? before.at
+            : (before.silentSince ?? at)
+          : at;
     const probe: Probe = Object.freeze({
       status,
       failures,
       refusals,
-      at: Date.now(),
+      silentSince,
+      at,
       apiUrl: p.apiUrl,
       ...body,
     });

@@ -18,6 +18,11 @@ export interface Probe {
   readonly status: number | null;
   /** Consecutive checks without an answer (0 after any answer). */
   readonly failures: number;
+  /**
+   * While checks go unanswered: when the last answered one ran (or the first unanswered one,
+   * when none answered before); null or absent after an answer.
+   */
+  readonly silentSince?: number | null;
   readonly at: number;
   /** The API the check went to; a result for another URL does not apply. */
   readonly apiUrl: string;
@@ -74,7 +79,11 @@ export interface PrimaryContext {
   readonly failoverSeenAt: number | null;
 }
 
-/** Consecutive unanswered checks of the routed primary before its sessions are fenced. */
+/**
+ * Consecutive unanswered checks of the routed primary before new clients stop being only
+ * held: from here its sessions are fenced unless the leader key still names it (see
+ * `keepSessions`).
+ */
 export const REST_FALL = 2;
 /** A REST result older than this counts as no answer. */
 export const PROBE_MAX_AGE_MS = 5_000;
@@ -275,6 +284,36 @@ function failsafePrimary(
   return null;
 }
 
+/**
+ * The routed leader's REST API does not answer: why its sessions stay (new clients are held),
+ * or null to fence them. A REST API silent for a few seconds is what a loaded machine shows
+ * (Patroni answers from Python threads, each check a TLS handshake); the sessions go to a
+ * PostgreSQL that may be perfectly well. While a live etcd view names the member leader, no
+ * other member can have been promoted: its sessions stay, however long REST is silent, and
+ * are fenced when the key goes or moves. With etcd unreachable too the view may be stale:
+ * the sessions stay for half of Patroni's ttl of silence (a Patroni that died then has not
+ * lost its key yet), then are fenced.
+ */
+function keepSessions(
+  view: ClusterView,
+  probe: Probe | undefined,
+  dcs: DcsStatus,
+  name: string,
+  now: number,
+): string | null {
+  if ((probe?.failures ?? 0) < REST_FALL) return `${name} /primary did not answer; holding new clients`;
+  const since = probe?.silentSince ?? null;
+  const silent = since === null ? null : Math.max(0, now - since);
+  const forWhat = silent === null ? "" : ` for ${(silent / 1000).toFixed(1)} s`;
+  if (dcs.connected) {
+    return `${name} /primary has not answered${forWhat}; holding new clients, its sessions stay while etcd names it leader`;
+  }
+  if (silent !== null && silent < dcsTrustMs(view) / 2) {
+    return `${name} /primary has not answered${forWhat} and etcd is unreachable; holding new clients, its sessions stay up to half of Patroni's ttl`;
+  }
+  return null;
+}
+
 /** The probe's body says a running primary (its role normalised: Patroni 3's `master` reads as `primary`). */
 function stillPrimary(probe: Probe | undefined): boolean {
   return probe?.role === "primary" && probe?.state === "running";
@@ -323,8 +362,9 @@ export function selectPrimary(
     return none(`leader ${m.name} answers /primary with ${probe!.status}`);
   }
   if (verdict === "unreachable") {
-    if (wasRouted && (probe?.failures ?? 0) < REST_FALL) {
-      return pause(target, `${m.name} /primary did not answer; holding new clients`);
+    if (wasRouted) {
+      const kept = keepSessions(view, probe, ctx.dcs, m.name, now);
+      if (kept !== null) return pause(target, kept);
     }
     return none(`leader ${m.name}'s REST API does not answer`);
   }

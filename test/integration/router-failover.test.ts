@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import type pg from "pg";
 import { SPARE_TTL_MS } from "../../router/spares.js";
 import { PatroniCluster } from "../harness/patroni.js";
-import { waitFor } from "../harness/proc.js";
+import { run, waitFor } from "../harness/proc.js";
 import { clientVia, psqlVia, RouterProcess, whoServes } from "../harness/router.js";
 
 interface Attempt {
@@ -233,6 +233,47 @@ describe("router: failover behaviour", () => {
     await c.waitReady({ replicas: 2 });
   });
 
+  it("the leader's REST API silent for 8 s while etcd names it leader (a loaded machine): its open sessions stay, a new client is held, then served", async () => {
+    await c.waitReady({ replicas: 2 });
+    const leader = (await c.leader())!;
+    const node = c.node(leader);
+    const session = clientVia(c, r.port);
+    session.on("error", () => undefined);
+    await session.connect();
+    await session.query("INSERT INTO writes (at) VALUES (now())");
+    const fencedBefore = await r.metric("router_clients_closed_total", { outcome: "fenced" });
+    // Packets to its REST port dropped: the router's checks time out, as on a machine too
+    // loaded for Patroni to answer, while Patroni keeps its leader key.
+    const rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", String(node.restPort), "-j", "DROP"];
+    await run("iptables", ["-I", ...rule]);
+    let late: pg.Client | null = null;
+    let lateConnected: Promise<unknown> = Promise.resolve();
+    try {
+      await sleep(4_000); // past REST_FALL missed checks
+      late = clientVia(c, r.port);
+      late.on("error", () => undefined);
+      lateConnected = late.connect();
+      await sleep(4_000);
+      const res = await session.query(
+        "INSERT INTO writes (at) VALUES (now()) RETURNING inet_server_port() AS p",
+      );
+      assert.equal(Number(res.rows[0].p), node.pgPort, "the open session still writes on the leader");
+    } finally {
+      await run("iptables", ["-D", ...rule]);
+    }
+    await lateConnected;
+    const res = await late!.query("INSERT INTO writes (at) VALUES (now()) RETURNING inet_server_port() AS p");
+    assert.equal(Number(res.rows[0].p), node.pgPort, "the client held meanwhile is served by the leader");
+    await session.query("SELECT 1");
+    assert.equal(
+      await r.metric("router_clients_closed_total", { outcome: "fenced" }),
+      fencedBefore,
+      "no session was fenced",
+    );
+    await late!.end();
+    await session.end();
+  });
+
   it("switchover: clients connecting meanwhile are held and succeed, new ones reach the new primary, old sessions close", async () => {
     const from = (await c.leader())!;
     const to = c.nodes.find((n) => n.name !== from)!.name;
@@ -401,7 +442,7 @@ describe("router: failover behaviour", () => {
     await c.waitReady({ replicas: 2, timeoutMs: 90_000 });
   });
 
-  it("Patroni dies but its PostgreSQL keeps running: the router fences that primary and follows the new leader", async () => {
+  it("Patroni dies but its PostgreSQL keeps running: the router fences that primary once its leader key goes, and follows the new leader", async () => {
     const old = (await c.leader())!;
     const node = c.node(old);
     const session = clientVia(c, r.port);
