@@ -230,31 +230,26 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
     }
   });
 
-  it("the hook waits while a client authenticates, and answers once it has gone", async () => {
+  /** With a switchover announced, the hook waits while `stalled`'s client is there, and answers `drained` once it goes. */
+  async function waitsWhile(stalled: () => Promise<Socket>, what: string): Promise<void> {
     await announce(true);
-    const s = await stalledInAuthentication();
+    const s = await stalled();
     const drainedBefore = await metric("drained");
     const h = hook();
     await sleep(600);
-    assert.equal(h.finished(), false, "the hook still waits while the client is in its authentication");
+    assert.equal(h.finished(), false, `the hook still waits while the client is ${what}`);
     s.destroy();
     const r = await h.done;
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /^drained in \d+ ms/);
     assert.equal(await metric("drained"), drainedBefore + 1);
-  });
+  }
 
-  it("the hook waits for a client still in its SSL negotiation (a backend not named yet), and answers once it has gone", async () => {
-    await announce(true);
-    const s = await stalledInNegotiation();
-    const h = hook();
-    await sleep(600);
-    assert.equal(h.finished(), false, "the hook still waits while the client negotiates");
-    s.destroy();
-    const r = await h.done;
-    assert.equal(r.code, 0, r.out);
-    assert.match(r.out, /^drained in \d+ ms/);
-  });
+  it("the hook waits while a client authenticates, and answers once it has gone", () =>
+    waitsWhile(stalledInAuthentication, "in its authentication"));
+
+  it("the hook waits for a client still in its SSL negotiation (a backend not named yet), and answers once it has gone", () =>
+    waitsWhile(stalledInNegotiation, "in its SSL negotiation"));
 
   it("a client that never finishes is waited for only up to the bound; the answer and the metric say so", async () => {
     const s = await stalledInAuthentication();
