@@ -6,6 +6,7 @@
 import type { Etcd3 } from "../shared/etcd.js";
 import { toEtcdError } from "../shared/etcd.js";
 import { agentKeys, patroniKeys } from "../shared/keys.js";
+import { failoverAnnounced } from "../shared/patroni.js";
 import { decodeFence, encodeFence, type Fence, type FenceRead } from "./fence.js";
 
 export interface FenceRecord {
@@ -43,11 +44,10 @@ export class FenceStore {
     }
   }
 
-  /** True while Patroni's failover key announces a switchover (REST, patronictl, the agent's handover). */
+  /** True while Patroni's failover key announces a switchover (REST, patronictl, the agent's handover); `{}` is a cleared key. */
   async switchoverAnnounced(): Promise<boolean> {
     try {
-      const v = await this.etcd.get(this.failoverKey).string();
-      return v !== null && v.trim() !== "";
+      return failoverAnnounced(await this.etcd.get(this.failoverKey).string());
     } catch (err) {
       throw toEtcdError(err, "get failover", { key: this.failoverKey });
     }

@@ -209,6 +209,14 @@ export function decodeMember(name: string, value: string, modRevision = 0): Memb
   });
 }
 
+/**
+ * Whether a failover key's value announces a switchover or failover. Patroni clears the key
+ * by writing `{}` (or an empty value); only a leader or a candidate named makes a request.
+ */
+export function failoverAnnounced(value: string | null): boolean {
+  return value !== null && value.trim() !== "" && decodeFailover(value, 0) !== null;
+}
+
 function decodeFailover(value: string, modRevision: number): FailoverRequest | null {
   const d = parseJsonObject(value);
   if (!d) return null;

@@ -230,6 +230,18 @@ describe("the before_stop hook against a real PostgreSQL", { timeout: 120_000 },
     }
   });
 
+  it("a failover key Patroni cleared (`{}`, as it leaves it after every switchover) announces nothing", async () => {
+    await client.put(FAILOVER_KEY).value("{}");
+    const s = await stalledInAuthentication();
+    try {
+      const a = await answer();
+      assert.equal(a.outcome, "unplanned");
+      assert.equal(await metric("unplanned"), 2);
+    } finally {
+      s.destroy();
+    }
+  });
+
   /** With a switchover announced, the hook waits while `stalled`'s client is there, and answers `drained` once it goes. */
   async function waitsWhile(stalled: () => Promise<Socket>, what: string): Promise<void> {
     await announce(true);

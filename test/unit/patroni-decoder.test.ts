@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import {
   decodeCluster,
   decodeMember,
+  failoverAnnounced,
   parseApiUrl,
   parseConnUrl,
   type RawEntry,
@@ -219,4 +220,20 @@ describe("Patroni DCS decoder", () => {
     assert.equal(parseApiUrl("http://h:8008"), "http://h:8008");
     assert.equal(parseApiUrl("ftp://h:21/"), null);
   });
+});
+
+describe("failoverAnnounced: what a failover key's value says", () => {
+  const table: [string | null, boolean][] = [
+    [null, false],
+    ["", false],
+    ["{}", false], // Patroni's cleanup (manual_failover('', '')) writes this
+    ['{"leader":"pg1","member":"pg2"}', true],
+    ['{"member":"pg2"}', true],
+    ['{"leader":"pg1"}', true],
+    ['{"leader":"pg1","scheduled_at":"2026-12-04T10:00:00+00:00"}', true],
+    ["not json", false],
+  ];
+  for (const [value, want] of table) {
+    it(`${JSON.stringify(value)} → ${want}`, () => assert.equal(failoverAnnounced(value), want));
+  }
 });
