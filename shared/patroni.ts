@@ -278,10 +278,10 @@ export function decodeCluster(scope: string, entries: Iterable<RawEntry>, revisi
         if (!sync) malformed.push(e.key);
         break;
       case "failover":
-        // Patroni clears a failover key by writing an empty value; treat it as none.
+        // Patroni clears a failover key by writing `{}` (an empty value, earlier): none.
         if (e.value.trim() !== "") {
           failover = decodeFailover(e.value, rev);
-          if (!failover) malformed.push(e.key);
+          if (!failover && parseJsonObject(e.value) === null) malformed.push(e.key);
         }
         break;
       case "initialize":

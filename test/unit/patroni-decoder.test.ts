@@ -154,7 +154,7 @@ describe("Patroni DCS decoder", () => {
       { key: "leader", value: "  " },
       { key: "config", value: "nope" },
       { key: "sync", value: "[]" },
-      { key: "failover", value: "{}" },
+      { key: "failover", value: "[]" },
       { key: "status", value: "7" },
       { key: "members/", value: "{}" },
       { key: "unknown/thing", value: "whatever" },
@@ -165,6 +165,12 @@ describe("Patroni DCS decoder", () => {
     assert.equal(v.failover, null);
     assert.equal(v.leaderLsn, null);
     assert.deepEqual([...v.malformedKeys].sort(), ["config", "failover", "members/", "status", "sync"]);
+  });
+
+  it("a failover key Patroni cleared (`{}`) is no request, and not malformed", () => {
+    const v = decodeCluster("demo", [{ key: "failover", value: "{}" }]);
+    assert.equal(v.failover, null);
+    assert.deepEqual(v.malformedKeys, []);
   });
 
   it("reads the agent's handover fence, and only its handover state", () => {
