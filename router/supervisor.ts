@@ -218,6 +218,11 @@ export class RouterSupervisor {
     slot.startedAt = Date.now();
     this.live.set(this.slots.filter((s) => s.worker !== null).length);
     worker.once("exit", (code, signal) => this.exited(slot, worker, code, signal));
+    // A message sent as a worker dies fails on its closed channel (EPIPE) and is reported as
+    // the worker's 'error': unheard, it would end the supervisor, and every worker with it.
+    worker.on("error", (err: Error) =>
+      this.log.warn({ err, worker: slot.index, pid: worker.process.pid }, "cannot send to a router worker"),
+    );
   }
 
   private exited(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {

@@ -244,6 +244,54 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
     }
   });
 
+  it("workers SIGKILLed while the supervisor asks them (the admin port read without pause): the supervisor lives on", async () => {
+    let asking = true;
+    let answers = 0;
+    const asker = (async () => {
+      while (asking) {
+        await Promise.all([r.get("/routes"), r.get("/metrics")]).then(
+          () => answers++,
+          () => undefined,
+        );
+      }
+    })();
+    const exits: string[] = [];
+    void r.proc.exited.then((e) => exits.push(String(e)));
+    try {
+      for (let round = 0; round < 8; round++) {
+        const v = await waitFor(
+          "two workers",
+          async () => {
+            const w = (await r.get("/routes")).body as WorkersView;
+            return w.workers.length === 2 ? w : null;
+          },
+          { timeoutMs: 30_000, intervalMs: 50 },
+        );
+        // Both at once: the supervisor is then sending to two channels that close under it.
+        for (const w of v.workers) process.kill(w.pid, "SIGKILL");
+        await new Promise((res) => setTimeout(res, 300));
+      }
+    } finally {
+      asking = false;
+      await asker;
+    }
+    assert.deepEqual(exits, [], "the supervisor did not exit");
+    assert.ok(answers > 0, "the admin port answered meanwhile");
+    const v = await waitFor(
+      "two workers again",
+      async () => {
+        const w = (await r.get("/routes")).body as WorkersView;
+        return w.workers.length === 2 ? w : null;
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    assert.equal(v.workers.length, 2);
+    const s = new pg.Client({ ...target, database: "postgres" });
+    await s.connect();
+    assert.equal((await s.query("select 1 as one")).rows[0].one, 1, "a new client is served");
+    await s.end();
+  });
+
   it("SIGKILL of the supervisor: its workers close their sessions and exit (no routes left unfollowed)", async () => {
     const own = await RouterProcess.start({
       etcd: c.etcd.endpoint,
