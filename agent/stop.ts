@@ -190,7 +190,8 @@ export class StopSequence {
     const leader = await this.followSwitchover(deadline);
     if (leader !== null) {
       const ms = now() - t0;
-      log.info({ candidate, leader, ms }, "switchover done (seen in etcd after Patroni's answer was late)");
+      // The same message as an answered switchover; `seenIn` tells the two apart.
+      log.info({ candidate, leader, ms, seenIn: "etcd" }, "switchover done");
       await this.d.terminatePatroni();
       return { kind: "handed-over", candidate: leader, ms };
     }
