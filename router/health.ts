@@ -247,6 +247,9 @@ export class HealthChecker {
       at,
       apiUrl: p.apiUrl,
       ...body,
+      // Unanswered: what the last answer said about failsafe mode stands (selection.ts keeps
+      // a failsafe primary's sessions through a short silence).
+      failsafe: status === null && sameApi ? (before.failsafe ?? false) : body.failsafe,
     });
     const next = new Map(this.snapshot);
     next.set(p.name, Object.freeze({ ...prev, [kind]: probe }));

@@ -271,6 +271,18 @@ function failsafePrimary(
         `no leader key; asking ${previous.name} whether Patroni's failsafe mode keeps it primary`,
       );
     }
+    // Its REST API silent (a loaded machine): replicas that had its failsafe pings promote
+    // nobody for Patroni's ttl after the last one, so its sessions stay for half of that.
+    if (verdict === "unreachable" && probe?.failsafe === true) {
+      const since = probe.silentSince ?? null;
+      const silent = since === null ? null : Math.max(0, now - since);
+      if (silent !== null && silent < dcsTrustMs(view) / 2) {
+        return pause(
+          previous,
+          `no leader key; ${previous.name} was primary in Patroni's failsafe mode and its REST API has not answered for ${(silent / 1000).toFixed(1)} s; its sessions stay up to half of Patroni's ttl`,
+        );
+      }
+    }
     // As etcd comes back after a failsafe period, Patroni answers 503 for a moment while it
     // takes its lock again, its PostgreSQL still a running primary: ask again before fencing.
     const switching = view.handover !== null || view.failover !== null;

@@ -144,6 +144,26 @@ const cases: Case[] = [
     want: "none",
   },
   {
+    name: "failsafe mode: the old primary's REST silent 3 s after saying failsafe (ttl 10 s): pause, sessions kept",
+    view: view(FAILSAFE_ON, PG2, PG3),
+    health: health({
+      pg1: { primary: { ...probe(5001, null, 3), failsafe: true, silentSince: NOW - 3_000 } },
+    }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+    reason: /failsafe mode and its REST API has not answered for 3\.0 s/,
+  },
+  {
+    name: "failsafe mode: the old primary's REST silent 5 s (half the ttl): none",
+    view: view(FAILSAFE_ON, PG2, PG3),
+    health: health({
+      pg1: { primary: { ...probe(5001, null, 5), failsafe: true, silentSince: NOW - 5_000 } },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
     name: "failsafe mode: the old primary refuses /primary: none",
     view: view(FAILSAFE_ON, PG2, PG3),
     health: health({ pg1: { primary: probe(5001, 503) } }),
