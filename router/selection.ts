@@ -274,8 +274,7 @@ function failsafePrimary(
     // Its REST API silent (a loaded machine): replicas that had its failsafe pings promote
     // nobody for Patroni's ttl after the last one, so its sessions stay for half of that.
     if (verdict === "unreachable" && probe?.failsafe === true) {
-      const since = probe.silentSince ?? null;
-      const silent = since === null ? null : Math.max(0, now - since);
+      const silent = silentMs(probe, now);
       if (silent !== null && silent < dcsTrustMs(view) / 2) {
         return pause(
           previous,
@@ -296,6 +295,12 @@ function failsafePrimary(
   return null;
 }
 
+/** How long the probe's API has gone unanswered, from its last answer; null when unknown. */
+function silentMs(probe: Probe | undefined, now: number): number | null {
+  const since = probe?.silentSince ?? null;
+  return since === null ? null : Math.max(0, now - since);
+}
+
 /**
  * The routed leader's REST API does not answer: why its sessions stay (new clients are held),
  * or null to fence them. A REST API silent for a few seconds is what a loaded machine shows
@@ -314,8 +319,7 @@ function keepSessions(
   now: number,
 ): string | null {
   if ((probe?.failures ?? 0) < REST_FALL) return `${name} /primary did not answer; holding new clients`;
-  const since = probe?.silentSince ?? null;
-  const silent = since === null ? null : Math.max(0, now - since);
+  const silent = silentMs(probe, now);
   const forWhat = silent === null ? "" : ` for ${(silent / 1000).toFixed(1)} s`;
   if (dcs.connected) {
     return `${name} /primary has not answered${forWhat}; holding new clients, its sessions stay while etcd names it leader`;

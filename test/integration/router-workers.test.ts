@@ -244,6 +244,17 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
     }
   });
 
+  /** The router's view once both workers are up. */
+  const twoWorkers = (timeoutMs: number, intervalMs: number) =>
+    waitFor(
+      "two workers",
+      async () => {
+        const w = (await r.get("/routes")).body as WorkersView;
+        return w.workers.length === 2 ? w : null;
+      },
+      { timeoutMs, intervalMs },
+    );
+
   it("workers SIGKILLed while the supervisor asks them (the admin port read without pause): the supervisor lives on", async () => {
     let asking = true;
     let answers = 0;
@@ -259,14 +270,7 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
     void r.proc.exited.then((e) => exits.push(String(e)));
     try {
       for (let round = 0; round < 8; round++) {
-        const v = await waitFor(
-          "two workers",
-          async () => {
-            const w = (await r.get("/routes")).body as WorkersView;
-            return w.workers.length === 2 ? w : null;
-          },
-          { timeoutMs: 30_000, intervalMs: 50 },
-        );
+        const v = await twoWorkers(30_000, 50);
         // Both at once: the supervisor is then sending to two channels that close under it.
         for (const w of v.workers) process.kill(w.pid, "SIGKILL");
         await new Promise((res) => setTimeout(res, 300));
@@ -277,14 +281,7 @@ describe("router: a supervisor and two workers", { timeout: 240_000 }, () => {
     }
     assert.deepEqual(exits, [], "the supervisor did not exit");
     assert.ok(answers > 0, "the admin port answered meanwhile");
-    const v = await waitFor(
-      "two workers again",
-      async () => {
-        const w = (await r.get("/routes")).body as WorkersView;
-        return w.workers.length === 2 ? w : null;
-      },
-      { timeoutMs: 60_000, intervalMs: 200 },
-    );
+    const v = await twoWorkers(60_000, 200);
     assert.equal(v.workers.length, 2);
     const s = new pg.Client({ ...target, database: "postgres" });
     await s.connect();
