@@ -282,13 +282,14 @@ function failsafePrimary(
         );
       }
     }
-    // As etcd comes back after a failsafe period, Patroni answers 503 for a moment while it
-    // takes its lock again, its PostgreSQL still a running primary: ask again before fencing.
-    const switching = view.handover !== null || view.failover !== null;
-    if (verdict === "refused" && !switching && stillPrimary(probe) && (probe?.refusals ?? 1) < REST_FALL) {
+    // As etcd comes back after a failsafe period, Patroni answers 503 while it takes its lock
+    // again, its PostgreSQL still a running primary: ask again before fencing. Under load that
+    // takes several loops (etcd's members time out while they catch up); while the answer says
+    // failsafe mode is still active, its replicas promote nobody, so it may take as long.
+    if (verdict === "refused" && healing(view, probe)) {
       return pause(
         previous,
-        `no leader key; ${previous.name} answers /primary with ${probe!.status} while still primary; asking again`,
+        `no leader key; ${previous.name} answers /primary with ${probe!.status} while still primary${probe?.failsafe === true ? " in Patroni's failsafe mode" : ""}; asking again`,
       );
     }
   }
@@ -335,6 +336,19 @@ function stillPrimary(probe: Probe | undefined): boolean {
   return probe?.role === "primary" && probe?.state === "running";
 }
 
+/**
+ * A refusal from the routed primary as etcd comes back after Patroni's failsafe mode: its
+ * body says a running primary, no switchover or handover is announced, and either it is the
+ * first refusal or the body says failsafe mode is still active. Patroni answers 503 from the
+ * moment it reads etcd again without its leader key until it has written the key again; its
+ * replicas follow it, not racing, while its failsafe pings are younger than the ttl, and the
+ * body's flag ends with them.
+ */
+function healing(view: ClusterView, probe: Probe | undefined): boolean {
+  if (view.handover !== null || view.failover !== null || !stillPrimary(probe)) return false;
+  return probe?.failsafe === true || (probe?.refusals ?? 1) < REST_FALL;
+}
+
 /** Where new clients of the primary port go now, and why. */
 export function selectPrimary(
   view: ClusterView,
@@ -372,6 +386,14 @@ export function selectPrimary(
   const verdict = primaryVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
   if (verdict === "refused") {
+    // The key written again after a failsafe period, and the last answer still the 503 from
+    // before it (the check that follows the key's change is on its way): ask again.
+    if (wasRouted && probe?.failsafe === true && healing(view, probe)) {
+      return pause(
+        target,
+        `${m.name} takes its leader key again after Patroni's failsafe mode and answered /primary with ${probe.status} before; asking again`,
+      );
+    }
     // A 503 from the routed leader fences at once, even while its body still says primary: in
     // a switchover that is the demotion, and fencing sends the clients still in start-up on it
     // back to be held and replayed on the new primary (a pause here lost some of them).

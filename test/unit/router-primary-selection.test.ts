@@ -120,6 +120,80 @@ const cases: Case[] = [
     want: "none",
   },
   {
+    name: "failsafe mode healing: 503 a third time with no leader key, the body says failsafe is still active: pause",
+    view: view(FAILSAFE_ON, PG1, PG2),
+    health: health({
+      pg1: {
+        primary: { ...probe(5001, 503), refusals: 3, role: "primary", state: "running", failsafe: true },
+      },
+    }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+    reason: /pg1 answers \/primary with 503 while still primary in Patroni's failsafe mode; asking again/,
+  },
+  {
+    name: "failsafe mode healing: 503 with failsafe active but a switchover announced: none",
+    view: view(FAILSAFE_ON, PG1, PG2, {
+      key: "failover",
+      value: JSON.stringify({ leader: "pg1", member: "pg2" }),
+    }),
+    health: health({
+      pg1: {
+        primary: { ...probe(5001, 503), refusals: 1, role: "primary", state: "running", failsafe: true },
+      },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
+    name: "failsafe mode healing: 503 with failsafe active from a primary that is stopping: none",
+    view: view(FAILSAFE_ON, PG1, PG2),
+    health: health({
+      pg1: {
+        primary: { ...probe(5001, 503), refusals: 1, role: "primary", state: "stopping", failsafe: true },
+      },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+  },
+  {
+    name: "failsafe mode healing: the key written again, the last answer still the 503 from before it: pause",
+    view: view(FAILSAFE_ON, { key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: {
+        primary: { ...probe(5001, 503), refusals: 2, role: "primary", state: "running", failsafe: true },
+      },
+    }),
+    previous: t("pg1", 5001),
+    want: "pause",
+    target: "pg1",
+    reason: /pg1 takes its leader key again after Patroni's failsafe mode/,
+  },
+  {
+    name: "leader key, routed, 503 from a running primary with failsafe not active: none (a demotion)",
+    view: view(FAILSAFE_ON, { key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: {
+        primary: { ...probe(5001, 503), refusals: 1, role: "primary", state: "running", failsafe: false },
+      },
+    }),
+    previous: t("pg1", 5001),
+    want: "none",
+    reason: /leader pg1 answers \/primary with 503/,
+  },
+  {
+    name: "leader key, not routed until now, 503 with failsafe active: none",
+    view: view(FAILSAFE_ON, { key: "leader", value: "pg1" }, PG1, PG2),
+    health: health({
+      pg1: {
+        primary: { ...probe(5001, 503), refusals: 1, role: "primary", state: "running", failsafe: true },
+      },
+    }),
+    previous: t("pg2", 5002),
+    want: "none",
+  },
+  {
     name: "failsafe mode off in the cluster's config: no leader key is none",
     view: view(FAILSAFE_OFF, PG2, PG3),
     health: health({ pg1: { primary: inFailsafe(5001) } }),
