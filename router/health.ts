@@ -189,14 +189,15 @@ export class HealthChecker {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
       status = res.statusCode;
-      if (status === 200) {
-        const parsed = parsePatroniStatus(await res.body.text());
-        // The WAL position readers of this server see.
-        lsn = kind === "primary" ? parsed.location : parsed.replayedLocation;
-        role = parsed.role;
-        state = parsed.state;
-        failsafe = parsed.failsafe;
-      } else await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      // Patroni answers a refusal (503) with the same status body as a 200: a refusal's body
+      // says whether the server still runs as a primary and whether failsafe mode is active
+      // (selection.ts: a primary taking its key again after failsafe mode is asked again).
+      const parsed = parsePatroniStatus(await res.body.text());
+      // The WAL position readers of this server see.
+      lsn = kind === "primary" ? parsed.location : parsed.replayedLocation;
+      role = parsed.role;
+      state = parsed.state;
+      failsafe = parsed.failsafe;
     } catch (err) {
       this.log.debug({ err, member: p.name, check: kind }, "REST check failed");
     }

@@ -331,6 +331,16 @@ function keepSessions(
   return null;
 }
 
+/** What a refusal's body said (role, state, failsafe mode), for a decision's reason. */
+function bodySays(probe: Probe | undefined): string {
+  const facts = [
+    probe?.role ? `role ${probe.role}` : null,
+    probe?.state ? `state ${probe.state}` : null,
+    probe?.failsafe === true ? "failsafe mode active" : null,
+  ].filter((f) => f !== null);
+  return facts.length === 0 ? "" : ` (${facts.join(", ")})`;
+}
+
 /** The probe's body says a running primary (its role normalised: Patroni 3's `master` reads as `primary`). */
 function stillPrimary(probe: Probe | undefined): boolean {
   return probe?.role === "primary" && probe?.state === "running";
@@ -397,7 +407,7 @@ export function selectPrimary(
     // A 503 from the routed leader fences at once, even while its body still says primary: in
     // a switchover that is the demotion, and fencing sends the clients still in start-up on it
     // back to be held and replayed on the new primary (a pause here lost some of them).
-    return none(`leader ${m.name} answers /primary with ${probe!.status}`);
+    return none(`leader ${m.name} answers /primary with ${probe!.status}${bodySays(probe)}`);
   }
   if (verdict === "unreachable") {
     if (wasRouted) {

@@ -9,7 +9,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";
+import { Registry } from "prom-client";
+import { HealthChecker } from "../../router/health.js";
+import { RouterMetrics } from "../../router/metrics.js";
+import { promMetrics } from "../../router/prom-metrics.js";
 import { SPARE_TTL_MS } from "../../router/spares.js";
+import { createLogger } from "../../shared/logger.js";
 import { PatroniCluster } from "../harness/patroni.js";
 import { run, waitFor } from "../harness/proc.js";
 import { clientVia, psqlVia, RouterProcess, whoServes } from "../harness/router.js";
@@ -272,6 +277,40 @@ describe("router: failover behaviour", () => {
     );
     await late!.end();
     await session.end();
+  });
+
+  it("a REST refusal is read whole: the check of a replica's /primary records Patroni's 503 with the body's role and state", async () => {
+    // The router's fence reads a refusal's body: a primary taking its leader key again after
+    // failsafe mode answers 503 while its body says a running primary in failsafe mode.
+    await c.waitReady({ replicas: 2 });
+    const leader = (await c.leader())!;
+    const replica = c.nodes.find((n) => n.name !== leader)!;
+    const checker = new HealthChecker(
+      { route: "test", timeoutMs: 2_000, intervalMs: 60_000, replicaQuery: "" },
+      () => undefined,
+      new RouterMetrics(promMetrics(new Registry())),
+      createLogger({ name: "test", level: "silent" }),
+    );
+    try {
+      checker.setPlan([
+        { name: replica.name, apiUrl: replica.restUrl, checks: ["primary"] },
+        { name: leader, apiUrl: c.node(leader).restUrl, checks: ["primary"] },
+      ]);
+      checker.checkNow();
+      await waitFor("both checks answered", async () =>
+        [replica.name, leader].every((n) => checker.health.get(n)?.primary !== undefined),
+      );
+      const refused = checker.health.get(replica.name)!.primary!;
+      assert.equal(refused.status, 503);
+      assert.equal(refused.role, "replica", "the refusal's body was read");
+      assert.equal(refused.state, "running");
+      assert.equal(refused.refusals, 1);
+      const ok = checker.health.get(leader)!.primary!;
+      assert.equal(ok.status, 200);
+      assert.equal(ok.role, "primary");
+    } finally {
+      await checker.close();
+    }
   });
 
   it("switchover: clients connecting meanwhile are held and succeed, new ones reach the new primary, old sessions close", async () => {
