@@ -259,9 +259,10 @@ describe("no single point of failure: the compose stack under faults", { timeout
           await iptables(["-D", "INPUT", "-s", ip, "-j", "DROP"]);
         }
       },
-      // When the cut heals, the old primary takes its lock again and answers /primary 503 for
-      // a moment: the router fences its sessions rather than risk writes on an unconfirmed
-      // primary. New connections are held, not refused.
+      // When the cut heals, the old primary takes its lock again, answering /primary 503 for a
+      // moment with a body that says failsafe mode: the router holds new clients and asks again
+      // (router/README: the end of a failsafe period). Sometimes another member takes the lock
+      // as the cut heals and the old primary demotes itself: its sessions end then.
       { sessionsMayEnd: true },
     );
   });
