@@ -200,7 +200,23 @@ describe("router: failover behaviour", () => {
       const until = Date.now() + 20_000;
       let served = 0;
       while (Date.now() < until) {
-        const w = await whoServes(c, r.port);
+        const w = await whoServes(c, r.port).catch((err: Error) => {
+          // Held past --hold-timeout: say what the router decided and what Patroni did.
+          const decisions = r
+            .tail(400)
+            .split("\n")
+            .filter((l) => l.includes("primary decision"))
+            .slice(-8);
+          const said = c
+            .node(leader)
+            .tail(200)
+            .split("\n")
+            .filter((l) => /failsafe|demot|Request failed|DCS/i.test(l))
+            .slice(-8);
+          throw new Error(
+            `${err.message}\nthe router's decisions:\n${decisions.join("\n")}\n${leader}'s Patroni:\n${said.join("\n")}`,
+          );
+        });
         assert.equal(w.member, leader);
         if (w.standby) {
           // Failsafe mode keeps the leader only while its POST /failsafe reaches every member
