@@ -396,12 +396,13 @@ export function selectPrimary(
   const verdict = primaryVerdict(probe, m.apiUrl, now);
   const wasRouted = sameTarget(ctx.previous, target);
   if (verdict === "refused") {
-    // The key written again after a failsafe period, and the last answer still the 503 from
-    // before it (the check that follows the key's change is on its way): ask again.
+    // The key written again after a failsafe period, and a 503 whose body still says failsafe
+    // mode: Patroni reads etcd again right after writing its key, and while that read lacks
+    // the key it answers 503 until its next loop (or this answer predates the key): ask again.
     if (wasRouted && probe?.failsafe === true && healing(view, probe)) {
       return pause(
         target,
-        `${m.name} takes its leader key again after Patroni's failsafe mode and answered /primary with ${probe.status} before; asking again`,
+        `${m.name} holds its leader key again after Patroni's failsafe mode but answers /primary with ${probe.status}, its body still in failsafe mode; asking again`,
       );
     }
     // A 503 from the routed leader fences at once, even while its body still says primary: in

@@ -158,7 +158,7 @@ const cases: Case[] = [
     want: "none",
   },
   {
-    name: "failsafe mode healing: the key written again, the last answer still the 503 from before it: pause",
+    name: "failsafe mode healing: the key written again, a 503 whose body still says failsafe mode: pause",
     view: view(FAILSAFE_ON, { key: "leader", value: "pg1" }, PG1, PG2),
     health: health({
       pg1: {
@@ -168,7 +168,7 @@ const cases: Case[] = [
     previous: t("pg1", 5001),
     want: "pause",
     target: "pg1",
-    reason: /pg1 takes its leader key again after Patroni's failsafe mode/,
+    reason: /pg1 holds its leader key again after Patroni's failsafe mode but answers \/primary with 503/,
   },
   {
     name: "leader key, routed, 503 from a running primary with failsafe not active: none (a demotion)",
