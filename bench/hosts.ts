@@ -14,6 +14,7 @@ import {
   HOST_FAULT_LABELS,
   HOST_FAULTS,
   playHostFault,
+  whatThePartsDid,
 } from "../test/harness/host-faults.js";
 import { ManyHostsCluster } from "../test/harness/many-hosts-cluster.js";
 import { run } from "../test/harness/proc.js";
@@ -57,6 +58,11 @@ export async function runHosts(log: (m: string) => void): Promise<HostsResult> {
           `hosts: ${fault}: writes stopped ${(x.writesStoppedMs / 1000).toFixed(1)} s, ${x.failedConnections} failed connections, ${x.lost} lost, ${x.ackedByDemotedLeader} acked by a demoted leader`,
         );
         runs.push(x);
+        // A fault that went worse than it should: what the routers and Patroni did, in the log.
+        const slow = r.targetWasLeader
+          ? x.writesStoppedMs > (TTL_S + 2) * 1000
+          : x.writesStoppedMs > (TTL_S / 2) * 1000;
+        if (slow || x.failedConnections > 0) log(await whatThePartsDid(cluster, r.from, `hosts: ${fault}:`));
       } catch (err) {
         log(`hosts: ${fault} FAILED: ${(err as Error).message.split("\n")[0]}`);
         runs.push({

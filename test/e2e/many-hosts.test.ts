@@ -20,6 +20,7 @@ import {
   type HostFault,
   type HostFaultRun,
   playHostFault,
+  whatThePartsDid,
 } from "../harness/host-faults.js";
 import { ManyHostsCluster } from "../harness/many-hosts-cluster.js";
 import { run, waitFor } from "../harness/proc.js";
@@ -63,26 +64,7 @@ const LONG_STOP_MS = TTL_MS + 2_000;
 
 /** The routers' primary decisions and the agents' lines on locks and promotion since `from`. */
 async function printWhy(from: number): Promise<void> {
-  const since = (l: string) => {
-    const iso = /"time":"([^"]+)"/.exec(l)?.[1] ?? /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(l)?.[1];
-    return (
-      iso !== undefined && Date.parse(iso.includes("T") ? iso : `${iso.replace(" ", "T")}Z`) >= from - 2000
-    );
-  };
-  for (const h of cluster.hosts) {
-    if (!cluster.dh.running(h)) continue;
-    const router = await cluster.routerLog(h).catch((err: Error) => err.message);
-    const agent = await cluster.agentLog(h, 600).catch((err: Error) => err.message);
-    const decisions = router.split("\n").filter((l) => l.includes("primary decision") && since(l));
-    const agentLines = agent
-      .split("\n")
-      .filter(
-        (l) => /promot|lock|demot|fence|failsafe|leader race/i.test(l) && !/no action\./.test(l) && since(l),
-      );
-    console.log(
-      `[many-hosts]   ${h.name} router:\n${decisions.slice(-20).join("\n")}\n[many-hosts]   ${h.name} agent:\n${agentLines.slice(-30).join("\n")}`,
-    );
-  }
+  console.log(await whatThePartsDid(cluster, from, "[many-hosts]"));
 }
 
 /** Nothing acknowledged is missing on the leader afterwards, and the old leader acknowledged nothing past the fork. */

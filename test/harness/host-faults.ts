@@ -83,6 +83,42 @@ function replicaTarget(
 }
 
 /**
+ * What the routers decided and what Patroni said of promotion, locks, fences and failsafe mode
+ * on every running host since `from` (ms since epoch, less 2 s), one block per host, each
+ * line headed by `tag`: printed when a fault went worse than it should have.
+ */
+export async function whatThePartsDid(cluster: ManyHostsCluster, from: number, tag: string): Promise<string> {
+  const since = (l: string) => {
+    const iso = /"time":"([^"]+)"/.exec(l)?.[1] ?? /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)/.exec(l)?.[1];
+    return (
+      iso !== undefined && Date.parse(iso.includes("T") ? iso : `${iso.replace(" ", "T")}Z`) >= from - 2000
+    );
+  };
+  const out: string[] = [];
+  for (const h of cluster.hosts) {
+    if (!cluster.dh.running(h)) continue;
+    const router = await cluster.routerLog(h).catch((err: Error) => err.message);
+    const agent = await cluster.agentLog(h, 600).catch((err: Error) => err.message);
+    const decisions = router.split("\n").filter((l) => l.includes("primary decision") && since(l));
+    const agentLines = agent
+      .split("\n")
+      .filter(
+        (l) =>
+          /promot|lock|demot|fence|failsafe|leader race|DCS|etcd|error/i.test(l) &&
+          !/no action\./.test(l) &&
+          since(l),
+      );
+    out.push(
+      `${tag}   ${h.name} router:`,
+      ...decisions.slice(-20),
+      `${tag}   ${h.name} agent:`,
+      ...agentLines.slice(-30),
+    );
+  }
+  return out.join("\n");
+}
+
+/**
  * Plays one fault. `whileDown` runs after the injection and before the recovery (e.g. a check
  * that clients still connect).
  */

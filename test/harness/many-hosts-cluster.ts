@@ -267,6 +267,12 @@ export class ManyHostsCluster {
     return this.containerLog(h, `${this.project}-${this.agentOf(h)}`, lines);
   }
 
+  /** The last `lines` lines of host h's etcd member's log. */
+  async etcdLog(h: DockerHost, lines = 300): Promise<string> {
+    const name = await this.containerOf(h, "etcd");
+    return name ? this.containerLog(h, name, lines) : "";
+  }
+
   /** The last `lines` lines of host h's router's log. */
   async routerLog(h: DockerHost, lines = 400): Promise<string> {
     const name = await this.containerOf(h, "router");
