@@ -107,6 +107,10 @@ describe("three Docker hosts in multi-host mode: one endpoint, whole hosts faili
         names.some((x) => x.includes(`etcd${n}`)),
         `${h.name}: ${names.join(", ")}`,
       );
+      // The overlay's sysctls: etcd's peer connections give up after about 13 s, not 15 min.
+      const etcd = names.find((x) => x.includes(`etcd${n}`))!;
+      const retries = await cluster.dh.docker(h, ["exec", etcd, "cat", "/proc/sys/net/ipv4/tcp_retries2"]);
+      assert.equal(retries.trim(), "5", `${etcd}'s tcp_retries2`);
       for (const o of [1, 2, 3].filter((x) => x !== n)) {
         assert.ok(
           !names.some((x) => x.endsWith(`pg${o}`) || x.includes(`etcd${o}`)),

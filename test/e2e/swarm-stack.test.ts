@@ -200,6 +200,22 @@ describe("README's Docker Swarm: docker stack deploy on three engines, a whole n
       ]);
       assert.deepEqual(JSON.parse(labels), { "pgha.member": String(i + 1) }, `${h.name}'s labels`);
     }
+    // Each etcd member's peer connections give up after about 13 s (the stack's sysctls).
+    for (const [i, h] of nodes.entries()) {
+      const id = await waitFor(
+        `etcd${i + 1}'s task on ${h.name}`,
+        () =>
+          dh.docker(h, ["ps", "-q", "--filter", `label=com.docker.swarm.service.name=${STACK}_etcd${i + 1}`]),
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+      const retries = await dh.docker(h, [
+        "exec",
+        id.split("\n")[0]!,
+        "cat",
+        "/proc/sys/net/ipv4/tcp_retries2",
+      ]);
+      assert.equal(retries.trim(), "5", `etcd${i + 1}'s tcp_retries2 on ${h.name}`);
+    }
     await waitFor(
       "the README's check to show the primary through the routers",
       async () => check.expect!.test(await runBlock(check, null).catch(() => "")),

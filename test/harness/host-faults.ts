@@ -208,6 +208,10 @@ export async function playHostFault(
     const healthy = await cluster.waitHealthy(420_000);
     newLeader = healthy.leader;
     healthyAt = Date.now();
+    if (healthy.etcdWaitMs > 2000)
+      opts.log?.(
+        `${fault}: every etcd member caught up with etcd's leader ${(healthy.etcdWaitMs / 1000).toFixed(0)} s after Patroni's members were whole again`,
+      );
     await waitFor(
       "every writer to write again after the cluster healed",
       () => writers.every((w) => w.acks.some((a) => a.at > healthyAt)),

@@ -195,19 +195,40 @@ export class ManyHostsCluster {
     return this.dh.docker(h, ["exec", name, "etcdctl", `--endpoints=${endpoints}`, ...args]);
   }
 
-  /** Each running member's host, id (hex) and whether it leads etcd. */
-  async etcdMembers(): Promise<{ host: DockerHost; id: string; leads: boolean }[]> {
+  /** Each running member's host, id (hex), whether it leads etcd, its raft term and its raft index. */
+  async etcdMembers(): Promise<
+    { host: DockerHost; id: string; leads: boolean; term: number; index: number }[]
+  > {
     // `-w simple`: endpoint, ID, version, DB size, is leader, is learner, term, index, applied, errors.
     const out = await this.etcdctl(["endpoint", "status", "-w", "simple"]);
     return out
       .split("\n")
       .filter(Boolean)
       .map((l) => l.split(", "))
-      .map(([endpoint = "", id = "", , , leads = ""]) => ({
+      .map(([endpoint = "", id = "", , , leads = "", , term = "", index = ""]) => ({
         host: this.hosts.find((x) => endpoint.includes(`//${x.ip}:`))!,
         id,
         leads: leads === "true",
+        term: Number(term),
+        index: Number(index),
       }));
+  }
+
+  /**
+   * Every host's etcd member answers, one of them leads, and the others are on its term and
+   * no more than a few entries behind it. A member on a host whose cut-off has just healed
+   * can stay behind for tens of seconds (etcd's peer connections wait out TCP's
+   * retransmission back-off); until it is back, losing one more host loses etcd's quorum.
+   */
+  async etcdWhole(): Promise<boolean> {
+    if (!this.hosts.every((h) => this.dh.running(h))) return false;
+    const members = await this.etcdMembers();
+    const leader = members.find((m) => m.leads);
+    return (
+      members.length === this.hosts.length &&
+      leader !== undefined &&
+      members.every((m) => m.term === leader.term && leader.index - m.index <= 10)
+    );
   }
 
   /** The host whose etcd member leads etcd, or null. */
@@ -346,7 +367,7 @@ export class ManyHostsCluster {
    * wal_sender_timeout, 60 s, for walsenders whose replicas it cannot reach), so after a heal
    * it can still report itself leading while the others elected and promoted someone else.
    */
-  async waitHealthy(timeoutMs = 300_000): Promise<{ leader: string; members: Member[] }> {
+  async waitHealthy(timeoutMs = 300_000): Promise<{ leader: string; members: Member[]; etcdWaitMs: number }> {
     let last: Member[] = [];
     try {
       const got = await waitFor(
@@ -372,6 +393,12 @@ export class ManyHostsCluster {
         },
         { timeoutMs, intervalMs: 1000 },
       );
+      const t0 = Date.now();
+      await waitFor("every host's etcd member caught up with etcd's leader", () => this.etcdWhole(), {
+        timeoutMs,
+        intervalMs: 1000,
+      });
+      const etcdWaitMs = Date.now() - t0;
       for (const h of this.hosts) {
         await waitFor(
           `${h.name}'s router to be ready`,
@@ -394,7 +421,7 @@ export class ManyHostsCluster {
           { timeoutMs: 60_000, intervalMs: 500 },
         );
       }
-      return got;
+      return { ...got, etcdWaitMs };
     } catch (err) {
       (err as Error).message += `\nlast /cluster: ${JSON.stringify(last)}\n${await this.diagnostics()}`;
       throw err;
