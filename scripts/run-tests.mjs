@@ -3,13 +3,17 @@
 // Fails when a tier ran no test, when any test failed, and when any test was skipped or
 // left todo: a skipped test is not a pass.
 //
-// Unit and integration files run one at a time. E2E files run in two lanes (PGHA_TEST_LANES=N
-// for another number, 1 for one at a time): most of an e2e file's time is spent waiting for
-// Patroni's timers, so two files side by side take about half the time. The images are built
-// once before the lanes start (each file then runs with PGHA_E2E_NO_BUILD=1), and a file says
-// in a line of its source what it cannot share:
+// Unit files run one at a time. Integration and e2e files run in two lanes (PGHA_TEST_LANES=N
+// for another number, 1 for one at a time): most of their time is spent waiting for etcd's
+// and Patroni's timers, so two files side by side take about half the time. For e2e the
+// images are built once before the lanes start (each file then runs with PGHA_E2E_NO_BUILD=1).
+// A file says in a line of its source what it cannot share:
 //   // run-tests: alone  (why)   it runs with no other file (it restarts the Docker engine, …)
-//   // run-tests: heavy  (why)   it runs beside no other heavy file (several engines, two stacks)
+//   // run-tests: heavy  (why)   it runs beside no other heavy file (several engines, two stacks;
+//                               in integration: a registrator that watches this machine's engine,
+//                               or containers on it that such a registrator would see)
+//   // run-tests: early  (why)   it shares, but starts before the others that share (a long file
+//                               that would otherwise run on alone at the end)
 // With lanes, a file's output is printed whole when it ends.
 //
 //   node scripts/run-tests.mjs unit integration e2e
@@ -145,19 +149,19 @@ function lanesWanted() {
   return n;
 }
 
-/** A file's `// run-tests: alone|heavy` line, from its TypeScript source. */
+/** A file's `// run-tests: alone|heavy|early` line, from its TypeScript source. */
 function laneClass(file) {
   const source = join(root, file.replace(/^dist\//, "").replace(/\.js$/, ".ts"));
-  const m = /^\/\/ run-tests: (alone|heavy)\b/m.exec(readFileSync(source, "utf8"));
+  const m = /^\/\/ run-tests: (alone|heavy|early)\b/m.exec(readFileSync(source, "utf8"));
   return m ? m[1] : "shared";
 }
 
 /**
  * Runs the files `lanes` at a time: the files that run alone first, then the heavy ones, then
- * the rest, each started as soon as a lane is free and what runs allows it.
+ * the early ones, then the rest, each started as soon as a lane is free and what runs allows it.
  */
-async function inLanes(files, lanes, problems) {
-  if (process.env.PGHA_E2E_NO_BUILD !== "1") {
+async function inLanes(tier, files, lanes, problems) {
+  if (tier === "e2e" && process.env.PGHA_E2E_NO_BUILD !== "1") {
     console.log("building the images once for every lane (scripts/build-images.sh)");
     const t0 = Date.now();
     const b = spawnSync(join(root, "scripts", "build-images.sh"), [], { cwd: root, stdio: "inherit" });
@@ -167,14 +171,16 @@ async function inLanes(files, lanes, problems) {
     }
     console.log(`images built in ${Math.round((Date.now() - t0) / 1000)} s`);
   }
-  const env = { ...process.env, PGHA_E2E_NO_BUILD: "1" };
-  const rank = { alone: 0, heavy: 1, shared: 2 };
+  const env = tier === "e2e" ? { ...process.env, PGHA_E2E_NO_BUILD: "1" } : process.env;
+  const rank = { alone: 0, heavy: 1, early: 2, shared: 3 };
   const queue = files
     .map((file) => ({ file, kind: laneClass(file) }))
     .sort((a, b) => rank[a.kind] - rank[b.kind]);
   const running = new Set();
   const results = [];
-  console.log(`${files.length} file(s) in ${lanes} lanes (alone first, then heavy, then the rest)`);
+  console.log(
+    `${files.length} file(s) in ${lanes} lanes (alone first, then heavy, then early, then the rest)`,
+  );
   await new Promise((done) => {
     const fits = (f) => {
       if (running.size >= lanes) return false;
@@ -229,8 +235,8 @@ for (const tier of tiers) {
   console.log(`\n=== ${tier}: ${files.length} file(s) ===`);
   const r = { tier, files: files.length, tests: 0, pass: 0, fail: 0, cancelled: 0, skipped: 0, todo: 0 };
   const problems = [];
-  const lanes = tier === "e2e" ? lanesWanted() : 1;
-  const results = lanes > 1 ? await inLanes(files, lanes, problems) : await oneByOne(files);
+  const lanes = tier === "unit" ? 1 : lanesWanted();
+  const results = lanes > 1 ? await inLanes(tier, files, lanes, problems) : await oneByOne(files);
   for (const f of results) {
     const file = f.file;
     failedTests.push(...failures(f.tap, file));

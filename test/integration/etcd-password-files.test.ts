@@ -4,6 +4,7 @@
  * real etcd with authentication on: each authenticates with the password read from its file,
  * neither logs it, and an unreadable file is one clear line and exit code 2.
  */
+// run-tests: heavy (a registrator on this machine's engine: it would see other files' containers)
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

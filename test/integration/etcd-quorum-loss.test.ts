@@ -16,6 +16,7 @@
  * start itself waited for the kernel's connect timeout: the router on the majority side of
  * a partition kept its view of the old leader for 90 s in the e2e test `many-hosts`).
  */
+// run-tests: early (over a minute)
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

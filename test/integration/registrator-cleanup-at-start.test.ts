@@ -6,6 +6,7 @@
  * (two stacks on one etcd); a SERVICE_ID that names another host is refused. Without
  * -hostname the registrator names itself after the Docker engine.
  */
+// run-tests: heavy (a registrator on this machine's engine: it would see other files' containers)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { engineHostname } from "../../registrator/options.js";

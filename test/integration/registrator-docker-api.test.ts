@@ -4,6 +4,7 @@
  * and message, a missing socket keeps its errno, and the event stream delivers a
  * container's start and ends when its signal aborts.
  */
+// run-tests: heavy (containers on this machine's engine, which another file's registrator would see)
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { DockerApi, DockerStatusError } from "../../registrator/docker-api.js";

@@ -5,6 +5,7 @@
  * It never exits; once Docker answers again it resubscribes, lists, and
  * reconciles etcd with what changed while it was blind.
  */
+// run-tests: heavy (a registrator on this machine's engine: it would see other files' containers)
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -4,6 +4,7 @@
  * removal; several ports; -internal on a user-defined network; -deregister
  * on-success; -require-healthy.
  */
+// run-tests: heavy (a registrator on this machine's engine: it would see other files' containers)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { DockerFixture } from "../harness/docker-fixture.js";

@@ -5,6 +5,7 @@
  * revoking its keys on `docker stop`. Without the socket's group it says why and
  * keeps retrying instead of exiting.
  */
+// run-tests: heavy (a registrator image on this machine's engine, and containers it publishes)
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, statSync } from "node:fs";
 import { after, before, describe, it } from "node:test";

@@ -4,6 +4,7 @@
  * restarted etcd or a lost lease gets everything written again, and the resync
  * repairs keys changed behind the registrator's back.
  */
+// run-tests: heavy (a registrator on this machine's engine: it would see other files' containers)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { DockerFixture } from "../harness/docker-fixture.js";

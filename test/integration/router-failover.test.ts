@@ -6,6 +6,7 @@
  * node-postgres (no SSLRequest) and psql (libpq, sslmode=prefer: an SSLRequest first,
  * so a replayed startup must wait for the server's 'N' before it sends the rest).
  */
+// run-tests: early (the longest integration file, about 3 minutes)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";

@@ -4,6 +4,7 @@
  * user, healthy by its HEALTHCHECK, routing to a real Patroni leader (host
  * network, so it reaches the cluster on loopback), and exiting 0 on docker stop.
  */
+// run-tests: heavy (containers on this machine's engine, which another file's registrator would see)
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";

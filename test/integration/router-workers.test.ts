@@ -9,6 +9,7 @@
  * supervisor, and all route to the same primary; when the supervisor dies, its
  * workers close their sessions and exit (no stale routes).
  */
+// run-tests: early (about a minute)
 import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -5,6 +5,7 @@
  * checkout mounted read-only: it must load and answer `--help` and a bad option exactly as it
  * does under the host's Node. In the integration tier because it needs a Docker engine.
  */
+// run-tests: heavy (a container on this machine's engine, which another file's registrator would see)
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
