@@ -6,7 +6,7 @@
  * node-postgres (no SSLRequest) and psql (libpq, sslmode=prefer: an SSLRequest first,
  * so a replayed startup must wait for the server's 'N' before it sends the rest).
  */
-// run-tests: early (the longest integration file, about 3 minutes)
+// run-tests: alone (its loopback Patroni runs without the agent's before_stop drain, so a client whose start-up reaches the old primary as it stops fails; beside another file it happened once in five planned switchovers)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";
