@@ -210,7 +210,7 @@ export async function playHostFault(
     healthyAt = Date.now();
     if (healthy.etcdWaitMs > 2000)
       opts.log?.(
-        `${fault}: every etcd member caught up with etcd's leader ${(healthy.etcdWaitMs / 1000).toFixed(0)} s after Patroni's members were whole again`,
+        `${fault}: every etcd member caught up with etcd's leader ${(healthy.etcdWaitMs / 1000).toFixed(0)} s after Patroni's members were whole again (last seen before: ${healthy.etcdSeen})`,
       );
     await waitFor(
       "every writer to write again after the cluster healed",

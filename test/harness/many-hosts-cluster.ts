@@ -221,14 +221,22 @@ export class ManyHostsCluster {
    * retransmission back-off); until it is back, losing one more host loses etcd's quorum.
    */
   async etcdWhole(): Promise<boolean> {
-    if (!this.hosts.every((h) => this.dh.running(h))) return false;
+    return (await this.etcdState()).whole;
+  }
+
+  /** Whether etcd is whole (above), and each member's view as `host leads/term/index`. */
+  async etcdState(): Promise<{ whole: boolean; seen: string }> {
+    if (!this.hosts.every((h) => this.dh.running(h))) return { whole: false, seen: "a host is down" };
     const members = await this.etcdMembers();
     const leader = members.find((m) => m.leads);
-    return (
+    const seen = members
+      .map((m) => `${m.host?.name ?? "?"} ${m.leads ? "leader" : "follower"} term ${m.term} index ${m.index}`)
+      .join(", ");
+    const whole =
       members.length === this.hosts.length &&
       leader !== undefined &&
-      members.every((m) => m.term === leader.term && leader.index - m.index <= 10)
-    );
+      members.every((m) => m.term === leader.term && leader.index - m.index <= 10);
+    return { whole, seen };
   }
 
   /** The host whose etcd member leads etcd, or null. */
@@ -367,7 +375,9 @@ export class ManyHostsCluster {
    * wal_sender_timeout, 60 s, for walsenders whose replicas it cannot reach), so after a heal
    * it can still report itself leading while the others elected and promoted someone else.
    */
-  async waitHealthy(timeoutMs = 300_000): Promise<{ leader: string; members: Member[]; etcdWaitMs: number }> {
+  async waitHealthy(
+    timeoutMs = 300_000,
+  ): Promise<{ leader: string; members: Member[]; etcdWaitMs: number; etcdSeen: string }> {
     let last: Member[] = [];
     try {
       const got = await waitFor(
@@ -394,10 +404,19 @@ export class ManyHostsCluster {
         { timeoutMs, intervalMs: 1000 },
       );
       const t0 = Date.now();
-      await waitFor("every host's etcd member caught up with etcd's leader", () => this.etcdWhole(), {
-        timeoutMs,
-        intervalMs: 1000,
-      });
+      let etcdSeen = "";
+      await waitFor(
+        "every host's etcd member caught up with etcd's leader",
+        async () => {
+          const state = await this.etcdState().catch((err: Error) => ({
+            whole: false,
+            seen: err.message.split("\n").slice(-2).join(" "),
+          }));
+          if (!state.whole) etcdSeen = state.seen;
+          return state.whole;
+        },
+        { timeoutMs, intervalMs: 1000 },
+      );
       const etcdWaitMs = Date.now() - t0;
       for (const h of this.hosts) {
         await waitFor(
@@ -421,7 +440,7 @@ export class ManyHostsCluster {
           { timeoutMs: 60_000, intervalMs: 500 },
         );
       }
-      return { ...got, etcdWaitMs };
+      return { ...got, etcdWaitMs, etcdSeen };
     } catch (err) {
       (err as Error).message += `\nlast /cluster: ${JSON.stringify(last)}\n${await this.diagnostics()}`;
       throw err;
