@@ -83,9 +83,10 @@ function replicaTarget(
 }
 
 /**
- * What the routers decided and what Patroni said of promotion, locks, fences and failsafe mode
- * on every running host since `from` (ms since epoch, less 2 s), one block per host, each
- * line headed by `tag`: printed when a fault went worse than it should have.
+ * What the routers decided, what Patroni said of promotion, locks, fences, failsafe mode and
+ * etcd, and what etcd said of its elections and peers, on every running host since `from` (ms
+ * since epoch, less 2 s), one block per host, each line headed by `tag`: printed when a fault
+ * went worse than it should have.
  */
 export async function whatThePartsDid(cluster: ManyHostsCluster, from: number, tag: string): Promise<string> {
   const since = (l: string) => {
@@ -108,11 +109,17 @@ export async function whatThePartsDid(cluster: ManyHostsCluster, from: number, t
           !/no action\./.test(l) &&
           since(l),
       );
+    const etcd = await cluster.etcdLog(h).catch((err: Error) => err.message);
+    const etcdLines = etcd
+      .split("\n")
+      .filter((l) => /elect|became|lost leader|unreachable|took too long/i.test(l) && since(l));
     out.push(
       `${tag}   ${h.name} router:`,
       ...decisions.slice(-20),
       `${tag}   ${h.name} agent:`,
       ...agentLines.slice(-30),
+      `${tag}   ${h.name} etcd:`,
+      ...etcdLines.slice(-20),
     );
   }
   return out.join("\n");

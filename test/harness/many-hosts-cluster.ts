@@ -215,16 +215,12 @@ export class ManyHostsCluster {
   }
 
   /**
-   * Every host's etcd member answers, one of them leads, and the others are on its term and
-   * no more than a few entries behind it. A member on a host whose cut-off has just healed
-   * can stay behind for tens of seconds (etcd's peer connections wait out TCP's
+   * Whether etcd is whole: every host's member answers, one of them leads, and the others are
+   * on its term and no more than a few entries behind it. A member on a host whose cut-off has
+   * just healed could stay behind for tens of seconds (its peer connections waiting out TCP's
    * retransmission back-off); until it is back, losing one more host loses etcd's quorum.
+   * `seen`: each member as `host leader|follower term T index I`.
    */
-  async etcdWhole(): Promise<boolean> {
-    return (await this.etcdState()).whole;
-  }
-
-  /** Whether etcd is whole (above), and each member's view as `host leads/term/index`. */
   async etcdState(): Promise<{ whole: boolean; seen: string }> {
     if (!this.hosts.every((h) => this.dh.running(h))) return { whole: false, seen: "a host is down" };
     const members = await this.etcdMembers();
